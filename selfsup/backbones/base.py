@@ -1,0 +1,24 @@
+"""What every backbone provides: pooled features of shape (B, feature_dim)."""
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+class Backbone(nn.Module):
+    """An encoder that maps images (B, C, H, W) to pooled features (B, feature_dim).
+
+    Subclasses set ``feature_dim`` and record the registry ``name`` and the keyword arguments they
+    were built with in ``config`` so an exported state dict can be rebuilt
+    (:func:`selfsup.backbones.load_exported`).
+
+    Example:
+        >>> net = selfsup.backbones.get("resnet18", cifar_stem=True)
+        >>> net(torch.zeros(2, 3, 32, 32)).shape  # torch.Size([2, 512])
+    """
+
+    feature_dim: int
+    name: str = ""
+    config: dict
+
+    def forward(self, images: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError

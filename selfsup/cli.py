@@ -1,0 +1,167 @@
+"""The ``selfsup`` command: ``train``, ``eval knn``, ``list`` and ``demo``.
+
+Errors caused by input (unknown names, bad config values, missing data, corrupt images) are
+printed as one paragraph without a traceback and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from selfsup.errors import SelfSupError
+
+TRAIN_FLAGS = {  # flag -> config key
+    "method": "method.name", "backbone": "backbone.name", "data": "data.name", "root": "data.root",
+    "epochs": "epochs", "batch_size": "batch_size", "devices": "devices", "precision": "precision",
+    "name": "name", "output_dir": "output_dir", "num_workers": "data.num_workers", "seed": "seed",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="selfsup", description="Self-supervised visual representation learning.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="pretrain an encoder", description=(
+        "Pretrain an encoder. Settings come from the defaults, then --config, then the flags, then "
+        "key.sub=value overrides (e.g. optimizer.lr=0.5 method.temperature=0.2)."))
+    train.add_argument("--config", help="YAML file or packaged recipe (e.g. cifar10/simclr; see `selfsup list`)")
+    train.add_argument("--method")
+    train.add_argument("--backbone")
+    train.add_argument("--data", help="data set name (see `selfsup list`)")
+    train.add_argument("--root", help="data set folder")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int, help="global batch size")
+    train.add_argument("--devices", type=int)
+    train.add_argument("--precision", help="auto, 32-true, bf16-mixed or 16-mixed")
+    train.add_argument("--num-workers", type=int)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--name", help="run name (folder under --output-dir)")
+    train.add_argument("--output-dir")
+    train.add_argument("--resume", action="store_true", help="continue run --name from its last checkpoint")
+    train.add_argument("--download", action="store_true", help="download a torchvision data set into --root")
+    train.add_argument("--skip-bad-images", action="store_true", help="skip and count unreadable images")
+    train.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                       help="config overrides, anywhere on the line (e.g. optimizer.lr=0.5)")
+
+    evaluate = commands.add_parser("eval", help="evaluate a trained encoder")
+    protocols = evaluate.add_subparsers(dest="protocol", required=True)
+    knn = protocols.add_parser("knn", help="weighted cosine k-NN (InstDisc)", description=(
+        "Weighted cosine k-NN accuracy of a run folder, a .ckpt checkpoint or an exported .safetensors backbone."))
+    knn.add_argument("path")
+    knn.add_argument("--data", help="data set (default: the one it was trained on)")
+    knn.add_argument("--root", help="data set folder (default: the training run's)")
+    knn.add_argument("--train-split", default="train")
+    knn.add_argument("--split", default="test", help="split to classify")
+    knn.add_argument("--k", type=int, default=200)
+    knn.add_argument("--temperature", type=float, default=0.1)
+    knn.add_argument("--batch-size", type=int, default=256)
+    knn.add_argument("--device", default="cuda" if _cuda() else "cpu")
+
+    commands.add_parser("list", help="list methods, backbones, data sets, view recipes and packaged recipes")
+
+    demo = commands.add_parser("demo", help="train SimCLR on the built-in data set and compare k-NN accuracies")
+    demo.add_argument("--epochs", type=int)
+    demo.add_argument("--output-dir", default="runs")
+    return parser
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from selfsup.config import load
+    from selfsup.training import train
+
+    flags = {key: getattr(args, flag) for flag, key in TRAIN_FLAGS.items()}
+    if args.download:
+        flags["data.download"] = True
+    if args.skip_bad_images:
+        flags["data.skip_bad_images"] = True
+    config = load(args.config, flags=flags, overrides=args.overrides)
+    result = train(config, resume=args.resume)
+    print(f"run folder: {result.run_dir}")
+    print(f"backbone:   {result.backbone_path}")
+    for key, value in result.metrics.items():
+        print(f"{key}: {value:.2f}")
+    return 0
+
+
+def cmd_eval_knn(args: argparse.Namespace) -> int:
+    from selfsup import data
+    from selfsup.augment import EvalTransform
+    from selfsup.checkpoints import load_backbone
+    from selfsup.eval import knn_eval
+
+    backbone, info = load_backbone(args.path)
+    name = args.data or info.get("data")
+    if not name:
+        raise SelfSupError(f"{args.path} does not record its data set; pass --data NAME (and --root PATH)")
+    root = args.root or (info.get("root") if name == info.get("data") else None)
+    train_set = data.get(str(name), root=root, split=args.train_split)
+    test_set = data.get(str(name), root=root, split=args.split)
+    same_data = name == info.get("data")
+    mean, std = (info["mean"], info["std"]) if same_data else (train_set.mean, train_set.std)
+    transform = EvalTransform(int(info.get("image_size") or train_set.image_size[0]), mean, std)
+    scores = knn_eval(backbone.to(args.device), train_set, test_set, transform, k=args.k, temperature=args.temperature,
+                      device=args.device, batch_size=args.batch_size)
+    print(f"k-NN (k={args.k}, T={args.temperature}) of {args.path} on {name} {args.split}: "
+          f"top-1 {scores['top1']:.2f}%  top-5 {scores['top5']:.2f}%")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from selfsup import augment, backbones, data, methods
+    from selfsup.config import packaged_recipes
+
+    sections = [
+        ("methods", methods.METHODS.describe()),
+        ("backbones", backbones.BACKBONES.describe()),
+        ("data sets", data.describe()),
+        ("view recipes", augment.RECIPES.describe()),
+        ("packaged configs (--config NAME)", {name: "" for name in packaged_recipes()}),
+    ]
+    for title, entries in sections:
+        print(f"{title}:")
+        width = max(map(len, entries), default=0)
+        for name, line in entries.items():
+            print(f"  {name:<{width}}  {line}".rstrip())
+        print()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from selfsup.demo import run_demo
+
+    run_demo(output_dir=args.output_dir, epochs=args.epochs)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``selfsup`` command."""
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest:  # overrides may sit between flags; argparse leaves those for us
+        stray = [token for token in rest if token.startswith("-") or "=" not in token]
+        if stray or args.command != "train":
+            parser.error(f"unrecognized arguments: {' '.join(stray or rest)}")
+        args.overrides = [*args.overrides, *rest]
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    handlers = {"train": cmd_train, "list": cmd_list, "demo": cmd_demo}
+    handler = cmd_eval_knn if args.command == "eval" else handlers[args.command]
+    try:
+        return handler(args)
+    except SelfSupError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""Build a :class:`TrainConfig` from defaults, a YAML file, flags and ``key.sub=value`` overrides.
+
+Every key is checked: unknown keys get the closest valid names, values are checked against the
+field's type, and the ``method`` / ``backbone`` / ``augment`` options against the signature of the
+registered factory they configure. YAML is read with a ``yaml.SafeLoader`` (no code runs).
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from importlib import resources
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from selfsup._registry import check_kwargs
+from selfsup.config.schema import TrainConfig
+from selfsup.errors import ConfigError, close_matches
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads ``1e-4`` and ``1e30`` as floats (YAML 1.2 does; PyYAML's 1.1
+    rules want a dot, so ``lr: 1e-4`` would otherwise be the string "1e-4")."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def safe_load(text: str) -> Any:
+    """Parse YAML without running code, reading exponent notation as floats."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+
+
+#: sections that name a registered factory, and the key holding the name
+NAMED_SECTIONS = {"method": "name", "backbone": "name", "augment": "recipe"}
+
+
+def packaged_recipes() -> list[str]:
+    """Recipe names shipped in the package, like ``cifar10/simclr``."""
+    root = resources.files("selfsup") / "configs"
+    return sorted(
+        f"{d.name}/{f.name[:-5]}"
+        for d in root.iterdir() if d.is_dir()
+        for f in d.iterdir() if f.name.endswith(".yaml")
+    )
+
+
+def read_yaml(source: str | Path) -> dict[str, Any]:
+    """Read a config file, or a packaged recipe by name (``cifar10/simclr``)."""
+    path = Path(source)
+    if not path.exists() and not str(source).endswith((".yaml", ".yml")):
+        packaged = resources.files("selfsup") / "configs" / f"{source}.yaml"
+        if packaged.is_file():
+            return _parse(packaged.read_text(), f"recipe {source}")
+    if not path.is_file():
+        raise ConfigError(
+            f"Config file {source} not found.{close_matches(str(source), packaged_recipes())} "
+            f"Give a path to a YAML file or a packaged recipe: {', '.join(packaged_recipes())}."
+        )
+    return _parse(path.read_text(), str(path))
+
+
+def _parse(text: str, where: str) -> dict[str, Any]:
+    try:
+        data = safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{where} is not valid YAML: {err}") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must hold a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b=value`` into its key path and YAML-parsed value."""
+    if "=" not in text:
+        raise ConfigError(f"Override {text!r} must look like key.sub=value (e.g. optimizer.lr=0.5)")
+    key, raw = text.split("=", 1)
+    try:
+        value = safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursively merge ``update`` into a copy of ``base``.
+
+    A new ``name`` (``recipe``) in a named section replaces that section: options of one method
+    mean nothing to another.
+    """
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            name_key = NAMED_SECTIONS.get(key)
+            if name_key and name_key in value and value[name_key] != out[key].get(name_key):
+                out[key] = dict(value)
+            else:
+                out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def set_path(data: dict[str, Any], path: list[str], value: Any) -> dict[str, Any]:
+    """Return ``data`` with ``value`` at the dotted ``path`` (as a merge)."""
+    nested: Any = value
+    for key in reversed(path):
+        nested = {key: nested}
+    return merge(data, nested)
+
+
+def to_dict(config: TrainConfig) -> dict[str, Any]:
+    """Plain nested dict of a config (what ``config.yaml`` holds)."""
+    return dataclasses.asdict(config)
+
+
+def from_dict(data: dict[str, Any]) -> TrainConfig:
+    """Build and type-check a :class:`TrainConfig` from a (possibly partial) nested dict."""
+    merged = merge(to_dict(TrainConfig()), data)
+    return _build(TrainConfig, merged, "")
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            where = f"section {prefix[:-1]!r}" if prefix else "the top level"
+            raise ConfigError(
+                f"Unknown config key {prefix + key!r}.{close_matches(key, fields)} "
+                f"Valid keys in {where}: {', '.join(sorted(fields))}."
+            )
+    values = {}
+    for name in fields:
+        hint, value, key = hints[name], data[name], f"{prefix}{name}"
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ConfigError(f"Config key {key!r} must be a mapping, got {value!r}")
+            values[name] = _build(hint, value, key + ".")
+        else:
+            values[name] = _coerce(value, hint, key)
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise errors[0] if len(errors) == 1 else ConfigError(f"Config key {key!r}: {value!r} fits none of {hint}")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"Config key {key!r} must be a mapping, got {value!r}")
+        return dict(value)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"Config key {key!r} must be a list, got {value!r}")
+        (item,) = typing.get_args(hint)
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, str, bool) and type(value) is hint:
+        return value
+    if hint is Any:
+        return value
+    raise ConfigError(f"Config key {key!r} must be {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def load(
+    config_file: str | Path | None = None,
+    *,
+    flags: dict[str, Any] | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> TrainConfig:
+    """Defaults, then the config file, then flags (dotted keys), then ``key=value`` overrides.
+
+    Example:
+        >>> cfg = load("cifar10/simclr", flags={"epochs": 1}, overrides=["optimizer.lr=0.5"])
+        >>> cfg.optimizer.lr
+        0.5
+    """
+    data: dict[str, Any] = read_yaml(config_file) if config_file else {}
+    for key, value in (flags or {}).items():
+        if value is not None:
+            data = set_path(data, key.split("."), value)
+    for text in overrides:
+        path, value = parse_override(text)
+        data = set_path(data, path, value)
+    config = from_dict(data)
+    validate(config)
+    return config
+
+
+def validate(config: TrainConfig) -> None:
+    """Check names, factory options and value ranges before any work starts."""
+    from selfsup import augment, backbones, data, methods
+
+    registries = {"method": methods.METHODS, "backbone": backbones.BACKBONES, "augment": augment.RECIPES}
+    for section, name_key in NAMED_SECTIONS.items():
+        options = dict(getattr(config, section))
+        name = options.pop(name_key, None)
+        if name is None:
+            if section == "augment":
+                continue  # the method's default recipe
+            raise ConfigError(f"Config section {section!r} needs a {name_key!r} key")
+        registry = registries[section]
+        check_kwargs(registry.factory(str(name)), options, f"{registry.kind} {name!r} (config section {section!r})")
+    data.DATASETS.factory(config.data.name)
+
+    checks = [
+        ("epochs", config.epochs >= 1, "an integer >= 1"),
+        ("batch_size", config.batch_size >= 1, "an integer >= 1"),
+        ("devices", config.devices >= 1, "an integer >= 1"),
+        ("checkpoint_every", config.checkpoint_every >= 0, ">= 0 (0: only 'last')"),
+        ("optimizer.lr", config.optimizer.lr > 0, "> 0"),
+        ("optimizer.momentum", 0 <= config.optimizer.momentum < 1, "in [0, 1)"),
+        ("optimizer.weight_decay", config.optimizer.weight_decay >= 0, ">= 0"),
+        ("optimizer.warmup_epochs", config.optimizer.warmup_epochs >= 0, ">= 0"),
+        ("optimizer.final_lr_fraction", 0 <= config.optimizer.final_lr_fraction <= 1, "in [0, 1]"),
+        ("optimizer.name", config.optimizer.name in ("sgd", "lars", "adamw"), "one of sgd, lars, adamw"),
+        ("optimizer.lr_scaling", config.optimizer.lr_scaling in ("linear", "sqrt", "none"), "one of linear, sqrt, none"),
+        ("monitor.knn_k", config.monitor.knn_k >= 1, ">= 1"),
+        ("monitor.knn_temperature", config.monitor.knn_temperature > 0, "> 0"),
+        ("monitor.knn_every", config.monitor.knn_every >= 0, ">= 0"),
+        ("data.num_workers", config.data.num_workers >= 0, ">= 0"),
+        ("data.channels", config.data.channels in (None, 1, 3), "1 or 3"),
+        ("precision", config.precision in ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "64-true"),
+         "one of auto, 32-true, bf16-mixed, 16-mixed, 64-true"),
+    ]
+    for key, ok, expected in checks:
+        if not ok:
+            value = config
+            for part in key.split("."):
+                value = getattr(value, part)
+            raise ConfigError(f"Config key {key!r} must be {expected}; got {value!r}")

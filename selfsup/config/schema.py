@@ -1,0 +1,76 @@
+"""The typed configuration of a training run.
+
+A run is described by one :class:`TrainConfig`. Sections with a fixed shape are dataclasses;
+``method``, ``backbone`` and ``augment`` are dictionaries whose ``name`` (``recipe`` for
+``augment``) picks a registered factory and whose other keys are that factory's keyword
+arguments, so each method's hyper-parameters are declared once, in its ``__init__``, and checked
+against it (:func:`selfsup.config.load.validate`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from selfsup.engine.monitor import MonitorConfig
+from selfsup.engine.optim import OptimizerConfig
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from.
+
+    Attributes:
+        name: a registered data set (``selfsup list``), e.g. ``digits``, ``cifar10``, ``folder``.
+        root: its local folder (not needed by ``digits``).
+        download: let torchvision download the data set into ``root`` when it is missing.
+        image_size: size images are loaded at (required for ``folder``: shorter side resized and
+            centre-cropped in the workers).
+        train_split: split to pretrain on.
+        eval_split: held-out split for the k-NN monitor, the online probe's accuracy and the final
+            evaluation (``none`` to skip).
+        eval_root: for ``folder`` data, a second folder of held-out images (same layout).
+        num_workers: data loader worker processes (they only decode).
+        skip_bad_images: skip unreadable images (counted and reported) instead of stopping.
+        channels: 1 or 3, for folders (default 3; other data sets have their own).
+    """
+
+    name: str = "digits"
+    root: str | None = None
+    download: bool = False
+    image_size: int | None = None
+    train_split: str = "train"
+    eval_split: str = "test"
+    eval_root: str | None = None
+    num_workers: int = 0
+    skip_bad_images: bool = False
+    channels: int | None = None
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; saved as ``config.yaml`` in the run folder.
+
+    Example:
+        >>> cfg = selfsup.config.load(overrides=["method.name=byol", "epochs=5"])
+        >>> cfg.method  # {'name': 'byol'}
+    """
+
+    method: dict[str, Any] = field(default_factory=lambda: {"name": "simclr"})
+    backbone: dict[str, Any] = field(default_factory=lambda: {"name": "resnet18", "cifar_stem": True})
+    augment: dict[str, Any] = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    epochs: int = 100
+    batch_size: int = 256
+    devices: int = 1
+    accelerator: str = "auto"
+    precision: str = "auto"
+    channels_last: bool = True
+    sync_batchnorm: bool = False
+    seed: int = 0
+    name: str | None = None
+    output_dir: str = "runs"
+    checkpoint_every: int = 10
+    log_every_n_steps: int = 10
+    progress_bar: bool = True

@@ -1,0 +1,60 @@
+"""A Lightning logger that appends metrics to ``metrics.jsonl``, one JSON object per line.
+
+Appending (never rewriting) means a resumed run adds to the same file and nothing already
+written is lost; each line holds ``step``, ``epoch`` when known, a wall-clock ``time`` and the
+metrics logged at that step.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers.logger import Logger
+from lightning.pytorch.utilities import rank_zero_only
+
+
+class JsonlLogger(Logger):
+    """Writes ``{"step": ..., "time": ..., "<metric>": value}`` lines to ``path``.
+
+    Example:
+        >>> trainer = L.Trainer(logger=JsonlLogger("runs/demo/metrics.jsonl"))
+        >>> [json.loads(line) for line in open("runs/demo/metrics.jsonl")]
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+
+    @property
+    def name(self) -> str:
+        return "jsonl"
+
+    @property
+    def version(self) -> None:  # no "v_num" in the progress bar: the run folder is the version
+        return None
+
+    @property
+    def log_dir(self) -> str:
+        return str(self.path.parent)
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        """Hyper-parameters live in the run's ``config.yaml``; nothing to do here."""
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        record: dict[str, Any] = {"step": step, "time": round(time.time(), 3)}
+        for key, value in metrics.items():
+            value = float(value)
+            record[key] = value if math.isfinite(value) else str(value)
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """All records of a ``metrics.jsonl`` file."""
+    with Path(path).open() as f:
+        return [json.loads(line) for line in f if line.strip()]

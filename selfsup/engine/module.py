@@ -1,0 +1,154 @@
+"""The LightningModule that trains any :class:`selfsup.methods.Method`.
+
+It owns what is the same for every method: turning the uint8 batch into views on the device,
+the optimizer step with the warm-up + cosine schedule, the method's after-step hook (EMA,
+queues), the online linear probe on detached features (its own optimizer), the non-finite loss
+guard, logging, and saving the view generator's state in checkpoints so a resumed run draws the
+same augmentations. It uses manual optimisation so the step order is explicit:
+forward -> check -> backward -> step -> ``method.on_step_end(progress)``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from selfsup.augment import MultiView
+from selfsup.engine.optim import OptimizerConfig, build_optimizer
+from selfsup.engine.schedule import warmup_cosine
+from selfsup.errors import NonFiniteLossError
+from selfsup.methods.base import Method, ViewBatch
+
+
+class SelfSupervisedModule(L.LightningModule):
+    """Wraps a method, its view recipe, the optimizer settings and the online probe.
+
+    Args:
+        method: the self-supervised method (owns the backbone).
+        views: the view recipe applied to each uint8 batch on the device.
+        optimizer: optimizer and schedule settings.
+        batch_size: the GLOBAL batch size (for learning-rate scaling).
+        steps_per_epoch: optimizer steps in one epoch.
+        epochs: total epochs.
+        num_classes: classes of the online probe (0: no probe).
+        probe_lr: the probe's learning rate (SGD with momentum 0.9, cosine schedule).
+        channels_last: convert views to channels-last memory format (faster convolutions).
+
+    Example:
+        >>> module = SelfSupervisedModule(method, views, OptimizerConfig(), batch_size=256,
+        ...                               steps_per_epoch=195, epochs=100, num_classes=10)
+        >>> L.Trainer(max_epochs=100).fit(module, loader)
+    """
+
+    def __init__(
+        self,
+        method: Method,
+        views: MultiView,
+        optimizer: OptimizerConfig,
+        *,
+        batch_size: int,
+        steps_per_epoch: int,
+        epochs: int,
+        num_classes: int = 0,
+        probe_lr: float = 0.1,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.method, self.views, self.optimizer_config = method, views, optimizer
+        self.batch_size, self.steps_per_epoch, self.epochs = batch_size, steps_per_epoch, epochs
+        self.total_steps = max(1, steps_per_epoch * epochs)
+        self.warmup_steps = min(self.total_steps, round(optimizer.warmup_epochs * steps_per_epoch))
+        self.probe = nn.Linear(method.feature_dim, num_classes) if num_classes > 0 else None
+        self.probe_lr, self.channels_last = probe_lr, channels_last
+        if channels_last:
+            self.method.to(memory_format=torch.channels_last)
+
+    @property
+    def eval_autocast_dtype(self) -> torch.dtype | None:
+        """bf16 / fp16 when the trainer trains in mixed precision, else None."""
+        precision = str(getattr(self.trainer, "precision", "32")) if self._trainer else "32"
+        return {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        config = self.optimizer_config
+        optimizers = [build_optimizer(self.method.parameter_groups(config.weight_decay), config, self.batch_size)]
+        # kept here, not only in the groups: a resumed run restores the groups from its checkpoint,
+        # but its learning rate follows the current config
+        self.peak_lrs = [group["peak_lr"] for group in optimizers[0].param_groups]
+        if self.probe is not None:
+            optimizers.append(torch.optim.SGD(self.probe.parameters(), lr=self.probe_lr, momentum=0.9))
+        return optimizers
+
+    def set_learning_rates(self, step: int) -> float:
+        """Apply the schedule for ``step``; returns the multiplier."""
+        config = self.optimizer_config
+        factor = warmup_cosine(step, self.total_steps, self.warmup_steps, config.final_lr_fraction)
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        for group, peak in zip(optimizers[0].param_groups, self.peak_lrs):
+            group["lr"] = peak if group.get("fixed_lr") else peak * factor
+        if len(optimizers) > 1:
+            probe_factor = warmup_cosine(step, self.total_steps, 0)
+            for group in optimizers[1].param_groups:
+                group["lr"] = self.probe_lr * probe_factor
+        return factor
+
+    def make_views(self, images: Tensor) -> list[Tensor]:
+        """uint8 batch -> augmented float views, outside autocast (augmentation stays fp32)."""
+        with torch.autocast(images.device.type, enabled=False):
+            views = self.views(images)
+        if self.channels_last:
+            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+        return views
+
+    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, labels, indices = batch
+        step = self.current_epoch * self.steps_per_epoch + batch_idx
+        out = self.method.training_step(ViewBatch(self.make_views(images), labels, indices))
+        loss = out.loss
+        if not torch.isfinite(loss.detach()):
+            raise NonFiniteLossError(
+                f"The training loss became {loss.item()} at optimizer step {step} "
+                f"(epoch {self.current_epoch}); the run was stopped before this step changed any weight."
+            )
+        factor = self.set_learning_rates(step)
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        optimizers[0].zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        optimizers[0].step()
+        self.method.on_step_end(progress=step / self.total_steps)
+
+        logs: dict[str, Any] = {"train/loss": loss.detach(), "train/lr_factor": factor}
+        logs.update({f"train/{k}": v for k, v in out.logs.items()})
+        if self.probe is not None and out.features is not None:
+            logs.update(self.probe_step(out.features.detach(), labels, optimizers[1]))
+        self.log_dict(logs, on_step=True, on_epoch=False, batch_size=len(images))
+        self.log("train/loss_epoch", loss.detach(), on_step=False, on_epoch=True, prog_bar=True,
+                 batch_size=len(images), sync_dist=True)
+        return loss.detach()
+
+    def probe_step(self, features: Tensor, labels: Tensor, optimizer: Any) -> dict[str, Tensor]:
+        """One SGD step of the online linear probe on detached features of labelled samples."""
+        known = labels >= 0
+        if not known.any():
+            return {}
+        with torch.autocast(features.device.type, enabled=False):
+            logits = self.probe(features[known].float())
+            probe_loss = F.cross_entropy(logits, labels[known])
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(probe_loss)
+        optimizer.step()
+        top1 = (logits.argmax(1) == labels[known]).float().mean() * 100
+        return {"probe/train_loss": probe_loss.detach(), "probe/train_top1": top1.detach()}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["selfsup_views"] = self.views.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "selfsup_views" in checkpoint:
+            self.views.load_state_dict(checkpoint["selfsup_views"])

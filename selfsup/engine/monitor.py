@@ -1,0 +1,92 @@
+"""Measurements taken while training: the k-NN monitor and the online probe's held-out accuracy.
+
+Every ``knn_every`` epochs (and after the last one) the backbone embeds a held-out split and a
+seeded subset of the training split with the deterministic evaluation transform; the weighted
+k-NN classifier of InstDisc (Wu et al. 2018, arXiv 1805.01978) gives ``knn/top1`` and
+``knn/top5``, and the online linear probe, applied to the same held-out features, gives
+``probe/val_top1``. It runs on global rank 0 only; other ranks wait at the next collective.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+from torch.utils.data import Dataset
+
+from selfsup.eval.features import extract_features
+from selfsup.eval.knn import knn_accuracy
+
+
+@dataclass
+class MonitorConfig:
+    """What is measured while training.
+
+    Attributes:
+        knn_every: run the k-NN monitor every this many epochs (0: never; always at the end).
+        knn_k: neighbours of the weighted k-NN (InstDisc: 200).
+        knn_temperature: temperature of its vote weights (InstDisc: 0.1).
+        knn_max_train: at most this many training images (seeded choice) form the k-NN memory.
+        probe: train an online linear probe on detached features when labels exist.
+        probe_lr: its learning rate (SGD, momentum 0.9, cosine schedule).
+    """
+
+    knn_every: int = 1
+    knn_k: int = 200
+    knn_temperature: float = 0.1
+    knn_max_train: int = 20000
+    probe: bool = True
+    probe_lr: float = 0.1
+
+
+class EvaluationMonitor(L.Callback):
+    """Logs k-NN accuracy (and the online probe's held-out accuracy) during training.
+
+    Example:
+        >>> monitor = EvaluationMonitor(MonitorConfig(knn_every=5), train_set, test_set, EvalTransform(32, m, s))
+        >>> trainer = L.Trainer(callbacks=[monitor])
+    """
+
+    def __init__(
+        self, config: MonitorConfig, train_set: Dataset, eval_set: Dataset, transform, *,
+        batch_size: int = 256, seed: int = 0,
+    ) -> None:
+        self.config, self.train_set, self.eval_set, self.transform = config, train_set, eval_set, transform
+        self.batch_size = batch_size
+        labels = torch.as_tensor(train_set.labels)
+        labelled = torch.nonzero(labels >= 0).flatten()
+        if len(labelled) > config.knn_max_train:
+            order = torch.randperm(len(labelled), generator=torch.Generator().manual_seed(seed))
+            labelled = labelled[order[: config.knn_max_train]].sort().values
+        self.train_indices = labelled
+        self.num_classes = int(labels.max()) + 1 if len(labelled) else 0
+        self.last: dict[str, float] = {}
+
+    def due(self, trainer: L.Trainer) -> bool:
+        last_epoch = trainer.current_epoch + 1 >= trainer.max_epochs
+        every = self.config.knn_every
+        return last_epoch or (every > 0 and (trainer.current_epoch + 1) % every == 0)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.due(trainer) or self.num_classes == 0:
+            return
+        metrics = self.measure(pl_module) if trainer.is_global_zero else {}
+        for key, value in metrics.items():
+            pl_module.log(key, value, rank_zero_only=True, prog_bar=key == "knn/top1")
+        self.last = metrics
+
+    @torch.no_grad()
+    def measure(self, pl_module: L.LightningModule) -> dict[str, float]:
+        backbone = pl_module.method.backbone
+        options = dict(batch_size=self.batch_size, device=pl_module.device,
+                       autocast_dtype=pl_module.eval_autocast_dtype, channels_last=pl_module.channels_last)
+        train_x, train_y = extract_features(backbone, self.train_set, self.transform, indices=self.train_indices, **options)
+        test_x, test_y = extract_features(backbone, self.eval_set, self.transform, **options)
+        keep = test_y >= 0
+        scores = knn_accuracy(train_x, train_y, test_x[keep], test_y[keep], num_classes=self.num_classes,
+                              k=self.config.knn_k, temperature=self.config.knn_temperature)
+        metrics = {f"knn/{name}": value for name, value in scores.items()}
+        if pl_module.probe is not None and keep.any():
+            logits = pl_module.probe(test_x[keep].to(pl_module.device)).float().cpu()
+            metrics["probe/val_top1"] = 100.0 * (logits.argmax(1) == test_y[keep]).float().mean().item()
+        return metrics

@@ -1,0 +1,44 @@
+"""Exceptions raised by selfsup.
+
+Every error a user can cause (a bad name, a missing folder, a corrupt image, a wrong config value)
+is a :class:`SelfSupError` with a message that names the thing and says what was expected, so the
+command line can print it as one paragraph instead of a traceback.
+"""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class SelfSupError(Exception):
+    """Base class of the errors selfsup raises for bad input."""
+
+
+class ConfigError(SelfSupError, ValueError):
+    """A config key, type or value is not valid."""
+
+
+class UnknownNameError(SelfSupError, KeyError):
+    """A name (method, backbone, data set, recipe, key) is not registered."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want it plain
+        return str(self.args[0]) if self.args else ""
+
+
+class DataError(SelfSupError):
+    """A data root, folder or image cannot be used."""
+
+
+class NonFiniteLossError(SelfSupError, FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+def close_matches(name: str, options: Iterable[str], n: int = 3) -> str:
+    """Return ' Did you mean: a, b?' for the closest options, or '' when none is close.
+
+    Example:
+        >>> close_matches("simclrr", ["simclr", "byol"])
+        ' Did you mean: simclr?'
+    """
+    found = difflib.get_close_matches(name, list(options), n=n, cutoff=0.5)
+    return f" Did you mean: {', '.join(found)}?" if found else ""

@@ -1,0 +1,81 @@
+"""BYOL: "Bootstrap Your Own Latent: A New Approach to Self-Supervised Learning".
+
+Grill et al., 2020. https://arxiv.org/abs/2006.07733
+Official code: https://github.com/deepmind/deepmind-research/tree/master/byol
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from selfsup.backbones.base import Backbone
+from selfsup.losses import NegativeCosineSimilarity
+from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods.registry import METHODS
+from selfsup.nn import MLP, copy_frozen, cosine_momentum, ema_update
+
+
+@METHODS.register("byol", "BYOL (2020): online network + predictor regress an EMA target network")
+class BYOL(Method):
+    """An online network (backbone, projector, predictor) predicts a momentum target's projection.
+
+    The loss is the paper's symmetrised ``2 - 2 cos(q(z_online(v)), z_target(v'))`` averaged over
+    both view orders. The target (backbone + projector) is an exponential moving average of the
+    online weights whose rate follows the paper's cosine schedule from ``base_momentum`` to 1
+    (Sec. 3.2). ``base_momentum`` defaults to 0.99, the value of the CIFAR recipes (solo-learn);
+    the paper uses 0.996 on ImageNet. Projector and predictor: Linear(4096)-BN-ReLU-Linear(256).
+
+    Example:
+        >>> method = BYOL(selfsup.backbones.get("resnet18", cifar_stem=True))
+        >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
+        >>> out.loss.backward(); optimizer.step(); method.on_step_end(progress=0.01)
+    """
+
+    default_views = "byol"
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        *,
+        proj_hidden_dim: int = 4096,
+        proj_output_dim: int = 256,
+        pred_hidden_dim: int = 4096,
+        base_momentum: float = 0.99,
+        final_momentum: float = 1.0,
+    ) -> None:
+        super().__init__(backbone)
+        if not 0.0 <= base_momentum <= final_momentum <= 1.0:
+            raise ValueError(
+                "BYOL needs 0 <= base_momentum <= final_momentum <= 1, got "
+                f"base_momentum={base_momentum}, final_momentum={final_momentum}"
+            )
+        self.projector = MLP([self.feature_dim, proj_hidden_dim, proj_output_dim])
+        self.predictor = MLP([proj_output_dim, pred_hidden_dim, proj_output_dim])
+        self.target = nn.ModuleDict(
+            {"backbone": copy_frozen(self.backbone), "projector": copy_frozen(self.projector)}
+        )
+        self.base_momentum, self.final_momentum = base_momentum, final_momentum
+        self.momentum = base_momentum
+        self.criterion = NegativeCosineSimilarity()
+
+    def online_modules(self) -> nn.ModuleDict:
+        """The modules the target tracks, in the target's order."""
+        return nn.ModuleDict({"backbone": self.backbone, "projector": self.projector})
+
+    @torch.no_grad()
+    def target_projection(self, views: Tensor) -> Tensor:
+        return self.target["projector"](self.target["backbone"](views))
+
+    def training_step(self, batch: ViewBatch) -> StepOutput:
+        x0, x1 = batch.views[0], batch.views[1]
+        features = self.backbone(torch.cat([x0, x1]))
+        p0, p1 = self.predictor(self.projector(features)).chunk(2)
+        t0, t1 = self.target_projection(torch.cat([x0, x1])).chunk(2)
+        # 2 - 2 cos, averaged over the two view orders (the paper sums them; same minimiser)
+        loss = 2 + (self.criterion(p0, t1) + self.criterion(p1, t0))
+        return StepOutput(loss=loss, features=features[: len(x0)], logs={"momentum": self.momentum})
+
+    @torch.no_grad()
+    def on_step_end(self, progress: float) -> None:
+        self.momentum = cosine_momentum(progress, self.base_momentum, self.final_momentum)
+        ema_update(self.target, self.online_modules(), self.momentum)

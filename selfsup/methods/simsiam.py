@@ -1,0 +1,67 @@
+"""SimSiam: "Exploring Simple Siamese Representation Learning".
+
+Chen and He, 2021. https://arxiv.org/abs/2011.10566
+Official code: https://github.com/facebookresearch/simsiam
+"""
+from __future__ import annotations
+
+import torch
+
+from selfsup.backbones.base import Backbone
+from selfsup.losses import NegativeCosineSimilarity
+from selfsup.methods.base import Method, StepOutput, ViewBatch, decay_groups
+from selfsup.methods.registry import METHODS
+from selfsup.nn import MLP
+
+
+@METHODS.register("simsiam", "SimSiam (2021): siamese network, predictor and stop-gradient, no negatives")
+class SimSiam(Method):
+    """A projector and a bottleneck predictor with a stop-gradient on the other branch.
+
+    Loss (the paper's Algorithm 1): ``D(p1, stopgrad(z2)) / 2 + D(p2, stopgrad(z1)) / 2`` with
+    ``D`` the negative cosine similarity. Defaults are the paper's ImageNet ones: a 3-layer
+    projector of width 2048 ending in BatchNorm without affine parameters, a predictor
+    2048-512-2048, and the predictor's learning rate kept fixed (not decayed; Sec. 4.4 and the
+    official ``--fix-pred-lr``). The paper's CIFAR variant uses a 2-layer projector
+    (``proj_layers=2``), see ``configs/cifar10/simsiam.yaml``.
+
+    Example:
+        >>> method = SimSiam(selfsup.backbones.get("resnet18", cifar_stem=True), proj_layers=2)
+        >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
+    """
+
+    default_views = "mocov2"
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        *,
+        proj_dim: int = 2048,
+        proj_layers: int = 3,
+        pred_hidden_dim: int = 512,
+        fix_predictor_lr: bool = True,
+    ) -> None:
+        super().__init__(backbone)
+        if proj_layers < 1:
+            raise ValueError(f"SimSiam needs proj_layers >= 1, got {proj_layers}")
+        dims = [self.feature_dim] + [proj_dim] * proj_layers
+        self.projector = MLP(dims, last_batch_norm=True, last_bn_affine=False)
+        self.predictor = MLP([proj_dim, pred_hidden_dim, proj_dim])
+        self.fix_predictor_lr = fix_predictor_lr
+        self.criterion = NegativeCosineSimilarity()
+
+    def training_step(self, batch: ViewBatch) -> StepOutput:
+        x0, x1 = batch.views[0], batch.views[1]
+        features = self.backbone(torch.cat([x0, x1]))
+        z = self.projector(features)
+        p0, p1 = self.predictor(z).chunk(2)
+        z0, z1 = z.detach().chunk(2)
+        loss = 0.5 * (self.criterion(p0, z1) + self.criterion(p1, z0))
+        return StepOutput(loss=loss, features=features[: len(x0)])
+
+    def parameter_groups(self, weight_decay: float) -> list[dict]:
+        rest = [(n, p) for n, p in self.named_parameters() if not n.startswith("predictor.")]
+        return decay_groups(rest, weight_decay) + decay_groups(
+            self.predictor.named_parameters(), weight_decay, prefix="predictor_",
+            fixed_lr=self.fix_predictor_lr,
+        )

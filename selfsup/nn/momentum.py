@@ -1,0 +1,110 @@
+"""Momentum (exponential moving average) target networks, as in MoCo and BYOL."""
+from __future__ import annotations
+
+import copy
+import math
+from typing import TypeVar
+
+import torch
+from torch import nn
+
+__all__ = ["copy_frozen", "cosine_momentum", "ema_update"]
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def copy_frozen(module: M) -> M:
+    """Return a deep copy of ``module`` whose parameters do not require gradients.
+
+    This is how the momentum (key / target) encoder starts in MoCo (He et al., "Momentum Contrast
+    for Unsupervised Visual Representation Learning", 2019, https://arxiv.org/abs/1911.05722,
+    official code https://github.com/facebookresearch/moco) and BYOL (Grill et al., "Bootstrap
+    Your Own Latent", 2020, https://arxiv.org/abs/2006.07733, official code
+    https://github.com/deepmind/deepmind-research/tree/master/byol): a copy of the online
+    network that is then updated only by :func:`ema_update`. Buffers are copied as they are.
+
+    Args:
+        module: The online network.
+
+    Returns:
+        The frozen copy (same class, same training mode).
+
+    Example:
+        >>> target = copy_frozen(nn.Linear(4, 2))
+        >>> any(p.requires_grad for p in target.parameters())
+        False
+    """
+    target = copy.deepcopy(module)
+    for p in target.parameters():
+        p.requires_grad_(False)
+    return target
+
+
+@torch.no_grad()
+def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
+    """In place, set every target parameter to ``m * target + (1 - m) * online``.
+
+    The momentum update of MoCo (He et al., 2019, https://arxiv.org/abs/1911.05722, Eq. 2,
+    official code https://github.com/facebookresearch/moco) and BYOL (Grill et al., 2020,
+    https://arxiv.org/abs/2006.07733, Sec. 3.1). Only parameters are averaged: buffers (e.g.
+    BatchNorm running statistics) are left untouched, so the target keeps its own statistics as
+    MoCo's key encoder does. Parameters are paired in ``parameters()`` order.
+
+    Args:
+        target: Momentum network, updated in place.
+        online: Network trained by gradient descent; not modified.
+        momentum: ``m`` in ``[0, 1]``; 1 keeps the target, 0 copies the online network.
+
+    Raises:
+        ValueError: ``momentum`` is outside ``[0, 1]``, or the two modules' parameter lists differ
+            in length or in the shape of some pair.
+
+    Example:
+        >>> a, b = nn.Linear(4, 2), nn.Linear(4, 2)
+        >>> ema_update(a, b, momentum=0.99)
+    """
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"ema_update momentum must be in [0, 1], got {momentum}")
+    t_params = list(target.parameters())
+    o_params = list(online.parameters())
+    if len(t_params) != len(o_params):
+        raise ValueError(
+            f"ema_update: target has {len(t_params)} parameters but online has {len(o_params)}; "
+            "the target must be a copy of the online network"
+        )
+    for i, (t, o) in enumerate(zip(t_params, o_params)):
+        if t.shape != o.shape:
+            raise ValueError(
+                f"ema_update: parameter {i} has shape {tuple(t.shape)} in the target but "
+                f"{tuple(o.shape)} in the online network"
+            )
+    if not t_params:
+        return
+    t_data = [t.detach() for t in t_params]
+    o_data = [o.detach() for o in o_params]
+    torch._foreach_mul_(t_data, momentum)
+    torch._foreach_add_(t_data, o_data, alpha=1.0 - momentum)
+
+
+def cosine_momentum(progress: float, base: float, final: float = 1.0) -> float:
+    """Momentum rising from ``base`` to ``final`` along a half cosine as training progresses.
+
+    BYOL's schedule (Grill et al., "Bootstrap Your Own Latent", 2020,
+    https://arxiv.org/abs/2006.07733, Sec. 3.2:
+    ``tau = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2``), generalised to any ``final``:
+    ``final - (final - base) * (cos(pi * progress) + 1) / 2``.
+
+    Args:
+        progress: Fraction of training done, ``k / K``; clamped to ``[0, 1]``.
+        base: Momentum at the start (e.g. 0.996 for BYOL).
+        final: Momentum at the end.
+
+    Returns:
+        ``base`` at progress 0, ``(base + final) / 2`` at 0.5 and ``final`` at 1.
+
+    Example:
+        >>> cosine_momentum(0.0, base=0.996)
+        0.996
+    """
+    p = min(max(float(progress), 0.0), 1.0)
+    return final - (final - base) * (math.cos(math.pi * p) + 1.0) / 2.0

@@ -1,0 +1,241 @@
+"""From a :class:`~selfsup.config.TrainConfig` to a finished run folder.
+
+``train(config)`` builds the data sets, backbone, method, view recipe and engine, fits with
+PyTorch Lightning, exports the backbone and evaluates it. The run folder ``<output_dir>/<name>/``
+holds ``config.yaml`` (resolved), ``metrics.jsonl``, ``checkpoints/last.ckpt`` and
+``checkpoints/epoch_NNNN.ckpt``, ``backbone.safetensors`` and ``summary.json``.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+
+from selfsup import augment, backbones, data, methods
+from selfsup.augment import EvalTransform, MultiView
+from selfsup.backbones import Backbone, export_backbone
+from selfsup.config import TrainConfig, to_dict
+from selfsup.engine.checkpoint import EpochCheckpoint
+from selfsup.engine.logger import JsonlLogger
+from selfsup.engine.module import SelfSupervisedModule
+from selfsup.engine.monitor import EvaluationMonitor
+from selfsup.errors import ConfigError, DataError, NonFiniteLossError, SelfSupError
+from selfsup.methods import Method
+
+log = logging.getLogger("selfsup")
+
+
+@dataclass
+class RunResult:
+    """Where a finished run put its files, and its final held-out metrics."""
+
+    run_dir: Path
+    backbone_path: Path
+    metrics: dict[str, float]
+    wall_time_s: float
+
+
+def build_datasets(config: TrainConfig) -> tuple[Any, Any | None]:
+    """The training split and the held-out split (None when there is none).
+
+    Folders have no splits: their held-out images come from ``data.eval_root``, another folder.
+    """
+    options = dict(download=config.data.download, image_size=config.data.image_size,
+                   skip_bad_images=config.data.skip_bad_images, channels=config.data.channels)
+    train_set = data.get(config.data.name, root=config.data.root, split=config.data.train_split, **options)
+    if config.data.name == "folder":
+        if not config.data.eval_root:
+            log.warning("No held-out folder (data.eval_root): the k-NN monitor and probe accuracy are off.")
+            return train_set, None
+        eval_set = data.get("folder", root=config.data.eval_root, **options)
+        if eval_set.classes != train_set.classes:
+            raise ConfigError(
+                f"data.eval_root {config.data.eval_root} has classes {eval_set.classes} but data.root "
+                f"{config.data.root} has {train_set.classes}; both folders need the same class sub-folders."
+            )
+        return train_set, eval_set
+    if config.data.eval_split.lower() == "none":
+        return train_set, None
+    return train_set, data.get(config.data.name, root=config.data.root, split=config.data.eval_split, **options)
+
+
+def build_backbone(config: TrainConfig, channels: int) -> Backbone:
+    """The configured backbone, adapted to ``channels`` unless the config sets ``in_channels``."""
+    options = {k: v for k, v in config.backbone.items() if k != "name"}
+    options.setdefault("in_channels", channels)
+    with _as_config_error("backbone"):
+        return backbones.get(config.backbone["name"], **options)
+
+
+def build_method(config: TrainConfig, backbone: Backbone) -> Method:
+    options = {k: v for k, v in config.method.items() if k != "name"}
+    with _as_config_error("method"):
+        return methods.get(config.method["name"], backbone=backbone, **options)
+
+
+def build_views(config: TrainConfig, method: Method, image_size: int, mean, std, seed: int) -> MultiView:
+    """The view recipe: the config's, else the method's published one, at the data's size."""
+    options = {k: v for k, v in config.augment.items() if k != "recipe"}
+    options.setdefault("size", image_size)
+    options.setdefault("mean", tuple(mean))
+    options.setdefault("std", tuple(std))
+    options["seed"] = seed
+    with _as_config_error("augment"):
+        return augment.get(config.augment.get("recipe", method.default_views), **options)
+
+
+@contextmanager
+def _as_config_error(section: str) -> Iterator[None]:
+    """Report a factory's ValueError / TypeError as a config error naming the section."""
+    try:
+        yield
+    except (ValueError, TypeError) as err:
+        if isinstance(err, SelfSupError):
+            raise
+        raise ConfigError(f"Config section {section!r}: {err}") from err
+
+
+def eval_size(config: TrainConfig, image_size: int) -> int:
+    """Size the backbone sees at evaluation: the recipe's view size, else the data's."""
+    return int(config.augment.get("size", image_size))
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """``auto``: bf16 autocast where the hardware has it (CUDA with bf16, CPUs with AMX/AVX512-BF16)."""
+    if precision != "auto":
+        return "32-true" if precision == "32" else precision
+    use_cuda = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    if use_cuda:
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed" if torch.backends.mkldnn.is_available() and _cpu_has_bf16() else "32-true"
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def run_name(config: TrainConfig) -> str:
+    return config.name or f"{config.method['name']}-{config.data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def prepare_run_dir(config: TrainConfig, resume: bool) -> Path:
+    """Create (or, when resuming, find) the run folder; refuse to overwrite an existing run."""
+    run_dir = Path(config.output_dir) / run_name(config)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if resume:
+        if not last.is_file():
+            raise SelfSupError(
+                f"--resume: no checkpoint at {last}. Name the run to resume with --name "
+                f"(runs in {config.output_dir}: {', '.join(sorted(p.name for p in Path(config.output_dir).glob('*'))) or 'none'})."
+            )
+        return run_dir
+    if (run_dir / "checkpoints").exists() or (run_dir / "metrics.jsonl").exists():
+        raise SelfSupError(
+            f"Run folder {run_dir} already holds a run. Continue it with --resume, or choose another --name; "
+            "nothing was overwritten."
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    probe = run_dir / ".write_test"
+    try:
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise SelfSupError(f"Run folder {run_dir} is not writable: {err}") from err
+    return run_dir
+
+
+def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
+    """Pretrain as ``config`` says; returns the run folder, exported backbone and final metrics.
+
+    Example:
+        >>> result = train(selfsup.config.load("digits/simclr", overrides=["epochs=2"]))
+        >>> result.metrics["knn/top1"]
+    """
+    started = time.time()
+    for noisy in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    run_dir = prepare_run_dir(config, resume)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    train_set, eval_set = build_datasets(config)
+    global_batch = config.batch_size
+    if global_batch % config.devices:
+        raise ConfigError(f"batch_size={global_batch} must be divisible by devices={config.devices}")
+    per_device = global_batch // config.devices
+    if global_batch > len(train_set):
+        raise DataError(
+            f"batch_size={global_batch} is larger than the training set ({len(train_set)} images in "
+            f"{config.data.name!r} split {config.data.train_split!r}); with the last incomplete batch dropped no "
+            f"step would run. Use --batch-size {max(1, len(train_set) // 2)} or less."
+        )
+    image_size = train_set.image_size[0]
+    L.seed_everything(config.seed, workers=True, verbose=False)  # the backbone's init depends only on the seed
+    backbone = build_backbone(config, train_set.channels)
+    method = build_method(config, backbone)
+    views = build_views(config, method, image_size, train_set.mean, train_set.std, config.seed)
+    steps_per_epoch = len(train_set) // global_batch
+    if config.optimizer.warmup_epochs > config.epochs:
+        log.warning("optimizer.warmup_epochs=%s is longer than the run (%d epochs): the learning rate warms up "
+                    "over the whole run and never decays.", config.optimizer.warmup_epochs, config.epochs)
+    num_classes = train_set.num_classes if config.monitor.probe else 0
+    module = SelfSupervisedModule(
+        method, views, config.optimizer, batch_size=global_batch, steps_per_epoch=steps_per_epoch,
+        epochs=config.epochs, num_classes=num_classes, probe_lr=config.monitor.probe_lr,
+        channels_last=config.channels_last,
+    )
+    transform = EvalTransform(eval_size(config, image_size), train_set.mean, train_set.std)
+    callbacks: list[L.Callback] = []
+    monitor = None
+    if eval_set is not None and train_set.num_classes > 0:
+        monitor = EvaluationMonitor(config.monitor, train_set, eval_set, transform, batch_size=per_device, seed=config.seed)
+        callbacks.append(monitor)
+    checkpoint = EpochCheckpoint(run_dir / "checkpoints", every=config.checkpoint_every)
+    callbacks.append(checkpoint)
+    precision = resolve_precision(config.precision, config.accelerator)
+    trainer = L.Trainer(
+        max_epochs=config.epochs, accelerator=config.accelerator, devices=config.devices,
+        strategy="ddp" if config.devices > 1 else "auto", precision=precision,
+        sync_batchnorm=config.sync_batchnorm and config.devices > 1, logger=JsonlLogger(run_dir / "metrics.jsonl"),
+        callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=config.progress_bar,
+        enable_model_summary=False, log_every_n_steps=config.log_every_n_steps, num_sanity_val_steps=0,
+        default_root_dir=str(run_dir), use_distributed_sampler=True,
+    )
+    loader = torch.utils.data.DataLoader(
+        train_set, batch_size=per_device, shuffle=True, drop_last=True, num_workers=config.data.num_workers,
+        pin_memory=torch.cuda.is_available(), persistent_workers=config.data.num_workers > 0,
+        generator=torch.Generator().manual_seed(config.seed),
+    )
+    log.info("run folder %s, precision %s, %d steps/epoch", run_dir, precision, steps_per_epoch)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
+        try:
+            trainer.fit(module, loader, ckpt_path=str(checkpoint.last_path) if resume else None)
+        except NonFiniteLossError as err:
+            kept = checkpoint.last_path if checkpoint.last_path.exists() else None
+            raise NonFiniteLossError(
+                f"{err} Last good checkpoint: {kept or 'none yet (the failure came in the first epoch)'}."
+            ) from None
+
+    metadata = dict(image_size=eval_size(config, image_size), mean=list(train_set.mean), std=list(train_set.std),
+                    channels=train_set.channels, method=config.method["name"], data=config.data.name)
+    backbone_path = export_backbone(method.backbone, run_dir / "backbone.safetensors", **metadata)
+    metrics = dict(monitor.last) if monitor else {}
+    result = RunResult(run_dir, backbone_path, metrics, time.time() - started)
+    summary = {"metrics": metrics, "wall_time_s": round(result.wall_time_s, 1), "epochs": config.epochs,
+               "steps": steps_per_epoch * config.epochs, "precision": precision,
+               "backbone": str(backbone_path)}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return result

@@ -1,0 +1,145 @@
+"""End to end through the command line: train, eval knn, resume, list, and the bad-input errors."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+from selfsup.cli import main
+
+TINY = ["--data", "digits", "--backbone", "resnet_tiny", "--batch-size", "64", "--precision", "32-true",
+        "backbone.width=4", "augment.size=16", "progress_bar=false", "method.proj_output_dim=16"]
+
+
+def train(tmp_path, *extra):
+    return main(["train", "--output-dir", str(tmp_path), "--name", "run", "--epochs", "1", *TINY, *extra])
+
+
+def test_train_eval_resume(tmp_path, capsys):
+    assert train(tmp_path) == 0
+    run = tmp_path / "run"
+    for name in ["config.yaml", "metrics.jsonl", "summary.json", "backbone.safetensors", "checkpoints/last.ckpt"]:
+        assert (run / name).is_file(), name
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("train/loss" in r for r in records) and any("knn/top1" in r for r in records)
+    summary = json.loads((run / "summary.json").read_text())
+    assert 0 <= summary["metrics"]["knn/top1"] <= 100
+
+    capsys.readouterr()
+    for target in [run, run / "backbone.safetensors", run / "checkpoints" / "last.ckpt"]:
+        assert main(["eval", "knn", str(target), "--k", "20"]) == 0
+    lines = [l for l in capsys.readouterr().out.splitlines() if "top-1" in l]
+    assert len(lines) == 3 and len({l.split("top-1")[1] for l in lines}) == 1  # same weights, same score
+
+    # resume to two epochs: continues the same metrics file and ends at epoch 2
+    n_before = len(records)
+    assert main(["train", "--output-dir", str(tmp_path), "--name", "run", "--epochs", "2", "--resume", *TINY]) == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) > n_before and max(r.get("epoch", 0) for r in records) == 1
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["epoch"] == 1 and ckpt["global_step"] > 0
+
+
+def test_existing_run_is_not_overwritten(tmp_path, capsys):
+    assert train(tmp_path) == 0
+    before = (tmp_path / "run" / "metrics.jsonl").read_text()
+    assert train(tmp_path) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
+
+
+def test_exported_resnet_loads_into_torchvision(tmp_path):
+    args = ["train", "--output-dir", str(tmp_path), "--name", "r18", "--epochs", "1", "--data", "digits",
+            "--backbone", "resnet18", "--batch-size", "256", "--precision", "32-true", "augment.size=8",
+            "progress_bar=false", "monitor.knn_every=0", "monitor.probe=false", "data.eval_split=none"]
+    assert main(args) == 0
+    from safetensors.torch import load_file
+
+    from selfsup.backbones import adapt_stem, load_exported
+
+    state = load_file(tmp_path / "r18" / "backbone.safetensors")
+    model = adapt_stem(torchvision.models.resnet18(), in_channels=1, cifar_stem=True)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert set(missing) == {"fc.weight", "fc.bias"} and not unexpected
+    net, meta = load_exported(tmp_path / "r18" / "backbone.safetensors")
+    model.fc = torch.nn.Identity()
+    x = torch.rand(2, 1, 8, 8)
+    torch.testing.assert_close(model.eval()(x), net.eval()(x))
+    assert meta["image_size"] == 8 and meta["channels"] == 1
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--method", "simclrr"], "Unknown method 'simclrr'. Did you mean: simclr"),
+        (["--backbone", "resnet19"], "Unknown backbone 'resnet19'"),
+        (["--data", "cifar11"], "Unknown data set 'cifar11'"),
+        (["optimizer.lrr=1"], "Did you mean: lr"),
+        (["--data", "cifar10"], "needs data.root=PATH"),
+        (["--batch-size", "5000"], "larger than the training set"),
+        (["method.temperature=0"], "temperature"),
+    ],
+)
+def test_bad_input_gets_one_clear_error(tmp_path, capsys, args, message):
+    code = main(["train", "--output-dir", str(tmp_path), "--name", "bad", "--epochs", "1", *TINY, *args])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_missing_data_root_shows_layout_and_download_flag(tmp_path, capsys):
+    code = main(["train", "--output-dir", str(tmp_path), *TINY, "--data", "cifar10", "--root", str(tmp_path / "nowhere")])
+    err = capsys.readouterr().err
+    assert code == 2 and str(tmp_path / "nowhere") in err and "data_batch_1" in err and "--download" in err
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, capsys, monkeypatch):
+    assert train(tmp_path) == 0
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    good = last.read_bytes()
+    from selfsup.methods import SimCLR
+
+    real_step, calls = SimCLR.training_step, []
+
+    def nan_on_third_call(self, batch):
+        out = real_step(self, batch)
+        calls.append(1)
+        if len(calls) == 3:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(SimCLR, "training_step", nan_on_third_call)
+    code = main(["train", "--output-dir", str(tmp_path), "--name", "run", "--epochs", "3", "--resume", *TINY])
+    err = capsys.readouterr().err
+    assert code == 2 and "became nan at optimizer step 23" in err and str(last) in err  # 21 steps/epoch
+    assert last.read_bytes() == good
+
+
+def test_folder_data_trains(tmp_path):
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            folder = tmp_path / split / cls
+            folder.mkdir(parents=True)
+            for i in range(12):
+                pixels = (torch.rand(20, 24, 3, generator=g) * 255).byte().numpy()
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    code = main(["train", "--output-dir", str(tmp_path / "runs"), "--name", "f", "--epochs", "1", "--data", "folder",
+                 "--root", str(tmp_path / "train"), "data.image_size=16", f"data.eval_root={tmp_path / 'val'}",
+                 "--backbone", "resnet_tiny", "--batch-size", "8", "--precision", "32-true", "progress_bar=false"])
+    assert code == 0
+    summary = json.loads((tmp_path / "runs" / "f" / "summary.json").read_text())
+    assert "knn/top1" in summary["metrics"]
+
+
+def test_list_command_entry_point():
+    out = subprocess.run([sys.executable, "-m", "selfsup", "list"], capture_output=True, text=True, check=True).stdout
+    for name in ["simclr", "mocov2", "byol", "simsiam", "resnet18", "resnet_small", "digits", "fashion_mnist",
+                 "folder", "cifar10/simclr"]:
+        assert name in out

@@ -1,0 +1,72 @@
+"""The engine's optimizer pieces against their formulas."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from selfsup.engine.lars import LARS
+from selfsup.engine.optim import OptimizerConfig, build_optimizer
+from selfsup.engine.schedule import scaled_lr, warmup_cosine
+from selfsup.errors import ConfigError
+
+
+def test_scaled_lr_rules():
+    assert scaled_lr(0.3, 4096, "linear") == pytest.approx(4.8)
+    assert scaled_lr(0.075, 4096, "sqrt") == pytest.approx(4.8)
+    assert scaled_lr(0.5, 4096, "none") == 0.5
+    with pytest.raises(ConfigError, match="lr_scaling"):
+        scaled_lr(0.1, 256, "quadratic")
+
+
+def test_warmup_cosine_shape():
+    total, warm = 110, 10
+    assert warmup_cosine(0, total, warm) == pytest.approx(0.1)
+    assert warmup_cosine(9, total, warm) == pytest.approx(1.0)
+    assert warmup_cosine(10, total, warm) == pytest.approx(1.0)
+    assert warmup_cosine(60, total, warm) == pytest.approx(0.5)
+    assert warmup_cosine(110, total, warm) == pytest.approx(0.0)
+    assert warmup_cosine(110, total, warm, final_fraction=0.1) == pytest.approx(0.1)
+    mid = warmup_cosine(35, total, warm)
+    assert mid == pytest.approx(0.5 * (1 + math.cos(math.pi * 25 / 100)))
+
+
+def test_lars_step_matches_formula():
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(4, 3))
+    b = torch.nn.Parameter(torch.randn(4))
+    grads = [torch.randn(4, 3), torch.randn(4)]
+    lr, wd, eta, mom = 0.5, 1e-2, 0.001, 0.9
+    opt = LARS([{"params": [w]}, {"params": [b], "lars_exclude": True, "weight_decay": 0.0}],
+               lr=lr, momentum=mom, weight_decay=wd, eta=eta)
+    w0, b0 = w.detach().clone(), b.detach().clone()
+    bufs = [torch.zeros(4, 3), torch.zeros(4)]
+    for step in range(2):
+        w_ref, b_ref = w.detach().clone(), b.detach().clone()
+        w.grad, b.grad = grads[0].clone(), grads[1].clone()
+        opt.step()
+        update = grads[0] + wd * w_ref
+        trust = eta * w_ref.norm() / update.norm()
+        bufs[0] = update * trust if step == 0 else mom * bufs[0] + update * trust
+        bufs[1] = grads[1].clone() if step == 0 else mom * bufs[1] + grads[1]
+        torch.testing.assert_close(w.detach(), w_ref - lr * bufs[0])
+        torch.testing.assert_close(b.detach(), b_ref - lr * bufs[1])
+    assert not torch.equal(w.detach(), w0) and not torch.equal(b.detach(), b0)
+
+
+def test_build_optimizer_groups_and_peak_lr():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    decay = [model[0].weight]
+    no_decay = [model[0].bias, model[1].weight, model[1].bias]
+    groups = [{"params": decay, "weight_decay": 1e-4},
+              {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True}]
+    opt = build_optimizer(groups, OptimizerConfig(name="lars", lr=0.3, weight_decay=1e-4), batch_size=512)
+    assert [g["peak_lr"] for g in opt.param_groups] == [pytest.approx(0.6)] * 2
+    assert [g["weight_decay"] for g in opt.param_groups] == [1e-4, 0.0]
+    assert [g["lars_exclude"] for g in opt.param_groups] == [False, True]
+    sgd = build_optimizer(groups, OptimizerConfig(name="sgd", exclude_bias_and_norm=False, weight_decay=1e-4), 256)
+    assert isinstance(sgd, torch.optim.SGD)
+    assert [g["weight_decay"] for g in sgd.param_groups] == [1e-4, 1e-4]
+    adamw = build_optimizer(groups, OptimizerConfig(name="adamw", lr=1e-3, lr_scaling="none"), 256)
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.param_groups[0]["lr"] == 1e-3
