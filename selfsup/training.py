@@ -29,6 +29,7 @@ from selfsup.engine.checkpoint import EpochCheckpoint
 from selfsup.engine.logger import JsonlLogger
 from selfsup.engine.module import SelfSupervisedModule
 from selfsup.engine.monitor import EvaluationMonitor
+from selfsup.engine.progress import RunProgressBar
 from selfsup.errors import ConfigError, DataError, NonFiniteLossError, SelfSupError
 from selfsup.methods import Method
 
@@ -48,11 +49,15 @@ class RunResult:
 def build_datasets(config: TrainConfig) -> tuple[Any, Any | None]:
     """The training split and the held-out split (None when there is none).
 
+    With ``data.val_fraction > 0`` the held-out images are a seeded, stratified part of the training
+    split (and are left out of training), so hyper-parameters can be chosen without the test split.
     Folders have no splits: their held-out images come from ``data.eval_root``, another folder.
     """
     options = dict(download=config.data.download, image_size=config.data.image_size,
                    skip_bad_images=config.data.skip_bad_images, channels=config.data.channels)
     train_set = data.get(config.data.name, root=config.data.root, split=config.data.train_split, **options)
+    if config.data.val_fraction > 0:  # hold out part of the training split (for tuning)
+        return data.split_train_val(train_set, config.data.val_fraction, seed=config.seed)
     if config.data.name == "folder":
         if not config.data.eval_root:
             log.warning("No held-out folder (data.eval_root): the k-NN monitor and probe accuracy are off.")
@@ -203,13 +208,15 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
         callbacks.append(monitor)
     checkpoint = EpochCheckpoint(run_dir / "checkpoints", every=config.checkpoint_every)
     callbacks.append(checkpoint)
+    if config.progress_bar:
+        callbacks.append(RunProgressBar())
     precision = resolve_precision(config.precision, config.accelerator)
     trainer = L.Trainer(
         max_epochs=config.epochs, accelerator=config.accelerator, devices=config.devices,
         strategy="ddp" if config.devices > 1 else "auto", precision=precision,
         sync_batchnorm=config.sync_batchnorm and config.devices > 1, logger=JsonlLogger(run_dir / "metrics.jsonl"),
-        callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=config.progress_bar,
-        enable_model_summary=False, log_every_n_steps=config.log_every_n_steps, num_sanity_val_steps=0,
+        callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, log_every_n_steps=max(1, min(config.log_every_n_steps, steps_per_epoch)), num_sanity_val_steps=0,
         default_root_dir=str(run_dir), use_distributed_sampler=True,
     )
     loader = torch.utils.data.DataLoader(
@@ -221,6 +228,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
+        warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")  # inside Lightning, not ours
         try:
             trainer.fit(module, loader, ckpt_path=str(checkpoint.last_path) if resume else None)
         except NonFiniteLossError as err:

@@ -240,6 +240,7 @@ def validate(config: TrainConfig) -> None:
         ("monitor.knn_temperature", config.monitor.knn_temperature > 0, "> 0"),
         ("monitor.knn_every", config.monitor.knn_every >= 0, ">= 0"),
         ("data.num_workers", config.data.num_workers >= 0, ">= 0"),
+        ("data.val_fraction", 0 <= config.data.val_fraction < 1, "in [0, 1)"),
         ("data.channels", config.data.channels in (None, 1, 3), "1 or 3"),
         ("precision", config.precision in ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "64-true"),
          "one of auto, 32-true, bf16-mixed, 16-mixed, 64-true"),

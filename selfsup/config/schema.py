@@ -29,6 +29,8 @@ class DataConfig:
         eval_split: held-out split for the k-NN monitor, the online probe's accuracy and the final
             evaluation (``none`` to skip).
         eval_root: for ``folder`` data, a second folder of held-out images (same layout).
+        val_fraction: when > 0, hold out this seeded, stratified share of the training split as the
+            evaluation set instead of ``eval_split`` (for tuning without touching the test split).
         num_workers: data loader worker processes (they only decode).
         skip_bad_images: skip unreadable images (counted and reported) instead of stopping.
         channels: 1 or 3, for folders (default 3; other data sets have their own).
@@ -41,6 +43,7 @@ class DataConfig:
     train_split: str = "train"
     eval_split: str = "test"
     eval_root: str | None = None
+    val_fraction: float = 0.0
     num_workers: int = 0
     skip_bad_images: bool = False
     channels: int | None = None

@@ -146,9 +146,26 @@ class SelfSupervisedModule(L.LightningModule):
         top1 = (logits.argmax(1) == labels[known]).float().mean() * 100
         return {"probe/train_loss": probe_loss.detach(), "probe/train_top1": top1.detach()}
 
+    def setup(self, stage: str) -> None:
+        """Give each process its own augmentation stream (seed + global rank)."""
+        if not getattr(self, "_views_seeded", False):
+            self.views.seed += self.global_rank
+            self._views_seeded = True
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["selfsup_views"] = self.views.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "selfsup_views" in checkpoint:
-            self.views.load_state_dict(checkpoint["selfsup_views"])
+        """Restore the view generator, so a resumed single-process run draws the same views.
+
+        Checkpoints hold rank 0's generator only; with several processes each rank instead starts
+        a fresh stream seeded by its rank and the checkpoint's step, so no stream repeats.
+        """
+        state = checkpoint.get("selfsup_views")
+        if state is None:
+            return
+        if self.trainer.world_size == 1:
+            self.views.load_state_dict(state)
+        else:
+            seed = state["seed"] + self.global_rank + 100_003 * int(checkpoint.get("global_step", 0))
+            self.views.load_state_dict({**state, "seed": seed, "generator": None})
