@@ -10,7 +10,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from selfsup.errors import SelfSupError
+from selfsup.errors import SelfSupError, user_message
 
 TRAIN_FLAGS = {  # flag -> config key
     "method": "method.name", "backbone": "backbone.name", "data": "data.name", "root": "data.root",
@@ -84,6 +84,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         flags["data.skip_bad_images"] = True
     config = load(args.config, flags=flags, overrides=args.overrides)
     result = train(config, resume=args.resume)
+    if not result.is_main_process:
+        return 0
     print(f"run folder: {result.run_dir}")
     print(f"backbone:   {result.backbone_path}")
     for key, value in result.metrics.items():
@@ -156,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except SelfSupError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {user_message(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -42,3 +42,21 @@ def close_matches(name: str, options: Iterable[str], n: int = 3) -> str:
     """
     found = difflib.get_close_matches(name, list(options), n=n, cutoff=0.5)
     return f" Did you mean: {', '.join(found)}?" if found else ""
+
+
+def user_message(err: BaseException) -> str:
+    """The message of ``err`` without a DataLoader worker's traceback.
+
+    Exceptions raised in a worker process come back re-created with the worker's whole traceback
+    in their message; the user needs only the last line, our own message.
+
+    Example:
+        >>> user_message(DataError("Cannot read image a.png"))
+        'Cannot read image a.png'
+    """
+    text = str(err)
+    if "Original Traceback" in text:
+        marker = f"{type(err).__module__}.{type(err).__name__}: "
+        if marker in text:
+            return text.rsplit(marker, 1)[1].strip()
+    return text

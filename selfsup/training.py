@@ -11,13 +11,15 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 import logging
+import os
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_only
 import torch
 import yaml
 
@@ -34,6 +36,7 @@ from selfsup.errors import ConfigError, DataError, NonFiniteLossError, SelfSupEr
 from selfsup.methods import Method
 
 log = logging.getLogger("selfsup")
+RUN_NAME_VARIABLE = "SELFSUP_RUN_NAME"  # tells DDP's extra processes the run folder of rank 0
 
 
 @dataclass
@@ -44,6 +47,7 @@ class RunResult:
     backbone_path: Path
     metrics: dict[str, float]
     wall_time_s: float
+    is_main_process: bool = True
 
 
 def build_datasets(config: TrainConfig) -> tuple[Any, Any | None]:
@@ -172,8 +176,15 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
     started = time.time()
     for noisy in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    run_dir = prepare_run_dir(config, resume)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    # Lightning's DDP launcher re-runs the command in each extra process, with our environment
+    main_process = rank_zero_only.rank == 0
+    config = replace(config, name=os.environ.get(RUN_NAME_VARIABLE) if not main_process else run_name(config))
+    os.environ[RUN_NAME_VARIABLE] = config.name
+    if main_process:
+        run_dir = prepare_run_dir(config, resume)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    else:
+        run_dir = Path(config.output_dir) / config.name
     train_set, eval_set = build_datasets(config)
     global_batch = config.batch_size
     if global_batch % config.devices:
@@ -211,6 +222,8 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
     if config.progress_bar:
         callbacks.append(RunProgressBar())
     precision = resolve_precision(config.precision, config.accelerator)
+    if config.sync_batchnorm and config.devices > 1 and not (torch.cuda.is_available() and config.accelerator != "cpu"):
+        raise ConfigError("sync_batchnorm=true needs several GPUs (PyTorch's SyncBatchNorm runs on CUDA only).")
     trainer = L.Trainer(
         max_epochs=config.epochs, accelerator=config.accelerator, devices=config.devices,
         strategy="ddp" if config.devices > 1 else "auto", precision=precision,
@@ -229,6 +242,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
         warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")  # inside Lightning, not ours
+        warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed.*")  # rank 0 only
         try:
             trainer.fit(module, loader, ckpt_path=str(checkpoint.last_path) if resume else None)
         except NonFiniteLossError as err:
@@ -237,13 +251,17 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
                 f"{err} Last good checkpoint: {kept or 'none yet (the failure came in the first epoch)'}."
             ) from None
 
+    backbone_path = run_dir / "backbone.safetensors"
+    metrics = dict(monitor.last) if monitor else {}
+    result = RunResult(run_dir, backbone_path, metrics, time.time() - started, trainer.is_global_zero)
+    if not trainer.is_global_zero:
+        return result
     metadata = dict(image_size=eval_size(config, image_size), mean=list(train_set.mean), std=list(train_set.std),
                     channels=train_set.channels, method=config.method["name"], data=config.data.name)
-    backbone_path = export_backbone(method.backbone, run_dir / "backbone.safetensors", **metadata)
-    metrics = dict(monitor.last) if monitor else {}
-    result = RunResult(run_dir, backbone_path, metrics, time.time() - started)
+    export_backbone(method.backbone, backbone_path, **metadata)
     summary = {"metrics": metrics, "wall_time_s": round(result.wall_time_s, 1), "epochs": config.epochs,
                "steps": steps_per_epoch * config.epochs, "precision": precision,
+               "skipped_images": [{"path": p, "reason": r} for p, r in getattr(train_set, "skipped", [])],
                "backbone": str(backbone_path)}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return result

@@ -115,36 +115,43 @@ class SelfSupervisedModule(L.LightningModule):
                 f"The training loss became {loss.item()} at optimizer step {step} "
                 f"(epoch {self.current_epoch}); the run was stopped before this step changed any weight."
             )
+        probe_loss, logs = self.probe_loss(out.features, labels)
         factor = self.set_learning_rates(step)
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
-        optimizers[0].zero_grad(set_to_none=True)
-        self.manual_backward(loss)
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        # one backward for both: the probe sees detached features, so the two losses share no
+        # gradient, and under DDP every parameter takes part in the single backward pass
+        self.manual_backward(loss if probe_loss is None else loss + probe_loss)
         optimizers[0].step()
+        if probe_loss is not None and "probe/train_loss" in logs:
+            optimizers[1].step()
         self.method.on_step_end(progress=step / self.total_steps)
 
-        logs: dict[str, Any] = {"train/loss": loss.detach(), "train/lr_factor": factor}
+        logs.update({"train/loss": loss.detach(), "train/lr_factor": factor})
         logs.update({f"train/{k}": v for k, v in out.logs.items()})
-        if self.probe is not None and out.features is not None:
-            logs.update(self.probe_step(out.features.detach(), labels, optimizers[1]))
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=len(images))
         self.log("train/loss_epoch", loss.detach(), on_step=False, on_epoch=True, prog_bar=True,
                  batch_size=len(images), sync_dist=True)
         return loss.detach()
 
-    def probe_step(self, features: Tensor, labels: Tensor, optimizer: Any) -> dict[str, Tensor]:
-        """One SGD step of the online linear probe on detached features of labelled samples."""
+    def probe_loss(self, features: Tensor | None, labels: Tensor) -> tuple[Tensor | None, dict[str, Any]]:
+        """Cross-entropy of the online linear probe on detached features of the labelled samples.
+
+        Without labelled samples (or features) in the batch the loss is a zero that still touches
+        the probe's parameters, as DDP expects every parameter in each backward pass.
+        """
+        if self.probe is None:
+            return None, {}
         known = labels >= 0
-        if not known.any():
-            return {}
+        if features is None or not known.any():
+            return sum(p.sum() for p in self.probe.parameters()) * 0.0, {}
         with torch.autocast(features.device.type, enabled=False):
-            logits = self.probe(features[known].float())
-            probe_loss = F.cross_entropy(logits, labels[known])
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(probe_loss)
-        optimizer.step()
+            logits = self.probe(features.detach()[known].float())
+            loss = F.cross_entropy(logits, labels[known])
         top1 = (logits.argmax(1) == labels[known]).float().mean() * 100
-        return {"probe/train_loss": probe_loss.detach(), "probe/train_top1": top1.detach()}
+        return loss, {"probe/train_loss": loss.detach(), "probe/train_top1": top1.detach()}
 
     def setup(self, stage: str) -> None:
         """Give each process its own augmentation stream (seed + global rank)."""

@@ -47,4 +47,5 @@ class RunProgressBar(L.Callback):
             self.bar.close()
             self.bar = None
 
-    on_exception = on_train_end  # type: ignore[assignment]
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self.on_train_end(trainer, pl_module)
