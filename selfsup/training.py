@@ -233,9 +233,9 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
         default_root_dir=str(run_dir), use_distributed_sampler=True,
     )
     loader = torch.utils.data.DataLoader(
-        train_set, batch_size=per_device, shuffle=True, drop_last=True, num_workers=config.data.num_workers,
-        pin_memory=torch.cuda.is_available(), persistent_workers=config.data.num_workers > 0,
-        generator=torch.Generator().manual_seed(config.seed),
+        train_set, batch_size=per_device, sampler=data.EpochShuffleSampler(len(train_set), config.seed),
+        drop_last=True, num_workers=config.data.num_workers, pin_memory=torch.cuda.is_available(),
+        persistent_workers=config.data.num_workers > 0,
     )
     log.info("run folder %s, precision %s, %d steps/epoch", run_dir, precision, steps_per_epoch)
     with warnings.catch_warnings():

@@ -204,3 +204,33 @@ def test_two_process_ddp_run_on_cpu(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 1347 // 128 and "knn/top1" in summary["metrics"]
     assert proc.stdout.count("run folder:") == 1
+
+
+def test_resume_after_a_crash_equals_the_uninterrupted_run(tmp_path, monkeypatch):
+    """Model, optimizer, schedule, EMA target, view generator and data order all resume."""
+    from safetensors.torch import load_file
+
+    from selfsup.engine.checkpoint import EpochCheckpoint
+
+    common = ["--output-dir", str(tmp_path), "--epochs", "2", *TINY, "--method", "byol",
+              "method.proj_hidden_dim=32", "method.pred_hidden_dim=32", "optimizer.warmup_epochs=1"]
+    assert main(["train", "--name", "straight", *common]) == 0
+
+    save = EpochCheckpoint.on_train_epoch_end
+
+    def crash_after_first_checkpoint(self, trainer, pl_module):
+        save(self, trainer, pl_module)
+        raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(EpochCheckpoint, "on_train_epoch_end", crash_after_first_checkpoint)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        main(["train", "--name", "resumed", *common])
+    monkeypatch.setattr(EpochCheckpoint, "on_train_epoch_end", save)
+    assert main(["train", "--name", "resumed", "--resume", *common]) == 0
+    a, b = (load_file(tmp_path / n / "backbone.safetensors") for n in ("straight", "resumed"))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+    ta, tb = (torch.load(tmp_path / n / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+              for n in ("straight", "resumed"))
+    for key in (k for k in ta if k.startswith("method.target.")):
+        torch.testing.assert_close(ta[key], tb[key], rtol=0, atol=1e-6, msg=key)

@@ -70,3 +70,21 @@ def test_build_optimizer_groups_and_peak_lr():
     assert [g["weight_decay"] for g in sgd.param_groups] == [1e-4, 1e-4]
     adamw = build_optimizer(groups, OptimizerConfig(name="adamw", lr=1e-3, lr_scaling="none"), 256)
     assert isinstance(adamw, torch.optim.AdamW) and adamw.param_groups[0]["lr"] == 1e-3
+
+
+def test_schedule_decays_all_groups_but_fixed_lr(tiny_backbone):
+    import selfsup.augment as augment
+    import selfsup.methods as methods
+    from selfsup.engine.module import SelfSupervisedModule
+
+    method = methods.get("simsiam", backbone=tiny_backbone, proj_dim=16, pred_hidden_dim=8)
+    module = SelfSupervisedModule(method, augment.get("mocov2", size=16, mean=(0.5,) * 3, std=(0.5,) * 3),
+                                  OptimizerConfig(lr=0.05, warmup_epochs=1), batch_size=512, steps_per_epoch=10,
+                                  epochs=5, num_classes=3)
+    optimizers = module.configure_optimizers()
+    peak = 0.05 * 512 / 256
+    for step, factor in [(0, 0.1), (9, 1.0), (30, 0.5), (40, 0.5 * (1 + math.cos(math.pi * 30 / 40)))]:
+        assert module.set_learning_rates(optimizers, step) == pytest.approx(factor)
+        for group in optimizers[0].param_groups:
+            expected = peak if group["name"].startswith("predictor_") else peak * factor
+            assert group["lr"] == pytest.approx(expected), group["name"]

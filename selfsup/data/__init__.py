@@ -13,12 +13,14 @@ from selfsup.data.arrays import ArrayDataset
 from selfsup.data.folder import ImageFolder
 from selfsup.data.protocol import ImageDataset, Sample
 from selfsup.data.registry import DATASETS, describe, get, names
+from selfsup.data.sampler import EpochShuffleSampler
 from selfsup.data.splits import DataSubset, split_train_val
 
 __all__ = [
     "DATASETS",
     "ArrayDataset",
     "DataSubset",
+    "EpochShuffleSampler",
     "ImageDataset",
     "ImageFolder",
     "Sample",

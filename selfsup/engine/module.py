@@ -83,12 +83,13 @@ class SelfSupervisedModule(L.LightningModule):
             optimizers.append(torch.optim.SGD(self.probe.parameters(), lr=self.probe_lr, momentum=0.9))
         return optimizers
 
-    def set_learning_rates(self, step: int) -> float:
-        """Apply the schedule for ``step``; returns the multiplier."""
+    def set_learning_rates(self, optimizers: list, step: int) -> float:
+        """Apply the schedule for ``step`` to ``[main, probe]`` optimizers; returns the multiplier.
+
+        Groups flagged ``fixed_lr`` keep their peak learning rate (SimSiam's predictor).
+        """
         config = self.optimizer_config
         factor = warmup_cosine(step, self.total_steps, self.warmup_steps, config.final_lr_fraction)
-        optimizers = self.optimizers()
-        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         for group, peak in zip(optimizers[0].param_groups, self.peak_lrs):
             group["lr"] = peak if group.get("fixed_lr") else peak * factor
         if len(optimizers) > 1:
@@ -116,9 +117,9 @@ class SelfSupervisedModule(L.LightningModule):
                 f"(epoch {self.current_epoch}); the run was stopped before this step changed any weight."
             )
         probe_loss, logs = self.probe_loss(out.features, labels)
-        factor = self.set_learning_rates(step)
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        factor = self.set_learning_rates(optimizers, step)
         for optimizer in optimizers:
             optimizer.zero_grad(set_to_none=True)
         # one backward for both: the probe sees detached features, so the two losses share no
