@@ -32,6 +32,8 @@ from selfsup.engine.logger import JsonlLogger
 from selfsup.engine.module import SelfSupervisedModule
 from selfsup.engine.monitor import EvaluationMonitor
 from selfsup.engine.progress import RunProgressBar
+from selfsup.eval.features import extract_features
+from selfsup._registry import accepted_kwargs
 from selfsup.errors import ConfigError, DataError, NonFiniteLossError, SelfSupError
 from selfsup.methods import Method
 
@@ -86,8 +88,11 @@ def build_backbone(config: TrainConfig, channels: int) -> Backbone:
         return backbones.get(config.backbone["name"], **options)
 
 
-def build_method(config: TrainConfig, backbone: Backbone) -> Method:
+def build_method(config: TrainConfig, backbone: Backbone, num_samples: int) -> Method:
+    """The configured method; ``num_samples`` (the training set's size) goes to methods that take it."""
     options = {k: v for k, v in config.method.items() if k != "name"}
+    if "num_samples" in accepted_kwargs(methods.METHODS.factory(config.method["name"])):
+        options.setdefault("num_samples", num_samples)
     with _as_config_error("method"):
         return methods.get(config.method["name"], backbone=backbone, **options)
 
@@ -197,9 +202,10 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
             f"step would run. Use --batch-size {max(1, len(train_set) // 2)} or less."
         )
     image_size = train_set.image_size[0]
+    transform = EvalTransform(eval_size(config, image_size), train_set.mean, train_set.std)
     L.seed_everything(config.seed, workers=True, verbose=False)  # the backbone's init depends only on the seed
     backbone = build_backbone(config, train_set.channels)
-    method = build_method(config, backbone)
+    method = build_method(config, backbone, len(train_set))
     views = build_views(config, method, image_size, train_set.mean, train_set.std, config.seed)
     steps_per_epoch = len(train_set) // global_batch
     if config.optimizer.warmup_epochs > config.epochs:
@@ -210,8 +216,10 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
         method, views, config.optimizer, batch_size=global_batch, steps_per_epoch=steps_per_epoch,
         epochs=config.epochs, num_classes=num_classes, probe_lr=config.monitor.probe_lr,
         channels_last=config.channels_last,
+        train_features=lambda: extract_features(
+            method.backbone, train_set, transform, batch_size=per_device, device=module.device,
+            autocast_dtype=module.eval_autocast_dtype, channels_last=config.channels_last)[0],
     )
-    transform = EvalTransform(eval_size(config, image_size), train_set.mean, train_set.std)
     callbacks: list[L.Callback] = []
     monitor = None
     if eval_set is not None and train_set.num_classes > 0:

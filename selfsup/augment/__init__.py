@@ -9,7 +9,7 @@ a saved generator state) reproduces the views exactly. A :class:`ViewSpec` descr
 :class:`MultiView` makes several, and ``RECIPES`` names the published pipelines.
 """
 from selfsup.augment import functional
-from selfsup.augment.recipes import RECIPES, byol, get, mocov2, names, simclr
+from selfsup.augment.recipes import RECIPES, byol, crop_flip, get, mocov2, names, simclr
 from selfsup.augment.views import EvalTransform, MultiView, ViewSpec, apply_view
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "ViewSpec",
     "apply_view",
     "byol",
+    "crop_flip",
     "functional",
     "get",
     "mocov2",

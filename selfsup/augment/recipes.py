@@ -114,6 +114,30 @@ def mocov2(
     return MultiView([spec], counts=[2], seed=seed)
 
 
+@RECIPES.register("crop_flip", "crop and flip only (pretext tasks, masked image modelling)")
+def crop_flip(
+    size: int = 224,
+    scale: tuple[float, float] = (0.2, 1.0),
+    hflip_p: float = 0.5,
+    num_views: int = 1,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    seed: int = 0,
+) -> MultiView:
+    """Random resized crop and horizontal flip, no colour changes.
+
+    The light augmentation of masked image modelling (MAE, He et al. 2021, arXiv 2111.06377:
+    crop scale (0.2, 1.0) and flip) and of pretext tasks such as rotation prediction.
+
+    Example:
+        >>> crop_flip(size=32).specs[0].jitter_p
+        0.0
+    """
+    spec = ViewSpec(size=size, scale=scale, hflip_p=hflip_p, jitter_p=0.0, gray_p=0.0, blur_p=0.0,
+                    solarize_p=0.0, mean=mean, std=std)
+    return MultiView([spec], counts=[num_views], seed=seed)
+
+
 def get(name: str, **kwargs: Any) -> MultiView:
     """Build the recipe ``name`` with keyword options.
 

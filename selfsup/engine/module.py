@@ -9,6 +9,7 @@ forward -> check -> backward -> step -> ``method.on_step_end(progress)``.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -36,6 +37,8 @@ class SelfSupervisedModule(L.LightningModule):
         num_classes: classes of the online probe (0: no probe).
         probe_lr: the probe's learning rate (SGD with momentum 0.9, cosine schedule).
         channels_last: convert views to channels-last memory format (faster convolutions).
+        train_features: computes the backbone's features of the whole training set (index order)
+            for methods that cluster it at each epoch start (see ``Method.on_epoch_start``).
 
     Example:
         >>> module = SelfSupervisedModule(method, views, OptimizerConfig(), batch_size=256,
@@ -55,6 +58,7 @@ class SelfSupervisedModule(L.LightningModule):
         num_classes: int = 0,
         probe_lr: float = 0.1,
         channels_last: bool = False,
+        train_features: Callable[[], Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -64,6 +68,8 @@ class SelfSupervisedModule(L.LightningModule):
         self.warmup_steps = min(self.total_steps, round(optimizer.warmup_epochs * steps_per_epoch))
         self.probe = nn.Linear(method.feature_dim, num_classes) if num_classes > 0 else None
         self.probe_lr, self.channels_last = probe_lr, channels_last
+        self.train_features = train_features
+        self.method.configure_training(epochs, steps_per_epoch)
         if channels_last:
             self.method.to(memory_format=torch.channels_last)
 
@@ -125,6 +131,7 @@ class SelfSupervisedModule(L.LightningModule):
         # one backward for both: the probe sees detached features, so the two losses share no
         # gradient, and under DDP every parameter takes part in the single backward pass
         self.manual_backward(loss if probe_loss is None else loss + probe_loss)
+        self.method.on_after_backward(progress=step / self.total_steps)
         optimizers[0].step()
         if probe_loss is not None and "probe/train_loss" in logs:
             optimizers[1].step()
@@ -136,6 +143,12 @@ class SelfSupervisedModule(L.LightningModule):
         self.log("train/loss_epoch", loss.detach(), on_step=False, on_epoch=True, prog_bar=True,
                  batch_size=len(images), sync_dist=True)
         return loss.detach()
+
+    def on_train_epoch_start(self) -> None:
+        def unavailable() -> Tensor:
+            raise RuntimeError("train_features was not given to SelfSupervisedModule")
+
+        self.method.on_epoch_start(self.current_epoch, self.train_features or unavailable)
 
     def probe_loss(self, features: Tensor | None, labels: Tensor) -> tuple[Tensor | None, dict[str, Any]]:
         """Cross-entropy of the online linear probe on detached features of the labelled samples.

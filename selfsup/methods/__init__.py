@@ -6,14 +6,18 @@ Example:
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Any
 
 from selfsup.backbones.base import Backbone
 from selfsup.methods.base import Method, StepOutput, ViewBatch, decay_groups
 from selfsup.methods.registry import METHODS
 
-# importing a method module registers it
-from selfsup.methods import byol, moco, simclr, simsiam  # noqa: E402,F401  isort: skip
+# importing a method module registers it: import every module of this package
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in ("base", "registry"):
+        importlib.import_module(f"{__name__}.{_module.name}")
 from selfsup.methods.byol import BYOL  # noqa: E402
 from selfsup.methods.moco import MoCoV2  # noqa: E402
 from selfsup.methods.simclr import SimCLR  # noqa: E402

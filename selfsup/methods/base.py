@@ -13,7 +13,7 @@ hand-written PyTorch loop::
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -62,7 +62,11 @@ class Method(nn.Module):
     Subclasses set ``default_views`` (a recipe in :mod:`selfsup.augment`), build their heads in
     ``__init__(backbone, **hyperparameters)`` and implement :meth:`training_step`. Methods with
     state outside the gradient (EMA teachers, queues, prototypes) update it in :meth:`on_step_end`,
-    which the engine calls after every optimizer step with the training progress in [0, 1].
+    which the engine calls after every optimizer step with the training progress in [0, 1]. The
+    other hooks, in the order the engine calls them: :meth:`configure_training` once,
+    :meth:`on_epoch_start` each epoch, :meth:`on_after_backward` each step. A method that needs the
+    data set's size (a memory bank per image) takes a ``num_samples`` argument, which the engine
+    fills in.
 
     Example:
         >>> method = selfsup.methods.get("byol", backbone=selfsup.backbones.get("resnet_tiny"))
@@ -81,6 +85,7 @@ class Method(nn.Module):
                 "selfsup.backbones.get(...)."
             )
         self.backbone = backbone
+        self.epochs, self.steps_per_epoch = 1, 1
 
     @property
     def feature_dim(self) -> int:
@@ -98,6 +103,26 @@ class Method(nn.Module):
 
     def forward(self, batch: ViewBatch) -> StepOutput:
         return self.training_step(batch)
+
+    def configure_training(self, epochs: int, steps_per_epoch: int) -> None:
+        """Told once by the engine (or a hand-written loop) how long training runs.
+
+        Methods whose hyper-parameters are given in epochs (DINO's teacher-temperature warm-up,
+        SwAV's prototype freezing) convert them with ``self.epochs`` and ``self.steps_per_epoch``.
+        """
+        self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
+
+    def on_epoch_start(self, epoch: int, train_features: Callable[[], Tensor]) -> None:
+        """Called before each training epoch (0-based).
+
+        ``train_features()`` computes, on demand, the backbone's features ``(N, feature_dim)`` of
+        the whole training set in index order with the deterministic evaluation transform; methods
+        that cluster the data set (DeepCluster, ODC) call it, the others ignore it.
+        """
+
+    def on_after_backward(self, progress: float) -> None:
+        """Called after the backward pass, before the optimizer step (e.g. to zero the gradients
+        of a layer kept frozen early in training, as DINO and SwAV do)."""
 
     def on_step_end(self, progress: float) -> None:
         """Update state after an optimizer step.
