@@ -51,3 +51,13 @@ def test_unknown_option_and_bad_files(tmp_path):
     bad.write_bytes(b"garbage")
     with pytest.raises(SelfSupError, match="bad.safetensors"):
         backbones.load_exported(bad)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet_tiny"])
+def test_feature_map_pools_to_the_features(name):
+    net = backbones.get(name, cifar_stem=True) if name == "resnet18" else backbones.get(name)
+    net.eval()
+    x = torch.rand(2, 3, 16, 16)
+    fmap = net.feature_map(x)
+    assert fmap.dim() == 4 and fmap.shape[1] == net.feature_dim
+    torch.testing.assert_close(fmap.mean((2, 3)), net(x))

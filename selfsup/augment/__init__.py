@@ -8,6 +8,9 @@ Python loop over images. All randomness comes from an explicit ``torch.Generator
 a saved generator state) reproduces the views exactly. A :class:`ViewSpec` describes one view,
 :class:`MultiView` makes several, and ``RECIPES`` names the published pipelines.
 """
+import importlib as _importlib
+import pkgutil as _pkgutil
+
 from selfsup.augment import functional
 from selfsup.augment.recipes import RECIPES, byol, crop_flip, get, mocov2, names, simclr
 from selfsup.augment.views import EvalTransform, MultiView, ViewSpec, apply_view
@@ -26,3 +29,8 @@ __all__ = [
     "names",
     "simclr",
 ]
+
+# further recipe modules (recipes_<family>.py) register themselves on import
+for _module in _pkgutil.iter_modules(__path__):
+    if _module.name.startswith("recipes_"):
+        _importlib.import_module(f"{__name__}.{_module.name}")

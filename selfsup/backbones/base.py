@@ -22,3 +22,7 @@ class Backbone(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def feature_map(self, images: Tensor) -> Tensor:
+        """The last spatial feature map (B, feature_dim, h, w), before pooling (dense methods)."""
+        raise NotImplementedError(f"{type(self).__name__} does not expose a spatial feature map")

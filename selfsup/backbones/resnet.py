@@ -77,6 +77,10 @@ class TorchvisionResNet(ResNet, Backbone):
     def forward(self, images: Tensor) -> Tensor:
         return super().forward(images)
 
+    def feature_map(self, images: Tensor) -> Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
 
 def resnet_factory(depth_name: str) -> Callable[..., TorchvisionResNet]:
     """A registry factory that builds ``depth_name`` with keyword options."""

@@ -64,4 +64,7 @@ class SmallResNet(Backbone):
         self.config = {"width": width, "blocks": list(blocks), "in_channels": in_channels}
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.pool(self.stages(self.stem(images))).flatten(1)
+        return self.pool(self.feature_map(images)).flatten(1)
+
+    def feature_map(self, images: Tensor) -> Tensor:
+        return self.stages(self.stem(images))
