@@ -106,6 +106,12 @@ def cmd_eval_knn(args: argparse.Namespace) -> int:
     root = args.root or (info.get("root") if name == info.get("data") else None)
     train_set = data.get(str(name), root=root, split=args.train_split)
     test_set = data.get(str(name), root=root, split=args.split)
+    channels = info.get("channels")
+    if channels is not None and int(channels) != train_set.channels:
+        raise SelfSupError(
+            f"{args.path} was trained on {channels}-channel images but {name!r} has {train_set.channels}-channel "
+            "images; evaluate it on data with the same number of channels."
+        )
     same_data = name == info.get("data")
     mean, std = (info["mean"], info["std"]) if same_data else (train_set.mean, train_set.std)
     transform = EvalTransform(int(info.get("image_size") or train_set.image_size[0]), mean, std)

@@ -222,7 +222,7 @@ def _dist_worker(rank: int, init_file: str, out_dir: str) -> None:
 
 def test_ntxent_gather_distributed_two_processes(tmp_path: Path) -> None:
     mp.spawn(_dist_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=_WORLD)
-    res = [torch.load(tmp_path / f"rank{r}.pt") for r in range(_WORLD)]
+    res = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(_WORLD)]
 
     x0, x1, layer = _dist_inputs()
     a = x0.clone().requires_grad_(True)
