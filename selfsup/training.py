@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 import logging
+import pickle
 import os
 import time
 import warnings
@@ -252,7 +253,13 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
         warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")  # inside Lightning, not ours
         warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed.*")  # rank 0 only
         try:
-            trainer.fit(module, loader, ckpt_path=str(checkpoint.last_path) if resume else None)
+            # weights_only: a checkpoint is data; loading must not run code from it
+            trainer.fit(module, loader, ckpt_path=str(checkpoint.last_path) if resume else None, weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise SelfSupError(
+                f"Cannot resume from {checkpoint.last_path}: it holds objects other than tensors and plain "
+                f"data, which selfsup does not load (a pickle could run code). {str(err).splitlines()[0]}"
+            ) from None
         except NonFiniteLossError as err:
             kept = checkpoint.last_path if checkpoint.last_path.exists() else None
             raise NonFiniteLossError(

@@ -234,3 +234,23 @@ def test_resume_after_a_crash_equals_the_uninterrupted_run(tmp_path, monkeypatch
               for n in ("straight", "resumed"))
     for key in (k for k in ta if k.startswith("method.target.")):
         torch.testing.assert_close(ta[key], tb[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, capsys):
+    """A crafted pickle in last.ckpt must not execute, neither on --resume nor in eval knn."""
+    import pickle
+
+    assert train(tmp_path) == 0
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    last.write_bytes(pickle.dumps({"state_dict": Payload()}))
+    assert main(["eval", "knn", str(last)]) == 2
+    assert "Cannot read checkpoint" in capsys.readouterr().err
+    code = main(["train", "--output-dir", str(tmp_path), "--name", "run", "--epochs", "2", "--resume", *TINY])
+    assert code == 2 and "Cannot resume from" in capsys.readouterr().err
+    assert not marker.exists()
