@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_only
 import torch
 import yaml
@@ -235,7 +236,9 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
         raise ConfigError("sync_batchnorm=true needs several GPUs (PyTorch's SyncBatchNorm runs on CUDA only).")
     trainer = L.Trainer(
         max_epochs=config.epochs, accelerator=config.accelerator, devices=config.devices,
-        strategy="ddp" if config.devices > 1 else "auto", precision=precision,
+        # buffers (queues, memory banks, centres) are kept equal by the methods' own collectives;
+        # DDP's default broadcast of every buffer at every step would only copy them again
+        strategy=DDPStrategy(broadcast_buffers=False) if config.devices > 1 else "auto", precision=precision,
         sync_batchnorm=config.sync_batchnorm and config.devices > 1, logger=JsonlLogger(run_dir / "metrics.jsonl"),
         callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, log_every_n_steps=max(1, min(config.log_every_n_steps, steps_per_epoch)), num_sanity_val_steps=0,

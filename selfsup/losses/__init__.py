@@ -1,5 +1,28 @@
-"""Self-supervised losses."""
-from selfsup.losses.negative_cosine import NegativeCosineSimilarity
-from selfsup.losses.ntxent import NTXentLoss
+"""Self-supervised losses, one family per module; each a plain ``nn.Module``.
 
-__all__ = ["NTXentLoss", "NegativeCosineSimilarity"]
+Example:
+    >>> loss = selfsup.losses.NTXentLoss(temperature=0.5)(z0, z1)
+    >>> loss = selfsup.losses.BarlowTwinsLoss()(z0, z1)
+"""
+from selfsup.losses.barlow_twins import BarlowTwinsLoss
+from selfsup.losses.cluster_ce import ClusterCrossEntropyLoss, cluster_size_weights
+from selfsup.losses.dcl import DCLLoss, DCLWLoss, VonMisesFisherWeight
+from selfsup.losses.densecl import DenseContrastiveLoss
+from selfsup.losses.dino import DINOLoss
+from selfsup.losses.mocov3 import MoCoV3Loss
+from selfsup.losses.negative_cosine import NegativeCosineSimilarity
+from selfsup.losses.nnclr import NNCLRLoss
+from selfsup.losses.npid import NPIDLoss
+from selfsup.losses.ntxent import NTXentLoss
+from selfsup.losses.ressl import ReSSLLoss
+from selfsup.losses.supcon import SupConLoss
+from selfsup.losses.swav import SwAVLoss
+from selfsup.losses.tico import TiCoLoss
+from selfsup.losses.vicreg import VICRegLoss
+from selfsup.losses.wmse import WMSELoss
+
+__all__ = [
+    "BarlowTwinsLoss", "ClusterCrossEntropyLoss", "DCLLoss", "DCLWLoss", "DINOLoss", "DenseContrastiveLoss",
+    "MoCoV3Loss", "NNCLRLoss", "NPIDLoss", "NTXentLoss", "NegativeCosineSimilarity", "ReSSLLoss", "SupConLoss",
+    "SwAVLoss", "TiCoLoss", "VICRegLoss", "VonMisesFisherWeight", "WMSELoss", "cluster_size_weights",
+]

@@ -6,18 +6,14 @@ Official code: https://github.com/facebookresearch/moco
 """
 from __future__ import annotations
 
-import torch
-from torch import nn
-
 from selfsup.backbones.base import Backbone
-from selfsup.losses import NTXentLoss
-from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods._momentum_contrast import MomentumContrast
 from selfsup.methods.registry import METHODS
-from selfsup.nn import MLP, copy_frozen, ema_update
+from selfsup.nn import MLP
 
 
 @METHODS.register("mocov2", "MoCo v2 (2020): momentum key encoder, queue of 65,536 negatives, MLP head")
-class MoCoV2(Method):
+class MoCoV2(MomentumContrast):
     """A query encoder, a momentum key encoder and a queue of past keys as negatives.
 
     The loss is InfoNCE (MoCo's Eq. 1): each query's positive is the key of the other view of the
@@ -27,7 +23,8 @@ class MoCoV2(Method):
     step. Defaults are the paper's: a 2-layer MLP head (hidden width = backbone width, no
     BatchNorm) with 128-d output, temperature 0.2, queue of 65,536 keys. The official code's
     shuffled BatchNorm across GPUs is not implemented (as in solo-learn and lightly); keys of all
-    processes enter the queue.
+    processes enter the queue. The machinery is shared with MoCo v1 and v2+
+    (:class:`~selfsup.methods._momentum_contrast.MomentumContrast`).
 
     Example:
         >>> method = MoCoV2(selfsup.backbones.get("resnet18", cifar_stem=True), queue_size=4096)
@@ -46,32 +43,11 @@ class MoCoV2(Method):
         queue_size: int = 65536,
         momentum: float = 0.999,
     ) -> None:
-        super().__init__(backbone)
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"MoCo momentum must be in [0, 1], got {momentum}")
-        if queue_size < 1:
-            raise ValueError(f"MoCo queue_size must be >= 1, got {queue_size}")
-        hidden = proj_hidden_dim or self.feature_dim
-        self.projector = MLP([self.feature_dim, hidden, proj_output_dim], batch_norm=False)
-        self.target = nn.ModuleDict(
-            {"backbone": copy_frozen(self.backbone), "projector": copy_frozen(self.projector)}
+        width = int(backbone.feature_dim)
+        projector = MLP([width, proj_hidden_dim or width, proj_output_dim], batch_norm=False)
+        super().__init__(
+            backbone, projector, proj_output_dim=proj_output_dim, temperature=temperature,
+            queue_size=queue_size, base_momentum=momentum, final_momentum=momentum,
         )
-        self.momentum = momentum
-        self.criterion = NTXentLoss(
-            temperature=temperature, memory_bank_size=queue_size, memory_bank_dim=proj_output_dim,
-            gather_distributed=True,
-        )
-
-    def training_step(self, batch: ViewBatch) -> StepOutput:
-        x_query, x_key = batch.views[0], batch.views[1]
-        features = self.backbone(x_query)
-        queries = self.projector(features)
-        with torch.no_grad():
-            keys = self.target["projector"](self.target["backbone"](x_key))
-        loss = self.criterion(queries, keys)
-        return StepOutput(loss=loss, features=features)
-
-    @torch.no_grad()
-    def on_step_end(self, progress: float) -> None:
-        online = nn.ModuleDict({"backbone": self.backbone, "projector": self.projector})
-        ema_update(self.target, online, self.momentum)

@@ -1,0 +1,59 @@
+"""Barlow Twins: "Barlow Twins: Self-Supervised Learning via Redundancy Reduction".
+
+Zbontar, Jing, Misra, LeCun, Deny, 2021. https://arxiv.org/abs/2103.03230
+Official code: https://github.com/facebookresearch/barlowtwins
+"""
+from __future__ import annotations
+
+import torch
+
+from selfsup.backbones.base import Backbone
+from selfsup.losses.barlow_twins import BarlowTwinsLoss
+from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods.registry import METHODS
+from selfsup.nn import MLP
+
+
+@METHODS.register(
+    "barlowtwins", "Barlow Twins (2021): cross-correlation of two views' embeddings driven to the identity"
+)
+class BarlowTwins(Method):
+    """Two views, a 3-layer projector and the Barlow Twins loss on the global batch.
+
+    Defaults are the paper's / official code's: projector ``8192-8192-8192`` (Linear without bias,
+    BatchNorm and ReLU between layers), ``lambd = 0.0051``, no loss scaling, BYOL's asymmetric
+    views. Both views go through the backbone in one call. With several processes the loss
+    standardises and correlates the embeddings of the global batch
+    (:class:`~selfsup.losses.barlow_twins.BarlowTwinsLoss`).
+
+    Example:
+        >>> method = BarlowTwins(selfsup.backbones.get("resnet18", cifar_stem=True), proj_hidden_dim=2048)
+        >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
+    """
+
+    default_views = "byol"
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        *,
+        proj_hidden_dim: int = 8192,
+        proj_output_dim: int = 8192,
+        lambd: float = 0.0051,
+        scale_loss: float = 1.0,
+        gather_distributed: bool = True,
+    ) -> None:
+        super().__init__(backbone)
+        self.projector = MLP([self.feature_dim, proj_hidden_dim, proj_hidden_dim, proj_output_dim], bias=False)
+        self.criterion = BarlowTwinsLoss(lambd=lambd, scale_loss=scale_loss, gather_distributed=gather_distributed)
+
+    def training_step(self, batch: ViewBatch) -> StepOutput:
+        """Barlow Twins' loss on the projections of views 0 and 1.
+
+        Example:
+            >>> method.training_step(ViewBatch([x0, x1], labels, indices)).loss.backward()
+        """
+        x0, x1 = batch.views[0], batch.views[1]
+        features = self.backbone(torch.cat([x0, x1]))
+        z0, z1 = self.projector(features).chunk(2)
+        return StepOutput(loss=self.criterion(z0, z1), features=features[: len(x0)])

@@ -1,0 +1,148 @@
+"""DenseCL: "Dense Contrastive Learning for Self-Supervised Visual Pre-Training".
+
+Wang, Zhang, Shen, Kong, Li, 2021. https://arxiv.org/abs/2011.09157
+Official code: https://github.com/WXinlong/DenseCL
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from selfsup.backbones.base import Backbone
+from selfsup.losses.densecl import DenseContrastiveLoss
+from selfsup.losses.ntxent import NTXentLoss
+from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods.registry import METHODS
+from selfsup.nn.dense_match import match_locations
+from selfsup.nn.mlp import MLP
+from selfsup.nn.momentum import copy_frozen, ema_update
+
+
+@METHODS.register("densecl", "DenseCL (2021): MoCo v2 plus a dense InfoNCE between matched locations")
+class DenseCL(Method):
+    """MoCo v2 with a second, dense contrastive branch on the backbone's feature map.
+
+    Global branch: MoCo v2 (pooled features, MLP head, InfoNCE against a queue of 65,536 keys).
+    Dense branch: a head of two 1x1 convolutions (``C -> hidden``, ReLU, ``hidden -> 128``) on the
+    backbone's last feature map gives a vector per location. The positive key of each query
+    location is the key-view location whose *backbone* feature is most cosine-similar
+    (:func:`selfsup.nn.dense_match.match_locations`); negatives come from a second queue holding
+    the key view's dense projections pooled over the locations
+    (:class:`~selfsup.losses.densecl.DenseContrastiveLoss`). The loss is
+    ``(1 - lambda) * global + lambda * dense`` with ``lambda = 0.5``; as in the authors' code
+    (their DenseCL warm-up hook) ``lambda`` is 0 during the first ``lambda_warmup_steps``
+    optimizer steps. The key encoder (backbone and both heads) is a momentum copy updated with
+    momentum 0.999 after every step; temperature 0.2. All defaults are the paper's / official
+    code's (ResNet-50 on ImageNet). The official code's shuffled BatchNorm is not implemented
+    (as for :class:`~selfsup.methods.moco.MoCoV2`); keys of all processes enter both queues.
+
+    Args:
+        backbone: Encoder with ``feature_dim`` and ``feature_map`` (all ResNets here).
+        proj_hidden_dim: Hidden width of both heads; None for the backbone width (2048 in the
+            paper's ResNet-50).
+        proj_output_dim: Output width of both heads (128).
+        temperature: InfoNCE temperature of both branches (0.2).
+        queue_size: Length of each queue (65,536).
+        momentum: EMA momentum of the key encoder (0.999).
+        loss_lambda: Weight of the dense loss (0.5).
+        lambda_warmup_steps: Steps at the start with ``lambda = 0`` (1,000 in the official code).
+
+    Example:
+        >>> method = DenseCL(selfsup.backbones.get("resnet18", cifar_stem=True), queue_size=4096)
+        >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
+    """
+
+    default_views = "mocov2"
+    steps_done: torch.Tensor
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        *,
+        proj_hidden_dim: int | None = None,
+        proj_output_dim: int = 128,
+        temperature: float = 0.2,
+        queue_size: int = 65536,
+        momentum: float = 0.999,
+        loss_lambda: float = 0.5,
+        lambda_warmup_steps: int = 1000,
+    ) -> None:
+        super().__init__(backbone)
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"DenseCL momentum must be in [0, 1], got {momentum}")
+        if not 0.0 <= loss_lambda <= 1.0:
+            raise ValueError(f"DenseCL loss_lambda must be in [0, 1], got {loss_lambda}")
+        if queue_size < 1 or lambda_warmup_steps < 0:
+            raise ValueError(
+                f"DenseCL needs queue_size >= 1 and lambda_warmup_steps >= 0, got {queue_size} "
+                f"and {lambda_warmup_steps}"
+            )
+        hidden = proj_hidden_dim or self.feature_dim
+        self.projector = MLP([self.feature_dim, hidden, proj_output_dim], batch_norm=False)
+        self.dense_projector = nn.Sequential(
+            nn.Conv2d(self.feature_dim, hidden, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, proj_output_dim, 1),
+        )
+        self.target = nn.ModuleDict({
+            "backbone": copy_frozen(self.backbone),
+            "projector": copy_frozen(self.projector),
+            "dense_projector": copy_frozen(self.dense_projector),
+        })
+        self.momentum = momentum
+        self.loss_lambda = loss_lambda
+        self.lambda_warmup_steps = lambda_warmup_steps
+        self.global_loss = NTXentLoss(
+            temperature=temperature, memory_bank_size=queue_size, memory_bank_dim=proj_output_dim,
+            gather_distributed=True,
+        )
+        self.dense_loss = DenseContrastiveLoss(temperature, queue_size, proj_output_dim)
+        self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
+
+    def current_lambda(self) -> torch.Tensor:
+        """The dense-loss weight now: 0 during the warm-up, then ``loss_lambda`` (no host sync).
+
+        Example:
+            >>> float(DenseCL(backbone, lambda_warmup_steps=0).current_lambda())
+            0.5
+        """
+        warm = self.steps_done >= self.lambda_warmup_steps
+        return torch.where(warm, self.loss_lambda, 0.0).float()
+
+    def training_step(self, batch: ViewBatch) -> StepOutput:
+        """Global MoCo loss on views 0 / 1 plus the dense loss between matched locations.
+
+        Example:
+            >>> out = method.training_step(ViewBatch([x0, x1], labels, indices))
+            >>> out.logs["loss_dense"], out.logs["loss_global"]
+        """
+        x_query, x_key = batch.views[0], batch.views[1]
+        query_map = self.backbone.feature_map(x_query)  # (B, C, h, w)
+        features = query_map.mean(dim=(2, 3))
+        queries = self.projector(features)
+        dense_queries = self.dense_projector(query_map).flatten(2)  # (B, D, S)
+        with torch.no_grad():
+            key_map = self.target["backbone"].feature_map(x_key)
+            keys = self.target["projector"](key_map.mean(dim=(2, 3)))
+            dense_keys = self.target["dense_projector"](key_map).flatten(2)  # (B, D, S)
+            match = match_locations(query_map.flatten(2), key_map.flatten(2))  # (B, S)
+            index = match.unsqueeze(1).expand(-1, dense_keys.shape[1], -1)
+            matched_keys = dense_keys.gather(2, index)
+            pooled_keys = dense_keys.mean(dim=2)
+        loss_global = self.global_loss(queries, keys)
+        loss_dense = self.dense_loss(dense_queries, matched_keys, pooled_keys)
+        lam = self.current_lambda()
+        loss = (1 - lam) * loss_global + lam * loss_dense
+        logs = {"loss_global": loss_global.detach(), "loss_dense": loss_dense.detach(), "lambda": lam}
+        return StepOutput(loss=loss, features=features, logs=logs)
+
+    @torch.no_grad()
+    def on_step_end(self, progress: float) -> None:
+        """Momentum update of the key encoder and both of its heads; count the step."""
+        online = nn.ModuleDict({
+            "backbone": self.backbone,
+            "projector": self.projector,
+            "dense_projector": self.dense_projector,
+        })
+        ema_update(self.target, online, self.momentum)
+        self.steps_done.add_(1)

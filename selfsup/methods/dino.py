@@ -1,0 +1,123 @@
+"""DINO: "Emerging Properties in Self-Supervised Vision Transformers".
+
+Caron, Touvron, Misra, Jegou, Mairal, Bojanowski, Joulin, 2021. https://arxiv.org/abs/2104.14294
+Official code: https://github.com/facebookresearch/dino
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from selfsup.backbones.base import Backbone
+from selfsup.losses.dino import DINOLoss
+from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods.registry import METHODS
+from selfsup.nn import copy_frozen, cosine_momentum, ema_update
+from selfsup.nn.dino_head import DINOHead
+from selfsup.nn.multicrop import forward_by_resolution
+
+
+@METHODS.register("dino", "DINO (2021): multi-crop self-distillation to an EMA teacher, centred and sharpened")
+class DINO(Method):
+    """A student (backbone + DINO head) matches a momentum teacher's centred, sharpened outputs.
+
+    The teacher sees the ``num_global_views`` global crops (the first views), the student every
+    view; the loss is :class:`~selfsup.losses.dino.DINOLoss` over all pairs of a teacher global
+    view and a different student view. Defaults are the paper's (Sec. 3 and Appendix): head
+    2048-2048-256 with 65,536 weight-normalised outputs, student temperature 0.1, teacher
+    temperature warmed up linearly from 0.04 to 0.07 over the first 30 epochs (per epoch, as the
+    official ``np.linspace`` schedule), centre momentum 0.9, teacher momentum 0.996 -> 1 along a
+    cosine, last layer frozen during the first epoch. The official ``main_dino.py`` defaults to
+    ``teacher_temp=0.04`` without warm-up. Weight-decay scheduling and gradient clipping of the
+    ViT recipe are not part of the method.
+
+    Example:
+        >>> method = DINO(selfsup.backbones.get("resnet18", cifar_stem=True), out_dim=4096)
+        >>> out = method.training_step(ViewBatch(views=[g0, g1, l0, l1], labels=y, indices=i))
+    """
+
+    default_views = "dino"
+    steps_done: torch.Tensor
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        *,
+        out_dim: int = 65536,
+        hidden_dim: int = 2048,
+        bottleneck_dim: int = 256,
+        use_bn_in_head: bool = False,
+        norm_last_layer: bool = True,
+        student_temp: float = 0.1,
+        teacher_temp: float = 0.07,
+        warmup_teacher_temp: float = 0.04,
+        warmup_teacher_temp_epochs: int = 30,
+        center_momentum: float = 0.9,
+        base_momentum: float = 0.996,
+        final_momentum: float = 1.0,
+        freeze_last_layer_epochs: int = 1,
+        num_global_views: int = 2,
+    ) -> None:
+        super().__init__(backbone)
+        if not 0.0 <= base_momentum <= final_momentum <= 1.0:
+            raise ValueError(
+                "DINO needs 0 <= base_momentum <= final_momentum <= 1, got "
+                f"base_momentum={base_momentum}, final_momentum={final_momentum}"
+            )
+        if num_global_views < 1 or warmup_teacher_temp_epochs < 0 or freeze_last_layer_epochs < 0:
+            raise ValueError("DINO needs num_global_views >= 1 and non-negative epoch counts")
+        self.head = DINOHead(
+            self.feature_dim, out_dim, hidden_dim, bottleneck_dim, use_bn=use_bn_in_head,
+            norm_last_layer=norm_last_layer,
+        )
+        self.teacher = nn.ModuleDict({"backbone": copy_frozen(self.backbone), "head": copy_frozen(self.head)})
+        self.criterion = DINOLoss(out_dim, student_temp, center_momentum)
+        self.teacher_temp, self.warmup_teacher_temp = teacher_temp, warmup_teacher_temp
+        self.warmup_teacher_temp_epochs = warmup_teacher_temp_epochs
+        self.base_momentum, self.final_momentum = base_momentum, final_momentum
+        self.momentum = base_momentum
+        self.freeze_last_layer_epochs = freeze_last_layer_epochs
+        self.num_global_views = num_global_views
+        self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
+
+    @property
+    def epoch(self) -> int:
+        """The 0-based epoch of the current step (from the steps done and ``steps_per_epoch``)."""
+        return int(self.steps_done) // max(1, self.steps_per_epoch)
+
+    def teacher_temperature(self, epoch: int) -> float:
+        """The teacher temperature of ``epoch``: ``linspace(warmup_teacher_temp, teacher_temp, W)[epoch]``
+        while ``epoch < W = warmup_teacher_temp_epochs``, then ``teacher_temp``."""
+        warmup = self.warmup_teacher_temp_epochs
+        if epoch >= warmup:
+            return self.teacher_temp
+        if warmup == 1:
+            return self.warmup_teacher_temp
+        start, end = self.warmup_teacher_temp, self.teacher_temp
+        return start + (end - start) * epoch / (warmup - 1)
+
+    def training_step(self, batch: ViewBatch) -> StepOutput:
+        views, g = batch.views, self.num_global_views
+        if len(views) < max(2, g):
+            raise ValueError(f"DINO needs at least {max(2, g)} views (global first), got {len(views)}")
+        n = len(views[0])
+        features = forward_by_resolution(self.backbone, views)
+        student = self.head(features).reshape(len(views), n, -1)
+        with torch.no_grad():
+            teacher = self.teacher["head"](self.teacher["backbone"](torch.cat(views[:g]))).reshape(g, n, -1)
+        temperature = self.teacher_temperature(self.epoch)
+        loss = self.criterion(student, teacher, teacher_temp=temperature)
+        logs = {"momentum": self.momentum, "teacher_temp": temperature}
+        return StepOutput(loss=loss, features=features[:n], logs=logs)
+
+    def on_after_backward(self, progress: float) -> None:
+        """Drop the last layer's gradients during the first ``freeze_last_layer_epochs`` epochs."""
+        if self.epoch < self.freeze_last_layer_epochs:
+            for p in self.head.last_layer.parameters():
+                p.grad = None
+
+    @torch.no_grad()
+    def on_step_end(self, progress: float) -> None:
+        self.momentum = cosine_momentum(progress, self.base_momentum, self.final_momentum)
+        ema_update(self.teacher, nn.ModuleDict({"backbone": self.backbone, "head": self.head}), self.momentum)
+        self.steps_done += 1

@@ -1,0 +1,55 @@
+"""MoCo v2+: solo-learn's symmetric MoCo v2 with a cosine momentum schedule.
+
+Built on Chen, Fan, Girshick, He, "Improved Baselines with Momentum Contrastive Learning", 2020,
+https://arxiv.org/abs/2003.04297 (official code https://github.com/facebookresearch/moco); the
+"+" variant is defined by solo-learn (da Costa et al., "solo-learn: A Library of Self-supervised
+Methods for Visual Representation Learning", JMLR 2022, https://arxiv.org/abs/2108.01775; code
+https://github.com/vturrisi/solo-learn, ``solo/methods/mocov2plus.py``).
+"""
+from __future__ import annotations
+
+from selfsup.backbones.base import Backbone
+from selfsup.methods._momentum_contrast import MomentumContrast
+from selfsup.methods.registry import METHODS
+from selfsup.nn import MLP
+
+
+@METHODS.register("mocov2plus", "MoCo v2+ (2021, solo-learn): symmetric MoCo v2, two queues, cosine momentum")
+class MoCoV2Plus(MomentumContrast):
+    """MoCo v2 with the loss symmetrised over the two view orders and a momentum schedule.
+
+    ``loss = (InfoNCE(q0, k1; queue of past k1) + InfoNCE(q1, k0; queue of past k0)) / 2`` (as
+    solo-learn, one queue per view order), a 2-layer projector without BatchNorm
+    (``Linear-ReLU-Linear``) and the key-encoder momentum rising from ``base_momentum`` to
+    ``final_momentum`` along BYOL's cosine schedule, once per optimizer step. There is no paper:
+    every default comes from solo-learn's CIFAR recipe (``scripts/pretrain/cifar/mocov2plus.yaml``:
+    projector 2048-256, queue 32,768, temperature 0.2, base momentum 0.99), except
+    ``final_momentum=1.0``, solo-learn's default for all momentum methods (its CIFAR recipe sets
+    0.999, see ``configs/cifar10/mocov2plus.yaml``).
+
+    Example:
+        >>> method = MoCoV2Plus(selfsup.backbones.get("resnet18", cifar_stem=True))
+        >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
+    """
+
+    default_views = "mocov2"
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        *,
+        proj_hidden_dim: int = 2048,
+        proj_output_dim: int = 256,
+        temperature: float = 0.2,
+        queue_size: int = 32768,
+        base_momentum: float = 0.99,
+        final_momentum: float = 1.0,
+    ) -> None:
+        projector = MLP(
+            [int(backbone.feature_dim), proj_hidden_dim, proj_output_dim], batch_norm=False
+        )
+        super().__init__(
+            backbone, projector, proj_output_dim=proj_output_dim, temperature=temperature,
+            queue_size=queue_size, base_momentum=base_momentum, final_momentum=final_momentum,
+            symmetric=True,
+        )

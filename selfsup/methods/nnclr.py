@@ -1,0 +1,94 @@
+"""NNCLR: "With a Little Help from My Friends: Nearest-Neighbor Contrastive Learning of Visual
+Representations".
+
+Dwibedi, Aytar, Tompson, Sermanet, Zisserman, 2021. https://arxiv.org/abs/2104.14548
+Official code: none released; public re-implementation https://github.com/vturrisi/solo-learn
+(``solo/methods/nnclr.py``).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from selfsup.backbones.base import Backbone
+from selfsup.losses.nnclr import NNCLRLoss
+from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods.registry import METHODS
+from selfsup.nn import MLP
+from selfsup.nn.support_set import NearestNeighbourSupportSet
+
+
+@METHODS.register("nnclr", "NNCLR (2021): support-set nearest neighbours of the projections as positives")
+class NNCLR(Method):
+    """Contrast each sample's support-set nearest neighbour with the other view's prediction.
+
+    Both views go through the backbone, a 3-layer projector (``z``) and a 2-layer predictor
+    (``p``). ``NN(z0)`` and ``NN(z1)``, the cosine nearest neighbours of the projections in the
+    support set (a FIFO queue of past projections), replace the projections as anchors; the loss
+    (:class:`~selfsup.losses.nnclr.NNCLRLoss`) is averaged over the two orders
+    ``(NN(z0), p1)`` and ``(NN(z1), p0)``, with the predictions of the global batch as
+    candidates. After the optimizer step (:meth:`on_step_end`) the normalised view-0 projections
+    of the batch (of all processes) enter the support set, as in solo-learn; batches seen in
+    eval mode are not enqueued.
+
+    Defaults are the paper's (Sec. 4, "Implementation details"): projector 2048-2048-256 with
+    BatchNorm on every layer, predictor 4096-256, support set of 98,304, temperature 0.1.
+
+    Example:
+        >>> method = NNCLR(selfsup.backbones.get("resnet18", cifar_stem=True), queue_size=65536)
+        >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
+    """
+
+    default_views = "byol"
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        *,
+        proj_hidden_dim: int = 2048,
+        proj_output_dim: int = 256,
+        pred_hidden_dim: int = 4096,
+        queue_size: int = 98304,
+        temperature: float = 0.1,
+    ) -> None:
+        super().__init__(backbone)
+        if queue_size < 1:
+            raise ValueError(f"NNCLR queue_size must be >= 1, got {queue_size}")
+        self.projector = MLP(
+            [self.feature_dim, proj_hidden_dim, proj_hidden_dim, proj_output_dim],
+            last_batch_norm=True,
+        )
+        self.predictor = MLP([proj_output_dim, pred_hidden_dim, proj_output_dim])
+        self.support_set = NearestNeighbourSupportSet(queue_size, proj_output_dim)
+        self.criterion = NNCLRLoss(temperature=temperature, gather_distributed=True)
+        self._pending: Tensor | None = None
+
+    def training_step(self, batch: ViewBatch) -> StepOutput:
+        """The symmetrised NNCLR loss; remembers the view-0 projections for the support set.
+
+        Example:
+            >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
+            >>> out.loss.backward()
+        """
+        x0, x1 = batch.views[0], batch.views[1]
+        n = len(x0)
+        features = self.backbone(torch.cat([x0, x1]))
+        z = self.projector(features)
+        p0, p1 = self.predictor(z).chunk(2)
+        z0, z1 = z.chunk(2)
+        nn0, nn1 = self.support_set.nearest(z0), self.support_set.nearest(z1)
+        loss = (self.criterion(nn0, p1) + self.criterion(nn1, p0)) / 2
+        self._pending = z0.detach() if self.training else None
+        return StepOutput(loss=loss, features=features[:n])
+
+    @torch.no_grad()
+    def on_step_end(self, progress: float) -> None:
+        """Enqueue the last training batch's view-0 projections into the support set.
+
+        Example:
+            >>> optimizer.step()
+            >>> method.on_step_end(progress=step / total_steps)
+        """
+        if self._pending is not None:
+            self.support_set.update(self._pending)
+            self._pending = None

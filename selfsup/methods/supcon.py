@@ -1,0 +1,54 @@
+"""SupCon: "Supervised Contrastive Learning".
+
+Khosla, Teterwak, Wang, Sarna, Tian, Isola, Maschinot, Liu, Krishnan, 2020.
+https://arxiv.org/abs/2004.11362 -- Official code: https://github.com/HobbitLong/SupContrast
+"""
+from __future__ import annotations
+
+import torch
+
+from selfsup.backbones.base import Backbone
+from selfsup.losses.supcon import SupConLoss
+from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods.registry import METHODS
+from selfsup.nn import MLP
+
+
+@METHODS.register("supcon", "SupCon (2020): supervised contrastive, same-class views are positives (labels)")
+class SupCon(Method):
+    """Views of labelled images; every view of a same-class sample is a positive (``L_out``).
+
+    Uses ``batch.labels``; samples labelled ``-1`` have only their own other views as positives
+    (see :class:`~selfsup.losses.supcon.SupConLoss`), so an unlabelled batch gives SimCLR's
+    positives. Any number of views: all go through the backbone in one call. Defaults are the
+    official code's: projection head ``Linear(d, d) -> ReLU -> Linear(d, 128)`` (no BatchNorm) on
+    the pooled features, temperature 0.1, the two-view crop / flip / jitter / grayscale recipe.
+
+    Example:
+        >>> method = SupCon(selfsup.backbones.get("resnet50", cifar_stem=True), temperature=0.1)
+        >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
+    """
+
+    default_views = "mocov2"
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        *,
+        proj_hidden_dim: int | None = None,
+        proj_output_dim: int = 128,
+        temperature: float = 0.1,
+        gather_distributed: bool = True,
+    ) -> None:
+        super().__init__(backbone)
+        hidden = proj_hidden_dim or self.feature_dim
+        self.projector = MLP([self.feature_dim, hidden, proj_output_dim], batch_norm=False)
+        self.criterion = SupConLoss(temperature=temperature, gather_distributed=gather_distributed)
+
+    def training_step(self, batch: ViewBatch) -> StepOutput:
+        """SupCon loss over the projections of all views, with ``batch.labels``."""
+        n = len(batch.views[0])
+        features = self.backbone(torch.cat(batch.views))
+        projections = self.projector(features).split(n)
+        loss = self.criterion(list(projections), batch.labels)
+        return StepOutput(loss=loss, features=features[:n])

@@ -1,0 +1,60 @@
+"""VICReg: "VICReg: Variance-Invariance-Covariance Regularization for Self-Supervised Learning".
+
+Bardes, Ponce, LeCun, 2021. https://arxiv.org/abs/2105.04906
+Official code: https://github.com/facebookresearch/vicreg
+"""
+from __future__ import annotations
+
+import torch
+
+from selfsup.backbones.base import Backbone
+from selfsup.losses.vicreg import VICRegLoss
+from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods.registry import METHODS
+from selfsup.nn import MLP
+
+
+@METHODS.register("vicreg", "VICReg (2021): invariance + variance hinge + covariance penalty on an expander")
+class VICReg(Method):
+    """Two views, a 3-layer expander and the variance-invariance-covariance loss.
+
+    Defaults are the paper's: expander ``8192-8192-8192`` (Linear, BatchNorm, ReLU; the last layer
+    plain), loss weights 25 / 25 / 1, BYOL's asymmetric views. Variance and covariance use the
+    embeddings of all processes, as the official code does
+    (:class:`~selfsup.losses.vicreg.VICRegLoss`).
+
+    Example:
+        >>> method = VICReg(selfsup.backbones.get("resnet18", cifar_stem=True), proj_hidden_dim=2048)
+        >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
+    """
+
+    default_views = "byol"
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        *,
+        proj_hidden_dim: int = 8192,
+        proj_output_dim: int = 8192,
+        sim_weight: float = 25.0,
+        var_weight: float = 25.0,
+        cov_weight: float = 1.0,
+        gather_distributed: bool = True,
+    ) -> None:
+        super().__init__(backbone)
+        self.projector = MLP([self.feature_dim, proj_hidden_dim, proj_hidden_dim, proj_output_dim])
+        self.criterion = VICRegLoss(
+            sim_weight=sim_weight, var_weight=var_weight, cov_weight=cov_weight,
+            gather_distributed=gather_distributed,
+        )
+
+    def training_step(self, batch: ViewBatch) -> StepOutput:
+        """VICReg's loss on the expanded embeddings of views 0 and 1.
+
+        Example:
+            >>> method.training_step(ViewBatch([x0, x1], labels, indices)).loss.backward()
+        """
+        x0, x1 = batch.views[0], batch.views[1]
+        features = self.backbone(torch.cat([x0, x1]))
+        z0, z1 = self.projector(features).chunk(2)
+        return StepOutput(loss=self.criterion(z0, z1), features=features[: len(x0)])
