@@ -282,7 +282,7 @@ def _one_step(method: torch.nn.Module, views: list[torch.Tensor], progress: floa
     opt.zero_grad()
     out.loss.backward()
     opt.step()
-    online_after = [p.detach().clone() for p in method.online_modules().parameters()]
+    online_after = [p.detach().clone() for p in method.target.online().parameters()]
     method.on_step_end(progress)
     return out, target_before, online_after, [p.detach() for p in method.target.parameters()]
 
@@ -300,7 +300,7 @@ def test_mocov1_defaults_head_views_and_constant_momentum(tiny_backbone, two_vie
         (0.2, 1.0), (0.4, 0.4, 0.4, 0.4), 1.0, 0.2, 0.0)
     bank = method.criterion.memory_bank
     queue_before = bank.bank.clone()
-    keys = F.normalize(copy.deepcopy(method).keys(two_views[1]), dim=1)
+    keys = F.normalize(copy.deepcopy(method).target(two_views[1]), dim=1)
     for progress in (0.0, 0.5):  # constant momentum whatever the progress
         out, t0, o, t1 = _one_step(method, two_views, progress)
         assert method.momentum == 0.999
@@ -322,12 +322,12 @@ def test_mocov2plus_symmetric_loss_two_queues_and_cosine_momentum(tiny_backbone,
     out = probe.training_step(batch_of(two_views))
     x0, x1 = two_views
     q0, q1 = (probe.projector(probe.backbone(x)) for x in (x0, x1))
-    k0, k1 = probe.keys(x0), probe.keys(x1)
+    k0, k1 = probe.target(x0), probe.target(x1)
     want = (ref_moco_queue(q0, k1, queues[0], 0.2) + ref_moco_queue(q1, k0, queues[1], 0.2)) / 2
     assert out.loss.item() == pytest.approx(want.item(), abs=1e-5, rel=1e-5)
     # training: view-1 keys enter the first queue, view-0 keys the second; EMA with cosine momentum
     keys = copy.deepcopy(method)
-    k0, k1 = (F.normalize(keys.keys(x), dim=1) for x in (x0, x1))
+    k0, k1 = (F.normalize(keys.target(x), dim=1) for x in (x0, x1))
     for step, steps in [(0, 4), (2, 4)]:
         _, t0, o, t1 = _one_step(method, two_views, step / steps)
         tau = 1 - (1 - base) * (math.cos(math.pi * step / steps) + 1) / 2
@@ -361,7 +361,7 @@ def test_mocov3_heads_loss_and_cosine_momentum(tiny_backbone, two_views) -> None
     out = probe.training_step(batch_of(two_views))
     x0, x1 = two_views
     q0, q1 = (probe.predictor(probe.projector(probe.backbone(x))) for x in (x0, x1))
-    want = ref_mocov3(q0, probe.keys(x1), 1.0) + ref_mocov3(q1, probe.keys(x0), 1.0)
+    want = ref_mocov3(q0, probe.target(x1), 1.0) + ref_mocov3(q1, probe.target(x0), 1.0)
     assert out.loss.item() == pytest.approx(want.item(), abs=1e-5, rel=1e-5)
 
     predictor_before = [p.detach().clone() for p in method.predictor.parameters()]
@@ -371,7 +371,7 @@ def test_mocov3_heads_loss_and_cosine_momentum(tiny_backbone, two_views) -> None
         assert method.momentum == pytest.approx(tau)
         for a, b, c in zip(t0, o, t1):
             torch.testing.assert_close(c, tau * a + (1 - tau) * b, rtol=0, atol=1e-6)
-    assert len(list(method.target.parameters())) == len(list(method.online_modules().parameters()))
+    assert len(list(method.target.parameters())) == len(list(method.target.online().parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(predictor_before, method.predictor.parameters()))
 
 

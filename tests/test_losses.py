@@ -1,7 +1,6 @@
 """Losses vs slow float64 references written from the papers' formulas."""
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 

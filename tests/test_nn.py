@@ -203,3 +203,23 @@ def test_distributed_helpers_single_process() -> None:
     assert gather(x) is x
     y = gather_no_grad(x)
     assert torch.equal(y, x) and not y.requires_grad
+
+
+def test_momentum_teacher_runs_copies_in_order_and_follows_the_online_modules():
+    from selfsup.nn import MomentumTeacher
+
+    torch.manual_seed(0)
+    first, second = torch.nn.Linear(3, 4), torch.nn.Linear(4, 2)
+    teacher = MomentumTeacher({"first": first, "second": second})
+    assert list(teacher.state_dict()) == ["first.weight", "first.bias", "second.weight", "second.bias"]
+    assert all(not p.requires_grad for p in teacher.parameters())
+    x = torch.randn(5, 3)
+    torch.testing.assert_close(teacher(x), second(first(x)))
+    before = [p.clone() for p in teacher.parameters()]
+    with torch.no_grad():
+        for p in list(first.parameters()) + list(second.parameters()):
+            p.add_(1.0)
+    teacher.momentum_update(0.9)
+    online = list(first.parameters()) + list(second.parameters())
+    for t0, o, t1 in zip(before, online, teacher.parameters()):
+        torch.testing.assert_close(t1, 0.9 * t0 + 0.1 * o)

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from selfsup.backbones.base import Backbone
 from selfsup.losses import NTXentLoss
 from selfsup.methods.base import Method, StepOutput, ViewBatch
-from selfsup.nn import copy_frozen, cosine_momentum, ema_update
+from selfsup.nn import MomentumTeacher, cosine_momentum
 
 __all__ = ["MomentumContrast"]
 
@@ -72,9 +72,7 @@ class MomentumContrast(Method):
         if queue_size < 1:
             raise ValueError(f"MoCo queue_size must be >= 1, got {queue_size}")
         self.projector = projector
-        self.target = nn.ModuleDict(
-            {"backbone": copy_frozen(self.backbone), "projector": copy_frozen(self.projector)}
-        )
+        self.target = MomentumTeacher({"backbone": self.backbone, "projector": self.projector})
         self.base_momentum, self.final_momentum = base_momentum, final_momentum
         self.momentum = base_momentum
         self.symmetric = symmetric
@@ -88,25 +86,6 @@ class MomentumContrast(Method):
         self.criterion = make_loss()
         self.criterion_reverse = make_loss() if symmetric else None
 
-    def online_modules(self) -> nn.ModuleDict:
-        """The modules the key encoder tracks (MoCo Eq. 2), in the key encoder's order.
-
-        Example:
-            >>> list(method.online_modules())
-            ['backbone', 'projector']
-        """
-        return nn.ModuleDict({"backbone": self.backbone, "projector": self.projector})
-
-    @torch.no_grad()
-    def keys(self, views: Tensor) -> Tensor:
-        """Key-encoder projections (no gradient) of a batch of views (MoCo Alg. 1, ``k = f_k(x_k)``).
-
-        Example:
-            >>> method.keys(torch.randn(8, 3, 32, 32)).shape
-            torch.Size([8, 128])
-        """
-        return self.target["projector"](self.target["backbone"](views))
-
     def training_step(self, batch: ViewBatch) -> StepOutput:
         """InfoNCE of the queries against the keys and the queue(s); keys enter the queue(s).
 
@@ -118,13 +97,13 @@ class MomentumContrast(Method):
         logs: dict[str, Tensor | float] = {"momentum": self.momentum}
         if not self.symmetric:
             features = self.backbone(x0)
-            loss = self.criterion(self.projector(features), self.keys(x1))
+            loss = self.criterion(self.projector(features), self.target(x1))
             return StepOutput(loss=loss, features=features, logs=logs)
         assert self.criterion_reverse is not None
         # one view per call, for queries and keys alike (BatchNorm statistics per view, as solo-learn)
         features = self.backbone(x0)
         q0, q1 = self.projector(features), self.projector(self.backbone(x1))
-        loss = (self.criterion(q0, self.keys(x1)) + self.criterion_reverse(q1, self.keys(x0))) / 2
+        loss = (self.criterion(q0, self.target(x1)) + self.criterion_reverse(q1, self.target(x0))) / 2
         return StepOutput(loss=loss, features=features, logs=logs)
 
     @torch.no_grad()
@@ -136,4 +115,4 @@ class MomentumContrast(Method):
             >>> method.on_step_end(progress=step / total_steps)
         """
         self.momentum = cosine_momentum(progress, self.base_momentum, self.final_momentum)
-        ema_update(self.target, self.online_modules(), self.momentum)
+        self.target.momentum_update(self.momentum)

@@ -6,13 +6,12 @@ Official code: https://github.com/deepmind/deepmind-research/tree/master/byol
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
 
 from selfsup.backbones.base import Backbone
 from selfsup.losses import NegativeCosineSimilarity
 from selfsup.methods.base import Method, StepOutput, ViewBatch
 from selfsup.methods.registry import METHODS
-from selfsup.nn import MLP, copy_frozen, cosine_momentum, ema_update
+from selfsup.nn import MLP, MomentumTeacher, cosine_momentum
 
 
 @METHODS.register("byol", "BYOL (2020): online network + predictor regress an EMA target network")
@@ -51,26 +50,16 @@ class BYOL(Method):
             )
         self.projector = MLP([self.feature_dim, proj_hidden_dim, proj_output_dim])
         self.predictor = MLP([proj_output_dim, pred_hidden_dim, proj_output_dim])
-        self.target = nn.ModuleDict(
-            {"backbone": copy_frozen(self.backbone), "projector": copy_frozen(self.projector)}
-        )
+        self.target = MomentumTeacher({"backbone": self.backbone, "projector": self.projector})
         self.base_momentum, self.final_momentum = base_momentum, final_momentum
         self.momentum = base_momentum
         self.criterion = NegativeCosineSimilarity()
-
-    def online_modules(self) -> nn.ModuleDict:
-        """The modules the target tracks, in the target's order."""
-        return nn.ModuleDict({"backbone": self.backbone, "projector": self.projector})
-
-    @torch.no_grad()
-    def target_projection(self, views: Tensor) -> Tensor:
-        return self.target["projector"](self.target["backbone"](views))
 
     def training_step(self, batch: ViewBatch) -> StepOutput:
         x0, x1 = batch.views[0], batch.views[1]
         features = self.backbone(torch.cat([x0, x1]))
         p0, p1 = self.predictor(self.projector(features)).chunk(2)
-        t0, t1 = self.target_projection(torch.cat([x0, x1])).chunk(2)
+        t0, t1 = self.target(torch.cat([x0, x1])).chunk(2)
         # 2 - 2 cos, averaged over the two view orders (the paper sums them; same minimiser)
         loss = 2 + (self.criterion(p0, t1) + self.criterion(p1, t0))
         return StepOutput(loss=loss, features=features[: len(x0)], logs={"momentum": self.momentum})
@@ -78,4 +67,4 @@ class BYOL(Method):
     @torch.no_grad()
     def on_step_end(self, progress: float) -> None:
         self.momentum = cosine_momentum(progress, self.base_momentum, self.final_momentum)
-        ema_update(self.target, self.online_modules(), self.momentum)
+        self.target.momentum_update(self.momentum)

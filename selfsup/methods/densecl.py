@@ -15,7 +15,7 @@ from selfsup.methods.base import Method, StepOutput, ViewBatch
 from selfsup.methods.registry import METHODS
 from selfsup.nn.dense_match import match_locations
 from selfsup.nn.mlp import MLP
-from selfsup.nn.momentum import copy_frozen, ema_update
+from selfsup.nn.momentum import MomentumTeacher
 
 
 @METHODS.register("densecl", "DenseCL (2021): MoCo v2 plus a dense InfoNCE between matched locations")
@@ -84,11 +84,10 @@ class DenseCL(Method):
             nn.ReLU(inplace=True),
             nn.Conv2d(hidden, proj_output_dim, 1),
         )
-        self.target = nn.ModuleDict({
-            "backbone": copy_frozen(self.backbone),
-            "projector": copy_frozen(self.projector),
-            "dense_projector": copy_frozen(self.dense_projector),
-        })
+        # called piece by piece (the dense head reads the feature map), updated as a whole
+        self.target = MomentumTeacher(
+            {"backbone": self.backbone, "projector": self.projector, "dense_projector": self.dense_projector}
+        )
         self.momentum = momentum
         self.loss_lambda = loss_lambda
         self.lambda_warmup_steps = lambda_warmup_steps
@@ -139,10 +138,5 @@ class DenseCL(Method):
     @torch.no_grad()
     def on_step_end(self, progress: float) -> None:
         """Momentum update of the key encoder and both of its heads; count the step."""
-        online = nn.ModuleDict({
-            "backbone": self.backbone,
-            "projector": self.projector,
-            "dense_projector": self.dense_projector,
-        })
-        ema_update(self.target, online, self.momentum)
+        self.target.momentum_update(self.momentum)
         self.steps_done.add_(1)

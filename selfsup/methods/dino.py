@@ -6,13 +6,12 @@ Official code: https://github.com/facebookresearch/dino
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from selfsup.backbones.base import Backbone
 from selfsup.losses.dino import DINOLoss
 from selfsup.methods.base import Method, StepOutput, ViewBatch
 from selfsup.methods.registry import METHODS
-from selfsup.nn import copy_frozen, cosine_momentum, ema_update
+from selfsup.nn import MomentumTeacher, cosine_momentum
 from selfsup.nn.dino_head import DINOHead
 from selfsup.nn.multicrop import forward_by_resolution
 
@@ -70,7 +69,7 @@ class DINO(Method):
             self.feature_dim, out_dim, hidden_dim, bottleneck_dim, use_bn=use_bn_in_head,
             norm_last_layer=norm_last_layer,
         )
-        self.teacher = nn.ModuleDict({"backbone": copy_frozen(self.backbone), "head": copy_frozen(self.head)})
+        self.teacher = MomentumTeacher({"backbone": self.backbone, "head": self.head})
         self.criterion = DINOLoss(out_dim, student_temp, center_momentum)
         self.teacher_temp, self.warmup_teacher_temp = teacher_temp, warmup_teacher_temp
         self.warmup_teacher_temp_epochs = warmup_teacher_temp_epochs
@@ -103,8 +102,7 @@ class DINO(Method):
         n = len(views[0])
         features = forward_by_resolution(self.backbone, views)
         student = self.head(features).reshape(len(views), n, -1)
-        with torch.no_grad():
-            teacher = self.teacher["head"](self.teacher["backbone"](torch.cat(views[:g]))).reshape(g, n, -1)
+        teacher = self.teacher(torch.cat(views[:g])).reshape(g, n, -1)
         temperature = self.teacher_temperature(self.epoch)
         loss = self.criterion(student, teacher, teacher_temp=temperature)
         logs = {"momentum": self.momentum, "teacher_temp": temperature}
@@ -119,5 +117,5 @@ class DINO(Method):
     @torch.no_grad()
     def on_step_end(self, progress: float) -> None:
         self.momentum = cosine_momentum(progress, self.base_momentum, self.final_momentum)
-        ema_update(self.teacher, nn.ModuleDict({"backbone": self.backbone, "head": self.head}), self.momentum)
+        self.teacher.momentum_update(self.momentum)
         self.steps_done += 1

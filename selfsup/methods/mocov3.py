@@ -6,13 +6,12 @@ Official code: https://github.com/facebookresearch/moco-v3
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
 
 from selfsup.backbones.base import Backbone
 from selfsup.losses.mocov3 import MoCoV3Loss
 from selfsup.methods.base import Method, StepOutput, ViewBatch
 from selfsup.methods.registry import METHODS
-from selfsup.nn import MLP, copy_frozen, cosine_momentum, ema_update
+from selfsup.nn import MLP, MomentumTeacher, cosine_momentum
 
 
 @METHODS.register("mocov3", "MoCo v3 (2021): momentum encoder, predictor, in-batch keys, no queue")
@@ -71,31 +70,10 @@ class MoCoV3(Method):
             [proj_output_dim, pred_hidden_dim, proj_output_dim],
             last_batch_norm=pred_last_batch_norm, last_bn_affine=False, bias=False,
         )
-        self.target = nn.ModuleDict(
-            {"backbone": copy_frozen(self.backbone), "projector": copy_frozen(self.projector)}
-        )
+        self.target = MomentumTeacher({"backbone": self.backbone, "projector": self.projector})
         self.base_momentum, self.final_momentum = base_momentum, final_momentum
         self.momentum = base_momentum
         self.criterion = MoCoV3Loss(temperature=temperature, gather_distributed=True)
-
-    def online_modules(self) -> nn.ModuleDict:
-        """The modules the momentum encoder tracks (backbone + projector, not the predictor).
-
-        Example:
-            >>> list(method.online_modules())
-            ['backbone', 'projector']
-        """
-        return nn.ModuleDict({"backbone": self.backbone, "projector": self.projector})
-
-    @torch.no_grad()
-    def keys(self, views: Tensor) -> Tensor:
-        """Momentum-encoder projections (no gradient) of a batch of views, ``k = f_k(x)``.
-
-        Example:
-            >>> method.keys(torch.randn(8, 3, 32, 32)).shape
-            torch.Size([8, 256])
-        """
-        return self.target["projector"](self.target["backbone"](views))
 
     def training_step(self, batch: ViewBatch) -> StepOutput:
         """``ctr(q0, k1) + ctr(q1, k0)`` (MoCo v3 Algorithm 1).
@@ -108,7 +86,7 @@ class MoCoV3(Method):
         features = self.backbone(x0)
         q0 = self.predictor(self.projector(features))
         q1 = self.predictor(self.projector(self.backbone(x1)))
-        loss = self.criterion(q0, self.keys(x1)) + self.criterion(q1, self.keys(x0))
+        loss = self.criterion(q0, self.target(x1)) + self.criterion(q1, self.target(x0))
         return StepOutput(loss=loss, features=features, logs={"momentum": self.momentum})
 
     @torch.no_grad()
@@ -120,4 +98,4 @@ class MoCoV3(Method):
             >>> method.on_step_end(progress=step / total_steps)
         """
         self.momentum = cosine_momentum(progress, self.base_momentum, self.final_momentum)
-        ema_update(self.target, self.online_modules(), self.momentum)
+        self.target.momentum_update(self.momentum)

@@ -12,7 +12,7 @@ from selfsup.backbones.base import Backbone
 from selfsup.losses.ressl import ReSSLLoss
 from selfsup.methods.base import Method, StepOutput, ViewBatch
 from selfsup.methods.registry import METHODS
-from selfsup.nn import MLP, MemoryBank, copy_frozen, cosine_momentum, ema_update
+from selfsup.nn import MLP, MemoryBank, MomentumTeacher, cosine_momentum
 
 
 @METHODS.register("ressl", "ReSSL (2021): strong-view student matches a weak-view EMA teacher's queue relations")
@@ -55,9 +55,7 @@ class ReSSL(Method):
                 f"base_momentum={base_momentum}, final_momentum={final_momentum}"
             )
         self.projector = MLP([self.feature_dim, proj_hidden_dim, proj_output_dim], batch_norm=False)
-        self.teacher = nn.ModuleDict(
-            {"backbone": copy_frozen(self.backbone), "projector": copy_frozen(self.projector)}
-        )
+        self.teacher = MomentumTeacher({"backbone": self.backbone, "projector": self.projector})
         self.queue = MemoryBank(queue_size, proj_output_dim, gather_distributed=True)
         self.criterion = ReSSLLoss(student_temperature, teacher_temperature)
         self.base_momentum, self.final_momentum = base_momentum, final_momentum
@@ -67,9 +65,7 @@ class ReSSL(Method):
         strong, weak = batch.views[0], batch.views[1]
         features = self.backbone(strong)
         student = self.projector(features)
-        with torch.no_grad():
-            teacher = self.teacher["projector"](self.teacher["backbone"](weak))
-            teacher = nn.functional.normalize(teacher, dim=1)
+        teacher = nn.functional.normalize(self.teacher(weak), dim=1)
         loss = self.criterion(student, teacher, self.queue.features())
         if self.training:
             self.queue.enqueue(teacher)
@@ -78,5 +74,4 @@ class ReSSL(Method):
     @torch.no_grad()
     def on_step_end(self, progress: float) -> None:
         self.momentum = cosine_momentum(progress, self.base_momentum, self.final_momentum)
-        online = nn.ModuleDict({"backbone": self.backbone, "projector": self.projector})
-        ema_update(self.teacher, online, self.momentum)
+        self.teacher.momentum_update(self.momentum)

@@ -11,7 +11,7 @@ from selfsup.nn.distributed import gather, gather_no_grad, is_distributed, rank,
 from selfsup.nn.kmeans import KMeansResult, kmeans, kmeans_assign, kmeans_centroids
 from selfsup.nn.memory_bank import MemoryBank
 from selfsup.nn.mlp import MLP
-from selfsup.nn.momentum import copy_frozen, cosine_momentum, ema_update
+from selfsup.nn.momentum import MomentumTeacher, copy_frozen, cosine_momentum, ema_update
 from selfsup.nn.multicrop import forward_by_resolution
 from selfsup.nn.odc_memory import ODCMemory
 from selfsup.nn.patch_grid import NEIGHBOURS, crop_patches, paper_patch_layout, sample_patch_grid
@@ -24,7 +24,7 @@ from selfsup.nn.support_set import NearestNeighbourSupportSet
 from selfsup.nn.whitening import cholesky_whiten
 
 __all__ = [
-    "DINOHead", "KMeansResult", "MLP", "MemoryBank", "NEIGHBOURS", "NearestNeighbourSupportSet", "ODCMemory",
+    "DINOHead", "KMeansResult", "MLP", "MemoryBank", "MomentumTeacher", "NEIGHBOURS", "NearestNeighbourSupportSet", "ODCMemory",
     "Sobel", "WeightNormLinear", "at_least_fp32", "broadcast_from_rank0", "cholesky_whiten", "copy_frozen",
     "cosine_momentum", "crop_patches", "ema_update", "forward_by_resolution", "gather", "gather_no_grad",
     "is_distributed", "kmeans", "kmeans_assign", "kmeans_centroids", "match_locations", "paper_patch_layout",

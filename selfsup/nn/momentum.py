@@ -108,3 +108,43 @@ def cosine_momentum(progress: float, base: float, final: float = 1.0) -> float:
     """
     p = min(max(float(progress), 0.0), 1.0)
     return final - (final - base) * (math.cos(math.pi * p) + 1.0) / 2.0
+
+
+class MomentumTeacher(nn.ModuleDict):
+    """Frozen copies of online modules that follow them as an exponential moving average.
+
+    The momentum encoder of MoCo (He et al. 2019, https://arxiv.org/abs/1911.05722), the target
+    network of BYOL (Grill et al. 2020, https://arxiv.org/abs/2006.07733) and the teacher of DINO
+    (Caron et al. 2021, https://arxiv.org/abs/2104.14294). Calling it runs the copies in order
+    (e.g. backbone, then projector) without gradient; :meth:`momentum_update` applies
+    :func:`ema_update`.
+    The copies are its entries, so ``teacher["backbone"]`` reaches one and the state dict keys
+    are ``<name>.<parameter>``. The online modules are referenced, not registered (the method
+    owns them).
+
+    Args:
+        online: name -> online module, in the order calls apply them.
+
+    Example:
+        >>> teacher = MomentumTeacher({"backbone": backbone, "projector": projector})
+        >>> keys = teacher(images); teacher.momentum_update(0.99)
+    """
+
+    def __init__(self, online: dict[str, nn.Module]) -> None:
+        super().__init__({name: copy_frozen(module) for name, module in online.items()})
+        object.__setattr__(self, "_online", dict(online))
+
+    def online(self) -> nn.ModuleDict:
+        """The online modules the copies follow, in the same order."""
+        return nn.ModuleDict(self._online)
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for module in self.values():
+            x = module(x)
+        return x
+
+    @torch.no_grad()
+    def momentum_update(self, momentum: float) -> None:
+        """``copy <- momentum * copy + (1 - momentum) * online`` for every parameter."""
+        ema_update(self, self.online(), momentum)
