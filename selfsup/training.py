@@ -34,6 +34,7 @@ from selfsup.engine.logger import JsonlLogger
 from selfsup.engine.module import SelfSupervisedModule
 from selfsup.engine.monitor import EvaluationMonitor
 from selfsup.engine.progress import RunProgressBar
+from selfsup.engine.resources import ResourceMonitor
 from selfsup.eval.features import extract_features
 from selfsup._registry import accepted_kwargs
 from selfsup.errors import ConfigError, DataError, NonFiniteLossError, SelfSupError
@@ -229,6 +230,8 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
         callbacks.append(monitor)
     checkpoint = EpochCheckpoint(run_dir / "checkpoints", every=config.checkpoint_every)
     callbacks.append(checkpoint)
+    if config.monitor.resources_every > 0:
+        callbacks.append(ResourceMonitor(config.monitor.resources_every))
     if config.progress_bar:
         callbacks.append(RunProgressBar())
     precision = resolve_precision(config.precision, config.accelerator)

@@ -29,6 +29,7 @@ class MonitorConfig:
         knn_max_train: at most this many training images (seeded choice) form the k-NN memory.
         probe: train an online linear probe on detached features when labels exist.
         probe_lr: its learning rate (SGD, momentum 0.9, cosine schedule).
+        resources_every: log resident memory and open files every this many steps (0: never).
     """
 
     knn_every: int = 1
@@ -37,6 +38,7 @@ class MonitorConfig:
     knn_max_train: int = 20000
     probe: bool = True
     probe_lr: float = 0.1
+    resources_every: int = 100
 
 
 class EvaluationMonitor(L.Callback):
