@@ -30,6 +30,7 @@ from selfsup.augment import EvalTransform, MultiView
 from selfsup.backbones import Backbone, export_backbone
 from selfsup.config import TrainConfig, to_dict
 from selfsup.engine.checkpoint import EpochCheckpoint
+from selfsup.engine.data_position import DataPosition
 from selfsup.engine.logger import JsonlLogger
 from selfsup.engine.module import SelfSupervisedModule
 from selfsup.engine.monitor import EvaluationMonitor
@@ -63,7 +64,8 @@ def build_datasets(config: TrainConfig) -> tuple[Any, Any | None]:
     Folders have no splits: their held-out images come from ``data.eval_root``, another folder.
     """
     options = dict(download=config.data.download, image_size=config.data.image_size,
-                   skip_bad_images=config.data.skip_bad_images, channels=config.data.channels)
+                   skip_bad_images=config.data.skip_bad_images, channels=config.data.channels,
+                   max_pixels=config.data.max_pixels)
     train_set = data.get(config.data.name, root=config.data.root, split=config.data.train_split, **options)
     if config.data.val_fraction > 0:  # hold out part of the training split (for tuning)
         return data.split_train_val(train_set, config.data.val_fraction, seed=config.seed)
@@ -228,7 +230,10 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
     if eval_set is not None and train_set.num_classes > 0:
         monitor = EvaluationMonitor(config.monitor, train_set, eval_set, transform, batch_size=per_device, seed=config.seed)
         callbacks.append(monitor)
-    checkpoint = EpochCheckpoint(run_dir / "checkpoints", every=config.checkpoint_every)
+    sampler = data.EpochShuffleSampler(len(train_set), config.seed)
+    callbacks.append(DataPosition(sampler, per_device))  # before the checkpoint: it saves the position
+    checkpoint = EpochCheckpoint(run_dir / "checkpoints", every=config.checkpoint_every,
+                                 every_n_steps=config.checkpoint_every_steps)
     callbacks.append(checkpoint)
     if config.monitor.resources_every > 0:
         callbacks.append(ResourceMonitor(config.monitor.resources_every))
@@ -248,9 +253,10 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
         default_root_dir=str(run_dir), use_distributed_sampler=True,
     )
     loader = torch.utils.data.DataLoader(
-        train_set, batch_size=per_device, sampler=data.EpochShuffleSampler(len(train_set), config.seed),
+        train_set, batch_size=per_device, sampler=sampler,
         drop_last=True, num_workers=config.data.num_workers, pin_memory=torch.cuda.is_available(),
         persistent_workers=config.data.num_workers > 0,
+        generator=torch.Generator().manual_seed(config.seed),  # worker seeds without touching the global RNG
     )
     log.info("run folder %s, precision %s, %d steps/epoch", run_dir, precision, steps_per_epoch)
     with warnings.catch_warnings():
@@ -258,6 +264,8 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
         warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
         warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")  # inside Lightning, not ours
         warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed.*")  # rank 0 only
+        if config.devices == 1:  # DataPosition and EpochShuffleSampler resume the epoch's order
+            warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
         try:
             # weights_only: a checkpoint is data; loading must not run code from it
             trainer.fit(module, loader, ckpt_path=str(checkpoint.last_path) if resume else None, weights_only=True)

@@ -29,6 +29,8 @@ class DataConfig:
         eval_split: held-out split for the k-NN monitor, the online probe's accuracy and the final
             evaluation (``none`` to skip).
         eval_root: for ``folder`` data, a second folder of held-out images (same layout).
+        max_pixels: ``folder`` images larger than this (width x height) are refused without being
+            decoded (an image bomb must not take the machine's memory); null for PIL's own limit.
         val_fraction: when > 0, hold out this seeded, stratified share of the training split as the
             evaluation set instead of ``eval_split`` (for tuning without touching the test split).
         num_workers: data loader worker processes (they only decode).
@@ -44,6 +46,7 @@ class DataConfig:
     eval_split: str = "test"
     eval_root: str | None = None
     val_fraction: float = 0.0
+    max_pixels: int | None = 89_478_485
     num_workers: int = 0
     skip_bad_images: bool = False
     channels: int | None = None
@@ -75,5 +78,6 @@ class TrainConfig:
     name: str | None = None
     output_dir: str = "runs"
     checkpoint_every: int = 10
+    checkpoint_every_steps: int = 0
     log_every_n_steps: int = 10
     progress_bar: bool = True

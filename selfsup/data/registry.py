@@ -12,7 +12,7 @@ from selfsup._registry import Registry
 from selfsup.data import torchvision_sets
 from selfsup.data.arrays import ArrayDataset
 from selfsup.data.builtin import digits
-from selfsup.data.folder import ImageFolder
+from selfsup.data.folder import DEFAULT_MAX_PIXELS, ImageFolder
 from selfsup.data.protocol import ImageDataset
 from selfsup.errors import ConfigError, DataError
 
@@ -30,6 +30,7 @@ def get(
     image_size: int | None = None,
     skip_bad_images: bool = False,
     channels: int | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> ImageDataset:
     """Build the data set registered as ``name``.
 
@@ -43,6 +44,8 @@ def get(
         skip_bad_images: for ``"folder"``, leave out unreadable images instead of failing.
         channels: 3 or 1 for ``"folder"`` (default 3); for other data sets it may only repeat
             their own channel count (None = the data set's own).
+        max_pixels: for ``"folder"``, images larger than this (width x height) are refused
+            without being decoded (None: only PIL's own limit).
 
     Example:
         >>> ds = get("digits", split="test")
@@ -53,6 +56,10 @@ def get(
         root=root, split=split, download=download, image_size=image_size,
         skip_bad_images=skip_bad_images, channels=channels,
     )  # fmt: skip
+    if name == "folder":
+        options["max_pixels"] = max_pixels
+    elif max_pixels != DEFAULT_MAX_PIXELS:
+        raise ConfigError(f"data.max_pixels only applies to 'folder' data; {name!r} has fixed-size images.")
     return DATASETS.get(name, **options)
 
 
@@ -152,6 +159,7 @@ def _folder(
     image_size: int | None = None,
     skip_bad_images: bool = False,
     channels: int | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> ImageFolder:
     if root is None or str(root).strip() == "":
         raise DataError("--data folder needs data.root=PATH: the folder that holds your images.")
@@ -165,4 +173,5 @@ def _folder(
             f"An image folder has no {split!r} split: all images under data.root form one set. Use split "
             "'train', point data.root at a separate folder for evaluation, or split it with split_train_val."
         )
-    return ImageFolder(root, image_size, channels=3 if channels is None else channels, skip_bad_images=skip_bad_images)
+    return ImageFolder(root, image_size, channels=3 if channels is None else channels, skip_bad_images=skip_bad_images,
+                       max_pixels=max_pixels)

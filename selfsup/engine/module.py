@@ -145,6 +145,8 @@ class SelfSupervisedModule(L.LightningModule):
         return loss.detach()
 
     def on_train_epoch_start(self) -> None:
+        # (Lightning does not call this again for an epoch resumed in its middle: the method's
+        # epoch-start state, e.g. DeepCluster's pseudo-labels, comes back with the checkpoint)
         def unavailable() -> Tensor:
             raise RuntimeError("train_features was not given to SelfSupervisedModule")
 
@@ -175,6 +177,10 @@ class SelfSupervisedModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["selfsup_views"] = self.views.state_dict()
+        # methods that draw from the global generator (e.g. patch jitter) resume the same draws
+        checkpoint["selfsup_rng"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["selfsup_rng"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore the view generator, so a resumed single-process run draws the same views.
@@ -182,6 +188,11 @@ class SelfSupervisedModule(L.LightningModule):
         Checkpoints hold rank 0's generator only; with several processes each rank instead starts
         a fresh stream seeded by its rank and the checkpoint's step, so no stream repeats.
         """
+        rng = checkpoint.get("selfsup_rng")
+        if rng is not None and self.trainer.world_size == 1:
+            torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
         state = checkpoint.get("selfsup_views")
         if state is None:
             return

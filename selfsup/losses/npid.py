@@ -83,6 +83,13 @@ class NPIDLoss(nn.Module):
         self.register_buffer("z", torch.tensor(-1.0))
         self.generator = torch.Generator().manual_seed(seed)
 
+    def get_extra_state(self) -> dict[str, Tensor]:
+        """The noise sampler's generator state, so checkpoints resume the same negatives."""
+        return {"generator": self.generator.get_state()}
+
+    def set_extra_state(self, state: dict[str, Tensor]) -> None:
+        self.generator.set_state(state["generator"])
+
     def sample_negatives(self, batch_size: int) -> Tensor:
         """Draw ``(batch_size, K)`` noise indices uniformly from ``[0, n)`` with the seeded generator.
 

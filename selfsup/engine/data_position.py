@@ -1,0 +1,42 @@
+"""Remember how far into its epoch the run is, so a mid-epoch checkpoint resumes the data order."""
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+
+from selfsup.data.sampler import EpochShuffleSampler
+
+
+class DataPosition(L.Callback):
+    """Saves the number of batches done in the current epoch with every checkpoint; on resume,
+    tells the :class:`EpochShuffleSampler` to start where that checkpoint stopped.
+
+    Must come before the checkpoint callback, so the count it saves includes the current batch.
+
+    Example:
+        >>> callbacks = [DataPosition(sampler, batch_size=256), EpochCheckpoint("ckpts", every_n_steps=100)]
+    """
+
+    def __init__(self, sampler: EpochShuffleSampler, batch_size: int) -> None:
+        self.sampler, self.batch_size = sampler, batch_size
+        self.epoch, self.batches_done = 0, 0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch != self.epoch:
+            self.epoch, self.batches_done = trainer.current_epoch, 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self.batches_done = batch_idx + 1
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.epoch, self.batches_done = trainer.current_epoch + 1, 0  # what a resume from here starts with
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "batches_done": self.batches_done}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.batches_done = int(state["epoch"]), int(state["batches_done"])
+        if self.batches_done:
+            self.sampler.resume_at(self.batches_done * self.batch_size)
