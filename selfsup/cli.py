@@ -165,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except SelfSupError as err:
         print(f"error: {user_message(err)}", file=sys.stderr)
-        return 2
+        return getattr(err, "exit_code", 2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

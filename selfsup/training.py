@@ -34,6 +34,7 @@ from selfsup.engine.data_position import DataPosition
 from selfsup.engine.logger import JsonlLogger
 from selfsup.engine.module import SelfSupervisedModule
 from selfsup.engine.monitor import EvaluationMonitor
+from selfsup.engine.preemption import PreemptionHandler
 from selfsup.engine.progress import RunProgressBar
 from selfsup.engine.resources import ResourceMonitor
 from selfsup.eval.features import extract_features
@@ -155,7 +156,7 @@ def prepare_run_dir(config: TrainConfig, resume: bool) -> Path:
     run_dir = Path(config.output_dir) / run_name(config)
     last = run_dir / "checkpoints" / "last.ckpt"
     if resume:
-        if not last.is_file():
+        if not last.is_file() and not list(last.parent.glob("epoch_*.ckpt")):
             raise SelfSupError(
                 f"--resume: no checkpoint at {last}. Name the run to resume with --name "
                 f"(runs in {config.output_dir}: {', '.join(sorted(p.name for p in Path(config.output_dir).glob('*'))) or 'none'})."
@@ -174,6 +175,32 @@ def prepare_run_dir(config: TrainConfig, resume: bool) -> Path:
     except OSError as err:
         raise SelfSupError(f"Run folder {run_dir} is not writable: {err}") from err
     return run_dir
+
+
+def intact_checkpoint(checkpoint_dir: Path) -> Path:
+    """The newest checkpoint that loads (``last.ckpt``, then ``epoch_NNNN.ckpt`` newest first).
+
+    Unreadable ones (truncated, corrupt, or a pickle that would run code: nothing in them is
+    executed) are passed over with a warning that names them.
+    """
+    candidates = [checkpoint_dir / "last.ckpt"] + sorted(
+        checkpoint_dir.glob("epoch_*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    broken = []
+    for path in candidates:
+        if not path.is_file():
+            continue
+        try:
+            torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            broken.append(f"{path} (not loadable as plain tensors and data: corrupt, or a pickle that would run code)")
+            continue
+        except (RuntimeError, EOFError, OSError, ValueError, KeyError) as err:
+            broken.append(f"{path} ({str(err).splitlines()[0] if str(err) else type(err).__name__})")
+            continue
+        if broken:
+            log.warning("Unreadable checkpoint(s) passed over: %s. Resuming from %s.", "; ".join(broken), path)
+        return path
+    raise SelfSupError(f"--resume: no intact checkpoint in {checkpoint_dir}: {'; '.join(broken) or 'none found'}.")
 
 
 def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
@@ -220,7 +247,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
     module = SelfSupervisedModule(
         method, views, config.optimizer, batch_size=global_batch, steps_per_epoch=steps_per_epoch,
         epochs=config.epochs, num_classes=num_classes, probe_lr=config.monitor.probe_lr,
-        channels_last=config.channels_last,
+        channels_last=config.channels_last, max_skipped_steps=config.max_skipped_steps,
         train_features=lambda: extract_features(
             method.backbone, train_set, transform, batch_size=per_device, device=module.device,
             autocast_dtype=module.eval_autocast_dtype, channels_last=config.channels_last)[0],
@@ -235,6 +262,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
     checkpoint = EpochCheckpoint(run_dir / "checkpoints", every=config.checkpoint_every,
                                  every_n_steps=config.checkpoint_every_steps)
     callbacks.append(checkpoint)
+    callbacks.append(PreemptionHandler(checkpoint))  # after the checkpoint: the step is complete
     if config.monitor.resources_every > 0:
         callbacks.append(ResourceMonitor(config.monitor.resources_every))
     if config.progress_bar:
@@ -268,7 +296,8 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
             warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
         try:
             # weights_only: a checkpoint is data; loading must not run code from it
-            trainer.fit(module, loader, ckpt_path=str(checkpoint.last_path) if resume else None, weights_only=True)
+            ckpt_path = intact_checkpoint(checkpoint.dirpath) if resume else None
+            trainer.fit(module, loader, ckpt_path=ckpt_path, weights_only=True)
         except pickle.UnpicklingError as err:
             raise SelfSupError(
                 f"Cannot resume from {checkpoint.last_path}: it holds objects other than tensors and plain "

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import gc
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,31 +18,46 @@ import torch
 from PIL import Image
 
 import selfsup.data.folder
-import selfsup.engine.resources
-import selfsup.training
 from selfsup import data
-from selfsup.config import load
 from selfsup.engine.logger import read_metrics
-from selfsup.training import train
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs Linux /proc")
 
 STEPS_PER_EPOCH = 1347 // 64  # digits train split, batch 64
 GROWTH_LIMIT_MB = 25.0  # generous: the 2,000-step soak moves by < 4 MB
 
+# `selfsup train` in a fresh process (a long-lived process such as pytest's after other tests holds
+# freed heap that a leak would fill before RSS moved); with argv[1] > 0 the ResourceMonitor also
+# keeps that many MB alive per step
+LAUNCHER = """
+import sys, torch, selfsup.training
+from selfsup.cli import main
+from selfsup.engine.resources import ResourceMonitor
+mb, kept = float(sys.argv.pop(1)), []
+class Leaking(ResourceMonitor):
+    def on_train_batch_end(self, *args):
+        kept.append(torch.ones(int(mb * 262144)))
+        super().on_train_batch_end(*args)
+if mb:
+    selfsup.training.ResourceMonitor = Leaking
+sys.exit(main(sys.argv[1:]))
+"""
+
 
 # --- training memory ---------------------------------------------------------------------------
 
 
-def rss_by_epoch(tmp_path: Path, epochs: int) -> list[float]:
-    """Train SimCLR on the digits with resnet_tiny width 4; RSS (MB) sampled at the end of each epoch."""
-    config = load(flags={"output_dir": str(tmp_path), "name": "load", "epochs": epochs, "batch_size": 64,
-                         "precision": "32-true"},
-                  overrides=["data.name=digits", "backbone.name=resnet_tiny", "backbone.width=4",
-                             "augment.size=16", "method.proj_output_dim=16", "progress_bar=false",
-                             "monitor.knn_every=1", "checkpoint_every=2",
-                             f"monitor.resources_every={STEPS_PER_EPOCH}", f"log_every_n_steps={STEPS_PER_EPOCH}"])
-    train(config)
+def rss_by_epoch(tmp_path: Path, epochs: int, leak_mb: float = 0.0) -> list[float]:
+    """Train SimCLR on the digits with resnet_tiny width 4 in a fresh process; RSS (MB) at the end of
+    each epoch, from the ResourceMonitor's readings in metrics.jsonl."""
+    command = [sys.executable, "-c", LAUNCHER, str(leak_mb), "train", "--output-dir", str(tmp_path), "--name", "load",
+               "--epochs", str(epochs), "--data", "digits", "--backbone", "resnet_tiny", "--batch-size", "64",
+               "--precision", "32-true", "backbone.width=4", "augment.size=16", "method.proj_output_dim=16",
+               "progress_bar=false", "monitor.knn_every=1", "checkpoint_every=2",
+               f"monitor.resources_every={STEPS_PER_EPOCH}", f"log_every_n_steps={STEPS_PER_EPOCH}"]
+    # one intra-op thread: on a shared 2-core machine oversubscribed threads slow training many-fold
+    done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert done.returncode == 0, done.stderr[-3000:]
     records = read_metrics(tmp_path / "load" / "metrics.jsonl")
     readings = {int(r["step"]) + 1: r["resources/rss_mb"] for r in records if "resources/rss_mb" in r}
     return [readings[e * STEPS_PER_EPOCH] for e in range(1, epochs + 1)]
@@ -51,32 +68,15 @@ def growth_after_first_epochs(rss: list[float], settle: int = 2) -> float:
     return max(rss[settle:]) - rss[settle - 1]
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine oversubscribed threads slow training many-fold."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_training_memory_does_not_grow_after_first_epochs(tmp_path, one_thread):
+def test_training_memory_does_not_grow_after_first_epochs(tmp_path):
     rss = rss_by_epoch(tmp_path, epochs=14)  # 294 optimizer steps, k-NN every epoch, checkpoints
     assert len(rss) == 14 and min(rss) > 0
     assert growth_after_first_epochs(rss) <= GROWTH_LIMIT_MB, rss
 
 
-def test_memory_check_catches_a_leak(tmp_path, monkeypatch, one_thread):
-    """The same check fails when each step keeps 1 MB alive (63 MB after epoch 2 of 5)."""
-    kept: list[torch.Tensor] = []
-
-    class LeakingMonitor(selfsup.engine.resources.ResourceMonitor):
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            kept.append(torch.ones(256 * 1024))  # 1 MB, written, so resident
-            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-
-    monkeypatch.setattr(selfsup.training, "ResourceMonitor", LeakingMonitor)
-    rss = rss_by_epoch(tmp_path, epochs=5)
+def test_memory_check_catches_a_leak(tmp_path):
+    """The same check fails when each step keeps 3 MB alive (63 MB in epoch 3, after the baseline)."""
+    rss = rss_by_epoch(tmp_path, epochs=3, leak_mb=3.0)
     assert growth_after_first_epochs(rss) > GROWTH_LIMIT_MB, rss
 
 

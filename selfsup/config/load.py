@@ -230,6 +230,7 @@ def validate(config: TrainConfig) -> None:
         ("devices", config.devices >= 1, "an integer >= 1"),
         ("checkpoint_every", config.checkpoint_every >= 0, ">= 0 (0: only 'last')"),
         ("checkpoint_every_steps", config.checkpoint_every_steps >= 0, ">= 0 (0: only at epoch ends)"),
+        ("max_skipped_steps", config.max_skipped_steps >= 0, ">= 0"),
         ("optimizer.lr", config.optimizer.lr > 0, "> 0"),
         ("optimizer.momentum", 0 <= config.optimizer.momentum < 1, "in [0, 1)"),
         ("optimizer.weight_decay", config.optimizer.weight_decay >= 0, ">= 0"),

@@ -79,5 +79,6 @@ class TrainConfig:
     output_dir: str = "runs"
     checkpoint_every: int = 10
     checkpoint_every_steps: int = 0
+    max_skipped_steps: int = 0
     log_every_n_steps: int = 10
     progress_bar: bool = True

@@ -9,6 +9,7 @@ forward -> check -> backward -> step -> ``method.on_step_end(progress)``.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,8 @@ from selfsup.augment import MultiView
 from selfsup.engine.optim import OptimizerConfig, build_optimizer
 from selfsup.engine.schedule import warmup_cosine
 from selfsup.errors import NonFiniteLossError
+
+log = logging.getLogger("selfsup")
 from selfsup.methods.base import Method, ViewBatch
 
 
@@ -39,6 +42,8 @@ class SelfSupervisedModule(L.LightningModule):
         channels_last: convert views to channels-last memory format (faster convolutions).
         train_features: computes the backbone's features of the whole training set (index order)
             for methods that cluster it at each epoch start (see ``Method.on_epoch_start``).
+        max_skipped_steps: steps with a non-finite loss or gradient that are skipped (no update)
+            before the run stops; 0 stops at the first.
 
     Example:
         >>> module = SelfSupervisedModule(method, views, OptimizerConfig(), batch_size=256,
@@ -59,6 +64,7 @@ class SelfSupervisedModule(L.LightningModule):
         probe_lr: float = 0.1,
         channels_last: bool = False,
         train_features: Callable[[], Tensor] | None = None,
+        max_skipped_steps: int = 0,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -69,6 +75,7 @@ class SelfSupervisedModule(L.LightningModule):
         self.probe = nn.Linear(method.feature_dim, num_classes) if num_classes > 0 else None
         self.probe_lr, self.channels_last = probe_lr, channels_last
         self.train_features = train_features
+        self.max_skipped_steps, self.skipped_steps = max_skipped_steps, 0
         self.method.configure_training(epochs, steps_per_epoch)
         if channels_last:
             self.method.to(memory_format=torch.channels_last)
@@ -117,20 +124,21 @@ class SelfSupervisedModule(L.LightningModule):
         step = self.current_epoch * self.steps_per_epoch + batch_idx
         out = self.method.training_step(ViewBatch(self.make_views(images), labels, indices))
         loss = out.loss
-        if not torch.isfinite(loss.detach()):
-            raise NonFiniteLossError(
-                f"The training loss became {loss.item()} at optimizer step {step} "
-                f"(epoch {self.current_epoch}); the run was stopped before this step changed any weight."
-            )
-        probe_loss, logs = self.probe_loss(out.features, labels)
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        if not torch.isfinite(loss.detach()):
+            return self.skip_step(step, f"the loss became {loss.item()}", out.logs, optimizers)
+        probe_loss, logs = self.probe_loss(out.features, labels)
         factor = self.set_learning_rates(optimizers, step)
         for optimizer in optimizers:
             optimizer.zero_grad(set_to_none=True)
         # one backward for both: the probe sees detached features, so the two losses share no
         # gradient, and under DDP every parameter takes part in the single backward pass
         self.manual_backward(loss if probe_loss is None else loss + probe_loss)
+        bad = self.non_finite_gradients()
+        if bad:
+            return self.skip_step(step, f"the gradient of {bad} is not finite (loss {loss.item():.6g})",
+                                  out.logs, optimizers)
         self.method.on_after_backward(progress=step / self.total_steps)
         optimizers[0].step()
         if probe_loss is not None and "probe/train_loss" in logs:
@@ -143,6 +151,36 @@ class SelfSupervisedModule(L.LightningModule):
         self.log("train/loss_epoch", loss.detach(), on_step=False, on_epoch=True, prog_bar=True,
                  batch_size=len(images), sync_dist=True)
         return loss.detach()
+
+    def non_finite_gradients(self) -> str:
+        """Names of the first parameters whose gradient holds NaN or infinity ('' when all are finite)."""
+        named = [(n, p.grad) for n, p in self.method.named_parameters() if p.grad is not None]
+        if not named:
+            return ""
+        norms = torch._foreach_norm([g for _, g in named])
+        finite = torch.isfinite(torch.stack(norms))
+        if bool(finite.all()):
+            return ""
+        bad = [name for (name, _), ok in zip(named, finite.tolist()) if not ok]
+        return ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+
+    def skip_step(self, step: int, what: str, terms: dict[str, Any], optimizers: list) -> Tensor:
+        """Skip this step (no update) or, past ``max_skipped_steps``, stop the run with a report."""
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        self.skipped_steps += 1
+        report = ", ".join(f"{k}={float(v):.6g}" for k, v in terms.items())
+        where = f"at optimizer step {step} (epoch {self.current_epoch})" + (f"; loss terms: {report}" if report else "")
+        if self.skipped_steps > self.max_skipped_steps:
+            limit = (f" This was the {self.skipped_steps}th such step, more than max_skipped_steps="
+                     f"{self.max_skipped_steps}." if self.max_skipped_steps else "")
+            raise NonFiniteLossError(
+                f"Training stopped: {what} {where}; no weight was changed by this step.{limit}"
+            )
+        log.warning("Skipped a step: %s %s (%d of at most %d).", what, where, self.skipped_steps,
+                    self.max_skipped_steps)
+        self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
+        return torch.zeros((), device=self.device)
 
     def on_train_epoch_start(self) -> None:
         # (Lightning does not call this again for an epoch resumed in its middle: the method's
@@ -177,6 +215,7 @@ class SelfSupervisedModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["selfsup_views"] = self.views.state_dict()
+        checkpoint["selfsup_skipped_steps"] = self.skipped_steps
         # methods that draw from the global generator (e.g. patch jitter) resume the same draws
         checkpoint["selfsup_rng"] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
@@ -188,6 +227,7 @@ class SelfSupervisedModule(L.LightningModule):
         Checkpoints hold rank 0's generator only; with several processes each rank instead starts
         a fresh stream seeded by its rank and the checkpoint's step, so no stream repeats.
         """
+        self.skipped_steps = int(checkpoint.get("selfsup_skipped_steps", 0))
         rng = checkpoint.get("selfsup_rng")
         if rng is not None and self.trainer.world_size == 1:
             torch.set_rng_state(rng["torch"])

@@ -1,0 +1,155 @@
+"""Faults a long run must survive: SIGKILL, SIGTERM / SIGUSR1 preemption, a failed checkpoint write,
+a corrupt checkpoint, non-finite losses and gradients."""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from selfsup.cli import main
+from selfsup.engine.preemption import PREEMPTED_EXIT_CODE
+
+BASE = ["--data", "digits", "--backbone", "resnet_tiny", "--batch-size", "64", "--precision", "32-true",
+        "backbone.width=4", "augment.size=16", "progress_bar=false", "monitor.knn_every=0",
+        "data.eval_split=none", "method.proj_output_dim=16", "checkpoint_every_steps=5"]
+
+
+def start(tmp_path: Path, name: str, epochs: int) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "selfsup", "train", "--output-dir", str(tmp_path), "--name", name,
+           "--epochs", str(epochs), *BASE]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert time.time() < deadline, f"{path} did not appear"
+        time.sleep(0.05)
+
+
+def test_sigkill_between_checkpoints_then_resume_matches_the_straight_run(tmp_path):
+    epochs = 4
+    assert main(["train", "--output-dir", str(tmp_path), "--name", "straight", "--epochs", str(epochs), *BASE]) == 0
+    proc = start(tmp_path, "killed", epochs)
+    wait_for(tmp_path / "killed" / "checkpoints" / "last.ckpt", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (tmp_path / "killed" / "summary.json").exists()  # killed before the end
+    assert main(["train", "--output-dir", str(tmp_path), "--name", "killed", "--epochs", str(epochs), "--resume",
+                 *BASE]) == 0
+    a, b = (torch.load(tmp_path / n / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+            for n in ("straight", "killed"))
+    for key in a:
+        torch.testing.assert_close(a[key].double(), b[key].double(), rtol=0, atol=1e-6, msg=key)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_preemption_signal_saves_at_the_next_step_and_exits_with_its_own_status(tmp_path, sig):
+    proc = start(tmp_path, "run", epochs=50)
+    wait_for(tmp_path / "run" / "checkpoints" / "last.ckpt", proc)
+    first = (tmp_path / "run" / "checkpoints" / "last.ckpt").stat().st_mtime_ns
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == PREEMPTED_EXIT_CODE, err[-2000:]
+    assert f"Received {signal.Signals(sig).name}" in err and "--resume" in err and "Traceback" not in err
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert last.stat().st_mtime_ns > first  # a fresh checkpoint at the signal
+    assert not list(last.parent.glob("*.tmp"))
+    assert main(["train", "--output-dir", str(tmp_path), "--name", "run", "--epochs", "2", "--resume", *BASE]) == 0
+
+
+def test_failed_checkpoint_write_stops_and_keeps_the_last_good_one(tmp_path, monkeypatch, capsys):
+    real_save, calls = L.Trainer.save_checkpoint, []
+
+    def disk_full_on_third(self, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 3:
+            Path(path).write_bytes(b"partial")  # what a full disk leaves behind
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(L.Trainer, "save_checkpoint", disk_full_on_third)
+    code = main(["train", "--output-dir", str(tmp_path), "--name", "run", "--epochs", "2", *BASE])
+    err = capsys.readouterr().err
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert code == 2 and "No space left on device" in err and str(last) in err
+    assert torch.load(last, weights_only=True)["state_dict"]  # the previous one, intact
+    assert not list(last.parent.glob("*.tmp"))
+
+
+def test_resume_falls_back_from_a_corrupt_last_checkpoint(tmp_path, capsys, caplog):
+    assert main(["train", "--output-dir", str(tmp_path), "--name", "run", "--epochs", "2", "checkpoint_every=1",
+                 *BASE]) == 0
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[: len(last.read_bytes()) // 2])  # truncated
+    assert main(["train", "--output-dir", str(tmp_path), "--name", "run", "--epochs", "3", "--resume", *BASE]) == 0
+    assert "epoch_0002.ckpt" in caplog.text and "last.ckpt" in caplog.text
+    assert torch.load(last, weights_only=True)["epoch"] == 2
+
+
+def test_all_checkpoints_corrupt_is_a_clear_error(tmp_path, capsys):
+    assert main(["train", "--output-dir", str(tmp_path), "--name", "run", "--epochs", "1", *BASE]) == 0
+    (tmp_path / "run" / "checkpoints" / "last.ckpt").write_bytes(b"garbage")
+    assert main(["train", "--output-dir", str(tmp_path), "--name", "run", "--epochs", "2", "--resume", *BASE]) == 2
+    err = capsys.readouterr().err
+    assert "last.ckpt" in err and "no intact checkpoint" in err
+
+
+def _nan_after(monkeypatch, calls_before_nan: int, times: int, where: str):
+    from selfsup.methods import SimCLR
+
+    real_step, calls = SimCLR.training_step, []
+
+    def step(self, batch):
+        out = real_step(self, batch)
+        calls.append(1)
+        if calls_before_nan < len(calls) <= calls_before_nan + times:
+            if where == "loss":
+                out.loss = out.loss * float("nan")
+            else:  # a finite loss whose gradient is not finite
+                out.loss = _InfGrad.apply(out.loss)
+        return out
+
+    monkeypatch.setattr(SimCLR, "training_step", step)
+
+
+@pytest.mark.parametrize("where", ["loss", "gradient"])
+def test_non_finite_step_stops_with_step_and_terms(tmp_path, monkeypatch, capsys, where):
+    _nan_after(monkeypatch, calls_before_nan=4, times=1, where=where)
+    code = main(["train", "--output-dir", str(tmp_path), "--name", "run", "--epochs", "1", *BASE])
+    err = capsys.readouterr().err
+    assert code == 2 and "optimizer step 4" in err and where in err and "checkpoint" in err
+
+
+def test_non_finite_steps_are_skipped_up_to_the_limit(tmp_path, monkeypatch, capsys):
+    from selfsup.engine.logger import read_metrics
+
+    _nan_after(monkeypatch, calls_before_nan=4, times=2, where="loss")
+    assert main(["train", "--output-dir", str(tmp_path), "--name", "run", "--epochs", "1", "max_skipped_steps=2",
+                 "log_every_n_steps=1", *BASE]) == 0
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert max(r.get("train/skipped_steps", 0) for r in records) == 2
+    _nan_after(monkeypatch, calls_before_nan=4, times=3, where="loss")
+    code = main(["train", "--output-dir", str(tmp_path), "--name", "run2", "--epochs", "1", "max_skipped_steps=2",
+                 *BASE])
+    assert code == 2 and "more than max_skipped_steps=2" in capsys.readouterr().err
+
+
+class _InfGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("inf")
