@@ -66,3 +66,16 @@ def test_yaml_is_read_safely(tmp_path):
     evil.write_text("epochs: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load(evil)
+
+
+def test_values_the_method_or_recipe_reject_stop_before_any_work():
+    with pytest.raises(ConfigError, match="section 'method'.*temperature"):
+        load(overrides=["method.temperature=0"])
+    with pytest.raises(ConfigError, match="section 'method'.*momentum"):
+        load(overrides=["method.name=byol", "method.base_momentum=1.5"])
+    with pytest.raises(ConfigError, match="section 'augment'.*hflip_p"):
+        load(overrides=["augment.recipe=simclr", "augment.hflip_p=2"])
+    with pytest.raises(ConfigError, match="section 'backbone'"):
+        load(overrides=["backbone.name=resnet_small", "backbone.width=0"])
+    cfg = load(overrides=["method.name=barlowtwins"])  # paper-sized heads cost nothing on the meta device
+    assert cfg.method["name"] == "barlowtwins"

@@ -7,6 +7,7 @@ registered factory they configure. YAML is read with a ``yaml.SafeLoader`` (no c
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import re
 import types
 import typing
@@ -14,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Union
 
+import torch
 import yaml
 
 from selfsup._registry import check_kwargs
@@ -208,6 +210,37 @@ def load(
     return config
 
 
+def _dry_build(config: TrainConfig) -> None:
+    """Build backbone, method and view recipe on the meta device (no memory, no data), so a value
+    their constructors reject (temperature 0, momentum 1.5, a probability of 2) stops the run
+    before any work starts, naming the config section."""
+    from selfsup import augment, backbones, methods
+
+    def options(section: dict[str, Any], name_key: str) -> dict[str, Any]:
+        return {k: v for k, v in section.items() if k != name_key}
+
+    try:
+        with torch.device("meta"):
+            backbone_options = options(config.backbone, "name")
+            backbone_options.setdefault("in_channels", config.data.channels or 3)
+            section = "backbone"
+            backbone = backbones.get(config.backbone["name"], **backbone_options)
+            section = "method"
+            method_options = options(config.method, "name")
+            factory = methods.METHODS.factory(config.method["name"])
+            if "num_samples" in inspect.signature(factory).parameters:
+                method_options.setdefault("num_samples", 1_000_000)  # the real size is checked when built
+            method = factory(backbone=backbone, **method_options)
+        section = "augment"
+        recipe_options = options(config.augment, "recipe")
+        recipe_options.setdefault("size", 32)
+        augment.get(config.augment.get("recipe", method.default_views), **recipe_options)
+    except (ValueError, TypeError) as err:
+        if isinstance(err, ConfigError) and str(err).startswith("Config"):
+            raise
+        raise ConfigError(f"Config section {section!r}: {err}") from err
+
+
 def validate(config: TrainConfig) -> None:
     """Check names, factory options and value ranges before any work starts."""
     from selfsup import augment, backbones, data, methods
@@ -223,6 +256,7 @@ def validate(config: TrainConfig) -> None:
         registry = registries[section]
         check_kwargs(registry.factory(str(name)), options, f"{registry.kind} {name!r} (config section {section!r})")
     data.DATASETS.factory(config.data.name)
+    _dry_build(config)
 
     checks = [
         ("epochs", config.epochs >= 1, "an integer >= 1"),
