@@ -153,3 +153,35 @@ class _InfGrad(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         return grad * float("inf")
+
+
+def test_unwritable_run_folder_fails_before_training(tmp_path, monkeypatch, capsys):
+    real_write = Path.write_text
+
+    def read_only_filesystem(self, *args, **kwargs):
+        if self.name == ".write_test":
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", read_only_filesystem)
+    code = main(["train", "--output-dir", str(tmp_path), "--name", "run", "--epochs", "1", *BASE])
+    err = capsys.readouterr().err
+    assert code == 2 and "is not writable" in err and "Read-only file system" in err
+    assert not (tmp_path / "run" / "checkpoints").exists()  # stopped before training
+
+
+def test_failed_metrics_write_stops_with_a_clear_message(tmp_path, monkeypatch, capsys):
+    real_open, calls = Path.open, []
+
+    def disk_full_on_metrics(self, mode="r", *args, **kwargs):
+        if self.name == "metrics.jsonl" and "a" in mode:
+            calls.append(1)
+            if len(calls) > 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", disk_full_on_metrics)
+    code = main(["train", "--output-dir", str(tmp_path), "--name", "run", "--epochs", "2", "log_every_n_steps=1",
+                 *BASE])
+    err = capsys.readouterr().err
+    assert code == 2 and "metrics.jsonl" in err and "No space left on device" in err

@@ -15,6 +15,8 @@ from typing import Any
 from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
+from selfsup.errors import SelfSupError
+
 
 class JsonlLogger(Logger):
     """Writes ``{"step": ..., "time": ..., "<metric>": value}`` lines to ``path``.
@@ -50,8 +52,14 @@ class JsonlLogger(Logger):
         for key, value in metrics.items():
             value = float(value)
             record[key] = value if math.isfinite(value) else str(value)
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as err:
+            raise SelfSupError(
+                f"Could not append to {self.path}: {err.strerror or err}. The run stopped; its checkpoints "
+                "are intact. Free space or fix the folder, then resume with --resume."
+            ) from err
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

@@ -47,7 +47,10 @@ class ResourceMonitor(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         step = trainer.current_epoch * pl_module.steps_per_epoch + batch_idx + 1
-        if self.every_n_steps and step % self.every_n_steps == 0:
-            pl_module.log_dict({"resources/rss_mb": resident_memory_mb(),
-                                "resources/open_files": float(open_file_count())},
-                               on_step=True, on_epoch=False, rank_zero_only=True)
+        if self.every_n_steps and step % self.every_n_steps == 0 and trainer.is_global_zero:
+            # straight to the loggers: through ``self.log`` Lightning would repeat the reading at
+            # later logging steps of the epoch as if it were new
+            reading = {"resources/rss_mb": resident_memory_mb(), "resources/open_files": float(open_file_count()),
+                       "epoch": float(trainer.current_epoch)}
+            for logger in trainer.loggers:
+                logger.log_metrics(reading, step=step - 1)
