@@ -3,7 +3,6 @@ a corrupt checkpoint, non-finite losses and gradients."""
 from __future__ import annotations
 
 import errno
-import os
 import signal
 import subprocess
 import sys
