@@ -346,16 +346,16 @@ def test_mocov2plus_symmetric_loss_two_queues_and_cosine_momentum(tiny_backbone,
 def test_mocov3_heads_loss_and_cosine_momentum(tiny_backbone, two_views) -> None:
     base = 0.9
     method = make("mocov3", tiny_backbone, base_momentum=base, **SMALL["mocov3"])
+    # defaults: the official ResNet heads (2-layer projector with a last BN, no predictor output BN)
     linears = [m for m in method.projector if isinstance(m, torch.nn.Linear)]
-    assert len(linears) == 3 and all(m.bias is None for m in linears)
+    assert len(linears) == 2 and all(m.bias is None for m in linears)
     assert isinstance(method.projector[-1], torch.nn.BatchNorm1d) and not method.projector[-1].affine
     assert len([m for m in method.predictor if isinstance(m, torch.nn.Linear)]) == 2
-    assert isinstance(method.predictor[-1], torch.nn.BatchNorm1d) and not method.predictor[-1].affine
+    assert isinstance(method.predictor[-1], torch.nn.Linear)
     assert method.criterion.temperature == 1.0
-    resnet_style = make("mocov3", tiny_backbone, proj_num_layers=2, pred_last_batch_norm=False,
-                        **SMALL["mocov3"])
-    assert isinstance(resnet_style.predictor[-1], torch.nn.Linear)
-    assert len([m for m in resnet_style.projector if isinstance(m, torch.nn.Linear)]) == 2
+    vit_style = make("mocov3", tiny_backbone, proj_num_layers=3, pred_last_batch_norm=True, **SMALL["mocov3"])
+    assert isinstance(vit_style.predictor[-1], torch.nn.BatchNorm1d) and not vit_style.predictor[-1].affine
+    assert len([m for m in vit_style.projector if isinstance(m, torch.nn.Linear)]) == 3
 
     probe = copy.deepcopy(method).eval()
     out = probe.training_step(batch_of(two_views))

@@ -27,13 +27,11 @@ class MoCoV3(Method):
     after every optimizer step. Each view goes through the networks in its own call, as in the
     official code (BatchNorm statistics per view).
 
-    Heads (paper, Sec. 4 / Appendix: hidden layers 4096-d with BatchNorm and ReLU, outputs 256-d,
-    BatchNorm on every layer): a ``proj_num_layers``-layer projector (default 3) ending in a
-    BatchNorm without affine parameters, and a 2-layer predictor whose output BatchNorm (also
-    without affine) is on by default (``pred_last_batch_norm``). This is the official ViT
-    configuration; the official ResNet code uses ``proj_num_layers=2`` and
-    ``pred_last_batch_norm=False``. ``temperature`` defaults to 1.0, the official value for
-    ResNet (0.2 for ViT). Nothing here assumes a ResNet: any backbone with ``feature_dim`` works
+    Heads (paper, Sec. 4 / Appendix: hidden layers 4096-d with BatchNorm and ReLU, outputs 256-d):
+    the defaults are the official code's ResNet configuration (``MoCo_ResNet``): a 2-layer
+    projector ending in a BatchNorm without affine parameters, a 2-layer predictor without output
+    BatchNorm, and ``temperature`` 1.0. The official ViT configuration is ``proj_num_layers=3``,
+    ``pred_last_batch_norm=True`` and ``temperature=0.2``. Nothing here assumes a ResNet: any backbone with ``feature_dim`` works
     (the ViT trick of freezing the patch projection is left to the backbone).
 
     Example:
@@ -49,9 +47,9 @@ class MoCoV3(Method):
         *,
         proj_hidden_dim: int = 4096,
         proj_output_dim: int = 256,
-        proj_num_layers: int = 3,
+        proj_num_layers: int = 2,
         pred_hidden_dim: int = 4096,
-        pred_last_batch_norm: bool = True,
+        pred_last_batch_norm: bool = False,
         temperature: float = 1.0,
         base_momentum: float = 0.99,
         final_momentum: float = 1.0,
