@@ -61,3 +61,78 @@ def test_feature_map_pools_to_the_features(name):
     fmap = net.feature_map(x)
     assert fmap.dim() == 4 and fmap.shape[1] == net.feature_dim
     torch.testing.assert_close(fmap.mean((2, 3)), net(x))
+
+
+def tiny_vit(**options):
+    torch.manual_seed(0)
+    return backbones.get("vit_tiny", image_size=16, patch_size=4, depth=2, **options).eval()
+
+
+def test_patchify_layout_and_round_trip():
+    from selfsup.nn.patches import patchify, unpatchify
+
+    x = torch.rand(2, 3, 8, 12)
+    patches = patchify(x, 4)
+    assert patches.shape == (2, 6, 48)
+    # patch 4 is row 1, column 1 of the 2x3 grid; its vector is the pixels in (h, w, c) order
+    torch.testing.assert_close(patches[:, 4], x[:, :, 4:8, 4:8].permute(0, 2, 3, 1).reshape(2, -1))
+    assert torch.equal(unpatchify(patches, 4, 8, 12, 3), x)
+
+
+def test_vit_shapes_registers_and_feature_map():
+    vit = tiny_vit(num_registers=2)
+    x = torch.rand(2, 3, 16, 16)
+    assert vit(x).shape == (2, 192) and vit.feature_dim == 192
+    assert vit.forward_tokens(x).shape == (2, 1 + 2 + 16, 192)
+    assert vit.feature_map(x).shape == (2, 192, 4, 4)
+    attention = vit.last_attention(x)
+    assert attention.shape == (2, 3, 19, 19)
+    torch.testing.assert_close(attention.sum(-1), torch.ones(2, 3, 19))
+
+
+def test_dropped_patches_never_reach_the_encoder():
+    vit = tiny_vit()
+    x = torch.rand(2, 3, 16, 16)
+    keep = torch.tensor([[0, 5, 10, 15], [1, 2, 3, 4]])
+    out = vit.forward_tokens(x, keep=keep)
+    assert out.shape == (2, 1 + 4, 192)
+    changed = x.clone()
+    changed[0, :, 4:8, 0:4] = 0.5  # patch 4 of image 0 is not kept
+    torch.testing.assert_close(vit.forward_tokens(changed, keep=keep)[0], out[0])
+    changed[0, :, 0:4, 0:4] = 0.5  # patch 0 of image 0 is kept
+    assert not torch.allclose(vit.forward_tokens(changed, keep=keep)[0], out[0])
+
+
+def test_masked_patches_are_replaced_by_the_mask_token():
+    vit = tiny_vit()
+    x = torch.rand(1, 3, 16, 16)
+    mask = torch.zeros(1, 16, dtype=torch.bool)
+    mask[0, 3] = True
+    out = vit.forward_tokens(x, mask=mask)
+    changed = x.clone()
+    changed[:, :, 0:4, 12:16] = 0.0  # patch 3: masked, its pixels must not matter
+    torch.testing.assert_close(vit.forward_tokens(changed, mask=mask), out)
+    assert not torch.allclose(vit.forward_tokens(changed), vit.forward_tokens(x))
+
+
+def test_position_embedding_for_other_image_sizes():
+    from selfsup.nn.patches import sincos_position_embedding
+
+    vit = tiny_vit()
+    torch.testing.assert_close(vit.position_embedding(2, 2)[0], sincos_position_embedding(2, 2, 192))
+    assert vit(torch.rand(2, 3, 8, 8)).shape == (2, 192)  # a local crop
+    learned = tiny_vit(pos_embed="learned")
+    assert learned.pos_embed.requires_grad and learned.position_embedding(6, 6).shape == (1, 36, 192)
+    torch.testing.assert_close(learned.position_embedding(4, 4), learned.pos_embed)
+
+
+def test_vit_export_and_drop_path(tmp_path):
+    vit = tiny_vit(num_registers=1)
+    path = backbones.export_backbone(vit, tmp_path / "vit.safetensors")
+    again, meta = backbones.load_exported(path)
+    x = torch.rand(2, 3, 16, 16)
+    torch.testing.assert_close(again.eval()(x), vit(x), rtol=0, atol=0)
+    deep = backbones.get("vit_tiny", image_size=16, patch_size=4, depth=2, drop_path_rate=0.5)
+    torch.testing.assert_close(deep.eval()(x), deep(x))  # no stochastic depth at evaluation
+    deep.train()
+    assert not torch.allclose(deep(x), deep(x))

@@ -58,3 +58,17 @@ def test_one_epoch_through_the_engine(name, tmp_path):
     assert summary["steps"] == 1347 // 64
     assert 0 <= summary["metrics"]["knn/top1"] <= 100
     assert main(["eval", "knn", str(tmp_path / name), "--k", "20"]) == 0
+
+
+@pytest.mark.parametrize("name", ["simclr", "dino"])
+def test_a_vit_trains_through_the_engine(name, tmp_path):
+    """DINO's local crops are smaller than the ViT's image size: the position embedding adapts."""
+    args = ["train", "--output-dir", str(tmp_path), "--name", name, "--epochs", "1", "--method", name,
+            "--data", "digits", "--backbone", "vit_tiny", "--batch-size", "64", "--precision", "32-true",
+            "backbone.image_size=16", "backbone.patch_size=4", "backbone.depth=2", "augment.size=16",
+            "progress_bar=false", "monitor.knn_k=20", "optimizer.name=adamw", "optimizer.lr=1e-3",
+            "optimizer.lr_scaling=none", *[f"method.{option}" for option in SMALL[name]]]
+    if name == "dino":
+        args.append("augment.local_size=8")
+    assert main(args) == 0
+    assert main(["eval", "knn", str(tmp_path / name), "--k", "20"]) == 0

@@ -7,6 +7,7 @@ from selfsup._registry import Registry
 from selfsup.backbones.base import Backbone
 from selfsup.backbones.resnet import resnet_factory
 from selfsup.backbones.small_resnet import SmallResNet
+from selfsup.backbones.vit import VisionTransformer
 
 BACKBONES: Registry[Backbone] = Registry("backbone")
 
@@ -26,6 +27,32 @@ def resnet_small(width: int = 32, blocks: Sequence[int] = (1, 1, 1, 1), in_chann
 @BACKBONES.register("resnet_tiny", "CIFAR-style ResNet, 4 stages of 1 block, width 8: 64-d, for tests")
 def resnet_tiny(width: int = 8, blocks: Sequence[int] = (1, 1, 1, 1), in_channels: int = 3) -> SmallResNet:
     return SmallResNet(width=width, blocks=blocks, in_channels=in_channels)
+
+
+_VIT_SIZES = {"vit_tiny": (192, 12, 3), "vit_small": (384, 12, 6), "vit_base": (768, 12, 12)}
+
+
+def _vit_factory(name: str, dim: int, depth: int, heads: int):
+    def build(
+        image_size: int = 224, patch_size: int = 16, in_channels: int = 3, num_registers: int = 0,
+        pos_embed: str = "sincos", drop_path_rate: float = 0.0, depth: int = depth,
+    ) -> VisionTransformer:
+        vit = VisionTransformer(image_size=image_size, patch_size=patch_size, embed_dim=dim, depth=depth,
+                                num_heads=heads, in_channels=in_channels, num_registers=num_registers,
+                                pos_embed=pos_embed, drop_path_rate=drop_path_rate)
+        vit.config = {"image_size": image_size, "patch_size": patch_size, "in_channels": in_channels,
+                      "num_registers": num_registers, "pos_embed": pos_embed, "depth": depth}
+        return vit
+
+    build.__name__ = name
+    return build
+
+
+for _name, (_dim, _depth, _heads) in _VIT_SIZES.items():
+    BACKBONES.register(
+        _name, f"ViT ({_dim}-d, {_depth} blocks, {_heads} heads): masking, registers, resizable position embedding; "
+        "patch_size / image_size options",
+    )(_vit_factory(_name, _dim, _depth, _heads))
 
 
 def get(name: str, **kwargs: object) -> Backbone:

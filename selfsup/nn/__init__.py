@@ -14,6 +14,7 @@ from selfsup.nn.mlp import MLP
 from selfsup.nn.momentum import MomentumTeacher, copy_frozen, cosine_momentum, ema_update
 from selfsup.nn.multicrop import forward_by_resolution
 from selfsup.nn.odc_memory import ODCMemory
+from selfsup.nn.patches import grid_size, patchify, sincos_position_embedding, unpatchify
 from selfsup.nn.patch_grid import NEIGHBOURS, crop_patches, paper_patch_layout, sample_patch_grid
 from selfsup.nn.pca import pca_whiten
 from selfsup.nn.precision import at_least_fp32
@@ -26,7 +27,7 @@ from selfsup.nn.whitening import cholesky_whiten
 __all__ = [
     "DINOHead", "KMeansResult", "MLP", "MemoryBank", "MomentumTeacher", "NEIGHBOURS", "NearestNeighbourSupportSet", "ODCMemory",
     "Sobel", "WeightNormLinear", "at_least_fp32", "broadcast_from_rank0", "cholesky_whiten", "copy_frozen",
-    "cosine_momentum", "crop_patches", "ema_update", "forward_by_resolution", "gather", "gather_no_grad",
+    "cosine_momentum", "crop_patches", "ema_update", "forward_by_resolution", "gather", "gather_no_grad", "grid_size", "patchify", "sincos_position_embedding", "unpatchify",
     "is_distributed", "kmeans", "kmeans_assign", "kmeans_centroids", "match_locations", "paper_patch_layout",
     "pca_whiten", "rank", "rotate_batch", "sample_patch_grid", "sinkhorn", "world_size",
 ]
