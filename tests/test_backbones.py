@@ -136,3 +136,58 @@ def test_vit_export_and_drop_path(tmp_path):
     torch.testing.assert_close(deep.eval()(x), deep(x))  # no stochastic depth at evaluation
     deep.train()
     assert not torch.allclose(deep(x), deep(x))
+
+
+def test_timm_backbones_need_timm_and_say_how_to_install(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_timm(name, *args, **kwargs):
+        if name == "timm":
+            raise ImportError("No module named 'timm'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_timm)
+    monkeypatch.delitem(__import__("sys").modules, "timm", raising=False)
+    with pytest.raises(ConfigError, match=r'pip install "selfsup\[timm\]"'):
+        backbones.get("timm:convnext_tiny")
+
+
+def test_timm_models_are_wrapped_by_name(monkeypatch, tmp_path):
+    """With a stand-in timm module: the wrapper asks for no classifier and no download, pools, exports."""
+    import sys
+    import types
+
+    calls = []
+
+    class Model(torch.nn.Module):
+        num_features = 12
+
+        def __init__(self, in_chans):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(in_chans, 12, 3)
+
+        def forward_features(self, x):
+            return self.conv(x)
+
+        def forward(self, x):
+            return self.forward_features(x).mean((2, 3))
+
+    def create_model(name, pretrained, num_classes, in_chans, **options):
+        calls.append((name, pretrained, num_classes, in_chans, options))
+        if name == "nope":
+            raise RuntimeError("Unknown model (nope)")
+        return Model(in_chans)
+
+    monkeypatch.setitem(sys.modules, "timm", types.SimpleNamespace(create_model=create_model))
+    net = backbones.get("timm:convnext_tiny", in_channels=1, drop_path_rate=0.1)
+    assert calls[-1] == ("convnext_tiny", False, 0, 1, {"drop_path_rate": 0.1})
+    assert net.feature_dim == 12 and net(torch.rand(2, 1, 8, 8)).shape == (2, 12)
+    path = backbones.export_backbone(net, tmp_path / "t.safetensors")
+    again, meta = backbones.load_exported(path)
+    assert meta["backbone"] == "timm:convnext_tiny"
+    x = torch.rand(2, 1, 8, 8)
+    torch.testing.assert_close(again(x), net(x))
+    with pytest.raises(ConfigError, match="timm has no model 'nope'"):
+        backbones.get("timm:nope")

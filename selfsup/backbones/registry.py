@@ -7,6 +7,7 @@ from selfsup._registry import Registry
 from selfsup.backbones.base import Backbone
 from selfsup.backbones.resnet import resnet_factory
 from selfsup.backbones.small_resnet import SmallResNet
+from selfsup.backbones.timm_backbone import PREFIX, TimmBackbone
 from selfsup.backbones.vit import VisionTransformer
 
 BACKBONES: Registry[Backbone] = Registry("backbone")
@@ -56,12 +57,15 @@ for _name, (_dim, _depth, _heads) in _VIT_SIZES.items():
 
 
 def get(name: str, **kwargs: object) -> Backbone:
-    """Build a registered backbone; unknown names and options get a clear error.
+    """Build a registered backbone, or a timm model named ``"timm:<model>"``; unknown names and
+    options get a clear error.
 
     Example:
         >>> net = get("resnet_small", in_channels=1)
         >>> net.feature_dim  # 256
     """
+    if name.startswith(PREFIX):
+        return TimmBackbone(name[len(PREFIX):], **kwargs)
     net = BACKBONES.get(name, **kwargs)
     net.name = name
     return net
