@@ -128,7 +128,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     sections = [
         ("methods", methods.METHODS.describe()),
-        ("backbones", backbones.BACKBONES.describe()),
+        ("backbones", {**backbones.BACKBONES.describe(),
+                       "timm:<model>": 'any timm model by name, e.g. timm:convnext_tiny (pip install "selfsup[timm]")'}),
         ("data sets", data.describe()),
         ("view recipes", augment.RECIPES.describe()),
         ("packaged configs (--config NAME)", {name: "" for name in packaged_recipes()}),
