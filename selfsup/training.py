@@ -273,8 +273,10 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
     trainer = L.Trainer(
         max_epochs=config.epochs, accelerator=config.accelerator, devices=config.devices,
         # buffers (queues, memory banks, centres) are kept equal by the methods' own collectives;
-        # DDP's default broadcast of every buffer at every step would only copy them again
-        strategy=DDPStrategy(broadcast_buffers=False) if config.devices > 1 else "auto", precision=precision,
+        # DDP's default broadcast of every buffer at every step would only copy them again. Some
+        # parameters are legitimately unused by a method (a ViT's mask token or registers).
+        strategy=DDPStrategy(broadcast_buffers=False, find_unused_parameters=True) if config.devices > 1 else "auto",
+        precision=precision,
         sync_batchnorm=config.sync_batchnorm and config.devices > 1, logger=JsonlLogger(run_dir / "metrics.jsonl"),
         callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, log_every_n_steps=max(1, min(config.log_every_n_steps, steps_per_epoch)), num_sanity_val_steps=0,
