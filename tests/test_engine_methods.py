@@ -43,16 +43,39 @@ SMALL = {  # heads, queues and cluster counts shrunk to the test's 1,347 images
 }
 
 
+VIT_ONLY = {  # masked-image methods that need a ViT backbone, shrunk the same way
+    "a2mim": ["mask_patch_size=8"],
+    "aim": ["head_blocks=1", "head_width=32"],
+    "cae": ["min_block_patches=4", "regressor_depth=1", "decoder_depth=1"],
+    "mae": ["decoder_embed_dim=32", "decoder_depth=1", "decoder_num_heads=4"],
+    "maskfeat": ["cell_size=2", "min_block_patches=4"],
+    "simmim": ["mask_patch_size=8"],
+    "ibot": ["out_dim=64", "patch_out_dim=64", "hidden_dim=32", "bottleneck_dim=16"],
+    "dinov2": ["out_dim=64", "hidden_dim=32", "bottleneck_dim=16"],
+    "ijepa": ["predictor_dim=32", "predictor_depth=1", "predictor_heads=2", "min_keep=2"],
+    "msn": ["num_prototypes=64", "hidden_dim=32", "output_dim=16"],
+    "pmsn": ["num_prototypes=64", "hidden_dim=32", "output_dim=16"],
+}
+FEW_VIEWS = {"msn": ["augment.num_focal=2"], "pmsn": ["augment.num_focal=2"]}
+LOCAL_CROPS_OF_8 = {"dino", "ibot", "dinov2"}  # multi-crop: local crops a multiple of the ViT's patch
+TINY_VIT = ["--backbone", "vit_tiny", "backbone.image_size=16", "backbone.patch_size=4", "backbone.depth=2",
+            "optimizer.name=adamw", "optimizer.lr=1e-3", "optimizer.lr_scaling=none"]
+
+
 def test_every_registered_method_is_listed_here():
-    assert set(methods.names()) == set(SMALL)
+    assert set(methods.names()) == set(SMALL) | set(VIT_ONLY)
 
 
-@pytest.mark.parametrize("name", sorted(SMALL))
+@pytest.mark.parametrize("name", sorted(SMALL) + sorted(VIT_ONLY))
 def test_one_epoch_through_the_engine(name, tmp_path):
+    backbone = TINY_VIT if name in VIT_ONLY else ["--backbone", "resnet_tiny", "backbone.width=4"]
+    options = VIT_ONLY.get(name, SMALL.get(name))
     args = ["train", "--output-dir", str(tmp_path), "--name", name, "--epochs", "1", "--method", name,
-            "--data", "digits", "--backbone", "resnet_tiny", "--batch-size", "64", "--precision", "32-true",
-            "backbone.width=4", "augment.size=16", "progress_bar=false", "monitor.knn_k=20",
-            *[f"method.{option}" for option in SMALL[name]]]
+            "--data", "digits", *backbone, "--batch-size", "64", "--precision", "32-true",
+            "augment.size=16", "progress_bar=false", "monitor.knn_k=20",
+            *[f"method.{option}" for option in options],
+            *(["augment.local_size=8"] if name in LOCAL_CROPS_OF_8 and name in VIT_ONLY else []),
+            *FEW_VIEWS.get(name, [])]
     assert main(args) == 0
     summary = json.loads((tmp_path / name / "summary.json").read_text())
     assert summary["steps"] == 1347 // 64

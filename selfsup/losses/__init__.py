@@ -4,17 +4,27 @@ Example:
     >>> loss = selfsup.losses.NTXentLoss(temperature=0.5)(z0, z1)
     >>> loss = selfsup.losses.BarlowTwinsLoss()(z0, z1)
 """
+from selfsup.losses.a2mim import A2MIMLoss, focal_frequency_loss
+from selfsup.losses.aim import AIMLoss
 from selfsup.losses.barlow_twins import BarlowTwinsLoss
+from selfsup.losses.cae import CAELoss
 from selfsup.losses.cluster_ce import ClusterCrossEntropyLoss, cluster_size_weights
 from selfsup.losses.dcl import DCLLoss, DCLWLoss, VonMisesFisherWeight
 from selfsup.losses.densecl import DenseContrastiveLoss
 from selfsup.losses.dino import DINOLoss
+from selfsup.losses.ibot import SinkhornDistillationLoss, iBOTPatchLoss
+from selfsup.losses.ijepa import JEPALoss
+from selfsup.losses.koleo import KoLeoLoss
+from selfsup.losses.mae import MAELoss
+from selfsup.losses.maskfeat import MaskedFeatureLoss
 from selfsup.losses.mocov3 import MoCoV3Loss
+from selfsup.losses.msn import MSNLoss, power_law_prior
 from selfsup.losses.negative_cosine import NegativeCosineSimilarity
 from selfsup.losses.nnclr import NNCLRLoss
 from selfsup.losses.npid import NPIDLoss
 from selfsup.losses.ntxent import NTXentLoss
 from selfsup.losses.ressl import ReSSLLoss
+from selfsup.losses.simmim import SimMIMLoss
 from selfsup.losses.supcon import SupConLoss
 from selfsup.losses.swav import SwAVLoss
 from selfsup.losses.tico import TiCoLoss
@@ -22,6 +32,8 @@ from selfsup.losses.vicreg import VICRegLoss
 from selfsup.losses.wmse import WMSELoss
 
 __all__ = [
+    "A2MIMLoss", "AIMLoss", "CAELoss", "JEPALoss", "KoLeoLoss", "MAELoss", "MSNLoss", "MaskedFeatureLoss",
+    "SimMIMLoss", "SinkhornDistillationLoss", "focal_frequency_loss", "iBOTPatchLoss", "power_law_prior",
     "BarlowTwinsLoss", "ClusterCrossEntropyLoss", "DCLLoss", "DCLWLoss", "DINOLoss", "DenseContrastiveLoss",
     "MoCoV3Loss", "NNCLRLoss", "NPIDLoss", "NTXentLoss", "NegativeCosineSimilarity", "ReSSLLoss", "SupConLoss",
     "SwAVLoss", "TiCoLoss", "VICRegLoss", "VonMisesFisherWeight", "WMSELoss", "cluster_size_weights",

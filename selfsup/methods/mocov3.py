@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from selfsup.backbones.base import Backbone
+from selfsup.backbones.vit import VisionTransformer
 from selfsup.losses.mocov3 import MoCoV3Loss
 from selfsup.methods.base import Method, StepOutput, ViewBatch
 from selfsup.methods.registry import METHODS
@@ -31,8 +32,13 @@ class MoCoV3(Method):
     the defaults are the official code's ResNet configuration (``MoCo_ResNet``): a 2-layer
     projector ending in a BatchNorm without affine parameters, a 2-layer predictor without output
     BatchNorm, and ``temperature`` 1.0. The official ViT configuration is ``proj_num_layers=3``,
-    ``pred_last_batch_norm=True`` and ``temperature=0.2``. Nothing here assumes a ResNet: any backbone with ``feature_dim`` works
-    (the ViT trick of freezing the patch projection is left to the backbone).
+    ``pred_last_batch_norm=True`` and ``temperature=0.2``. Nothing here assumes a ResNet: any backbone with ``feature_dim`` works.
+
+    ViT settings (paper Sec. 4-5 and the official ``vits.py`` / ``main_moco.py``): heads
+    ``proj_num_layers=3``, ``pred_last_batch_norm=True``, ``temperature=0.2``, and
+    ``freeze_patch_embed=True``, the paper's stability trick of a fixed random patch projection
+    (Sec. 4.2): the ViT's ``patch_embed`` keeps its random initialisation and gets no gradient
+    (so it is left out of the optimizer; its momentum copy stays equal to it).
 
     Example:
         >>> method = MoCoV3(selfsup.backbones.get("resnet18", cifar_stem=True), temperature=0.2)
@@ -53,8 +59,16 @@ class MoCoV3(Method):
         temperature: float = 1.0,
         base_momentum: float = 0.99,
         final_momentum: float = 1.0,
+        freeze_patch_embed: bool = False,
     ) -> None:
         super().__init__(backbone)
+        if freeze_patch_embed:
+            if not isinstance(backbone, VisionTransformer):
+                raise TypeError(
+                    "MoCo v3 freeze_patch_embed=True needs a VisionTransformer backbone (it freezes the patch "
+                    f"projection); got {type(backbone).__name__}"
+                )
+            backbone.patch_embed.requires_grad_(False)
         if not 0.0 <= base_momentum <= final_momentum <= 1.0:
             raise ValueError(
                 "MoCo v3 needs 0 <= base_momentum <= final_momentum <= 1, got "

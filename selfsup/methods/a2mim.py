@@ -1,0 +1,116 @@
+"""A2MIM: "Architecture-Agnostic Masked Image Modeling -- From ViT back to CNN".
+
+Li, Wu, Wu, Zang, Li, 2022 (ICML 2023). https://arxiv.org/abs/2205.13943
+Official code: https://github.com/Westlake-AI/openmixup
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from selfsup.backbones.base import Backbone
+from selfsup.backbones.vit import VisionTransformer
+from selfsup.losses.a2mim import A2MIMLoss
+from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods.registry import METHODS
+from selfsup.nn.a2mim_masking import fill_with_mean_colour, random_block_mask
+from selfsup.nn.patches import unpatchify
+
+
+@METHODS.register("a2mim", "A2MIM (2022): mean-colour masking, mask token added mid-network, L1 + Fourier loss")
+class A2MIM(Method):
+    """Reconstruct the pixels of masked blocks from a mean-colour-filled image (ViT variant).
+
+    Per image, ``ceil(mask_ratio * cells)`` random ``mask_patch_size`` blocks are masked
+    (:func:`~selfsup.nn.a2mim_masking.random_block_mask`) and filled with the image's mean colour
+    (:func:`~selfsup.nn.a2mim_masking.fill_with_mean_colour`); a learnable mask token is *added*
+    (not substituted) to the masked patch tokens at the input of block ``mask_layer`` (official
+    ``replace=False``); a linear head on the final patch tokens predicts each patch's pixels
+    (SimMIM-style 1x1 convolution + pixel shuffle); the loss is
+    :class:`~selfsup.losses.a2mim.A2MIMLoss` (L1 on masked pixels + 0.1 x focal frequency loss).
+    Defaults are the official ViT-B config (``configs/selfsup/_base_/models/a2mim/vit_base.py``
+    and ``datasets/imagenet/a2mim_rgb_m_sz224_bs64.py``): mask ratio 0.6, 32 px mask blocks,
+    mask token at layer 0 (after the patch embedding; the paper places it in the middle stage
+    for CNNs, and ``mask_layer`` moves it to any block), learnable mask token, FFT weight 0.1.
+    :meth:`embed` is the class token, as the official ``forward_backbone``.
+    Not done: the ResNet variant (mask token after stage 3, focal L1 loss, FFT weight 0.5).
+
+    Args:
+        backbone: a :class:`~selfsup.backbones.vit.VisionTransformer`.
+        mask_ratio: share of mask blocks masked per image.
+        mask_patch_size: side of a mask block in pixels (a multiple of the ViT patch size).
+        mask_layer: index of the block whose input receives the mask token (0 = first block).
+        fft_weight: weight of the frequency loss.
+
+    Example:
+        >>> method = A2MIM(selfsup.backbones.get("vit_tiny", image_size=16, patch_size=4, depth=2), mask_patch_size=8)
+        >>> out = method.training_step(ViewBatch(views=[torch.randn(4, 3, 16, 16)], labels=y, indices=i))
+    """
+
+    default_views = "crop_flip"
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        *,
+        mask_ratio: float = 0.6,
+        mask_patch_size: int = 32,
+        mask_layer: int = 0,
+        fft_weight: float = 0.1,
+    ) -> None:
+        super().__init__(backbone)
+        if not isinstance(backbone, VisionTransformer):
+            raise TypeError(
+                f"A2MIM here supports VisionTransformer backbones only (the ResNet variant is not "
+                f"implemented); got {type(backbone).__name__}. Use e.g. --backbone vit_tiny."
+            )
+        if mask_patch_size % backbone.patch_size or not 0 <= mask_layer < len(backbone.blocks):
+            raise ValueError(
+                f"A2MIM needs mask_patch_size a multiple of the patch size {backbone.patch_size} and "
+                f"0 <= mask_layer < depth {len(backbone.blocks)}; got {mask_patch_size}, {mask_layer}"
+            )
+        self.mask_ratio, self.mask_patch_size, self.mask_layer = mask_ratio, mask_patch_size, mask_layer
+        self.channels = backbone.patch_embed.in_channels
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, self.feature_dim))
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        self.decoder = nn.Linear(self.feature_dim, backbone.patch_size ** 2 * self.channels)
+        self.criterion = A2MIMLoss(fft_weight=fft_weight)
+
+    def sample_mask(self, images: Tensor) -> Tensor:
+        """Pixel mask ``(B, 1, H, W)`` of random blocks (1 = masked)."""
+        b, _, h, w = images.shape
+        return random_block_mask(b, h, w, self.mask_patch_size, self.mask_ratio, device=images.device).to(images.dtype)
+
+    def encode(self, images: Tensor, mask: Tensor) -> Tensor:
+        """All tokens ``(B, prefix + N, D)`` after the final norm, for mean-filled ``images``.
+
+        ``mask`` is the pixel mask; the mask token is added to the patches it covers at the input
+        of block ``mask_layer``.
+        """
+        vit: VisionTransformer = self.backbone  # type: ignore[assignment]
+        p = vit.patch_size
+        token_mask = mask[:, 0, ::p, ::p].flatten(1).unsqueeze(-1)  # (B, N, 1), constant within a patch
+        x = vit.patch_tokens(images)
+        special = torch.cat([vit.cls_token, vit.registers], dim=1).expand(x.shape[0], -1, -1)
+        x = torch.cat([special, x], dim=1)
+        addition = torch.cat([torch.zeros_like(special[..., :1]), token_mask], dim=1) * self.mask_token
+        for index, block in enumerate(vit.blocks):
+            if index == self.mask_layer:
+                x = x + addition
+            x = block(x)
+        return vit.norm(x)
+
+    def reconstruct(self, tokens: Tensor, height: int, width: int) -> Tensor:
+        """Predicted image ``(B, C, H, W)`` from the patch tokens."""
+        vit: VisionTransformer = self.backbone  # type: ignore[assignment]
+        patches = self.decoder(tokens[:, vit.num_prefix:])
+        return unpatchify(patches, vit.patch_size, height, width, self.channels)
+
+    def training_step(self, batch: ViewBatch) -> StepOutput:
+        images = torch.cat(batch.views)
+        mask = self.sample_mask(images)
+        tokens = self.encode(fill_with_mean_colour(images, mask), mask)
+        reconstruction = self.reconstruct(tokens, images.shape[-2], images.shape[-1])
+        loss = self.criterion(reconstruction, images, mask)
+        n = batch.views[0].shape[0]
+        return StepOutput(loss=loss, features=tokens[:n, 0], logs={"mask_share": mask.mean()})

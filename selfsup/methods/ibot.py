@@ -1,0 +1,187 @@
+"""iBOT: "Image BERT Pre-Training with Online Tokenizer".
+
+Zhou, Wei, Wang, Shen, Xie, Yuille, Kong, 2021. https://arxiv.org/abs/2111.07832
+Official code: https://github.com/bytedance/ibot
+"""
+from __future__ import annotations
+
+import torch
+
+from selfsup.backbones.base import Backbone
+from selfsup.backbones.vit import VisionTransformer
+from selfsup.losses.dino import DINOLoss
+from selfsup.losses.ibot import SinkhornDistillationLoss, iBOTPatchLoss
+from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods.registry import METHODS
+from selfsup.nn.block_mask import ibot_masks
+from selfsup.nn.ibot_head import iBOTHead
+from selfsup.nn.momentum import MomentumTeacher, cosine_momentum
+from selfsup.nn.multicrop import forward_by_resolution
+
+
+def warmup_temperature(epoch: int, start: float, end: float, warmup_epochs: int) -> float:
+    """``linspace(start, end, warmup_epochs)[epoch]`` during the warm-up, then ``end`` (DINO / iBOT).
+
+    Example:
+        >>> warmup_temperature(0, 0.04, 0.07, 30), warmup_temperature(30, 0.04, 0.07, 30)
+        (0.04, 0.07)
+    """
+    if epoch >= warmup_epochs:
+        return end
+    return start if warmup_epochs == 1 else start + (end - start) * epoch / (warmup_epochs - 1)
+
+
+@METHODS.register("ibot", "iBOT (2021): DINO + masked patch-token self-distillation to an EMA teacher (ViT)")
+class iBOT(Method):  # noqa: N801 - the paper's spelling
+    """DINO's class-token self-distillation plus masked image modelling with an online tokenizer.
+
+    Zhou et al. 2021, "iBOT: Image BERT Pre-Training with Online Tokenizer", arXiv 2111.07832
+    (https://arxiv.org/abs/2111.07832), Sec. 3 and Appendix; official code
+    https://github.com/bytedance/ibot (``main_ibot.py``, the ViT-S/16 command of its README). The
+    student sees the global views with block-wise masks (:func:`~selfsup.nn.block_mask.ibot_masks`:
+    each image masked with probability 0.5, ratio uniform in [0.1, 0.5], aspect 0.3-3.3; masked
+    patches become the backbone's mask token) and the local views unmasked; the EMA teacher sees
+    the global views unmasked. Loss = ``lambda_cls * L_[CLS] + lambda_mim * L_MIM``: the DINO loss
+    (:class:`~selfsup.losses.dino.DINOLoss`) between the teacher's class outputs of one global
+    view and the student's of every other view, and :class:`~selfsup.losses.ibot.iBOTPatchLoss`
+    between the teacher's and the student's patch outputs of the same global view over the
+    student's masked patches, each with its own centre (momentum 0.9). Defaults: head 2048-256 with
+    8192 outputs shared by class and patch tokens, student temperature 0.1, teacher temperatures
+    0.04 -> 0.07 over 30 epochs for both, teacher momentum 0.996 -> 1 (cosine), last layer frozen
+    for the first epoch, both loss weights 1. The online probe gets view 0's class token as the
+    student saw it (masked for about half the images).
+
+    Example:
+        >>> method = iBOT(selfsup.backbones.get("vit_tiny", image_size=32, patch_size=4), out_dim=1024)
+        >>> out = method.training_step(ViewBatch(views=[g0, g1, l0, l1], labels=y, indices=i))
+    """
+
+    default_views = "dino"
+    steps_done: torch.Tensor
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        *,
+        out_dim: int = 8192,
+        patch_out_dim: int = 8192,
+        hidden_dim: int = 2048,
+        bottleneck_dim: int = 256,
+        shared_head: bool = True,
+        norm_last_layer: bool = True,
+        student_temp: float = 0.1,
+        teacher_temp: float = 0.07,
+        warmup_teacher_temp: float = 0.04,
+        teacher_patch_temp: float = 0.07,
+        warmup_teacher_patch_temp: float = 0.04,
+        warmup_teacher_temp_epochs: int = 30,
+        center_momentum: float = 0.9,
+        center_momentum_patch: float = 0.9,
+        base_momentum: float = 0.996,
+        final_momentum: float = 1.0,
+        freeze_last_layer_epochs: int = 1,
+        num_global_views: int = 2,
+        mask_ratio: tuple[float, float] = (0.1, 0.5),
+        mask_probability: float = 0.5,
+        mask_aspect_ratio: tuple[float, float] = (0.3, 1 / 0.3),
+        cls_loss_weight: float = 1.0,
+        patch_loss_weight: float = 1.0,
+        centering: str = "center",
+    ) -> None:
+        super().__init__(backbone)
+        if not isinstance(backbone, VisionTransformer):
+            raise TypeError(f"{type(self).__name__} masks patch tokens and needs a VisionTransformer backbone "
+                            f"(e.g. selfsup.backbones.get('vit_small')); got {type(backbone).__name__}")
+        if not 0.0 <= base_momentum <= final_momentum <= 1.0:
+            raise ValueError(f"{type(self).__name__} needs 0 <= base_momentum <= final_momentum <= 1, got "
+                             f"{base_momentum}, {final_momentum}")
+        if num_global_views < 1 or warmup_teacher_temp_epochs < 0 or freeze_last_layer_epochs < 0:
+            raise ValueError(f"{type(self).__name__} needs num_global_views >= 1 and non-negative epoch counts")
+        if not 0.0 <= mask_ratio[0] <= mask_ratio[1] < 1.0 or not 0.0 <= mask_probability <= 1.0:
+            raise ValueError(f"{type(self).__name__} needs 0 <= mask_ratio[0] <= mask_ratio[1] < 1 and "
+                             f"mask_probability in [0, 1], got {mask_ratio}, {mask_probability}")
+        self.head = iBOTHead(self.feature_dim, out_dim, out_dim if shared_head else patch_out_dim, hidden_dim,
+                             bottleneck_dim, shared_head=shared_head, norm_last_layer=norm_last_layer)
+        self.teacher = MomentumTeacher({"backbone": self.backbone, "head": self.head})
+        patch_dim = out_dim if shared_head else patch_out_dim
+        if centering == "center":
+            self.criterion: torch.nn.Module = DINOLoss(out_dim, student_temp, center_momentum)
+        elif centering == "sinkhorn_knopp":
+            self.criterion = SinkhornDistillationLoss(student_temp)
+        else:
+            raise ValueError(f"centering must be 'center' or 'sinkhorn_knopp', got {centering!r}")
+        self.patch_criterion = iBOTPatchLoss(patch_dim, student_temp, center_momentum_patch, centering,
+                                             center_masked_only=self.center_masked_patches_only)
+        self.temps = (warmup_teacher_temp, teacher_temp, warmup_teacher_patch_temp, teacher_patch_temp)
+        self.warmup_teacher_temp_epochs = warmup_teacher_temp_epochs
+        self.base_momentum, self.final_momentum = base_momentum, final_momentum
+        self.momentum = base_momentum
+        self.freeze_last_layer_epochs, self.num_global_views = freeze_last_layer_epochs, num_global_views
+        self.mask_ratio, self.mask_probability = tuple(mask_ratio), mask_probability
+        self.mask_aspect_ratio = tuple(mask_aspect_ratio)
+        self.cls_loss_weight, self.patch_loss_weight = cls_loss_weight, patch_loss_weight
+        self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
+
+    #: DINOv2 updates the patch centre from masked patches only; iBOT from all of them
+    center_masked_patches_only = False
+
+    @property
+    def epoch(self) -> int:
+        """The 0-based epoch of the current step."""
+        return int(self.steps_done) // max(1, self.steps_per_epoch)
+
+    def teacher_temperatures(self, epoch: int) -> tuple[float, float]:
+        """Class-token and patch-token teacher temperatures of ``epoch`` (linear warm-ups)."""
+        w, t, wp, tp = self.temps
+        e = self.warmup_teacher_temp_epochs
+        return warmup_temperature(epoch, w, t, e), warmup_temperature(epoch, wp, tp, e)
+
+    def sample_masks(self, batch: int, grid_h: int, grid_w: int) -> torch.Tensor:
+        """``(B, N)`` bool masks of one global view (iBOT's per-image draw)."""
+        return ibot_masks(batch, grid_h, grid_w, ratio=self.mask_ratio, probability=self.mask_probability,
+                          aspect_ratio=self.mask_aspect_ratio)
+
+    def extra_losses(self, student_cls: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Further terms on the student's global class tokens ``(G, B, D)`` (DINOv2's KoLeo); none here."""
+        return student_cls.new_zeros(()), {}
+
+    def training_step(self, batch: ViewBatch) -> StepOutput:
+        views, g = batch.views, self.num_global_views
+        if len(views) < max(2, g) or any(v.shape != views[0].shape for v in views[:g]):
+            raise ValueError(f"{type(self).__name__} needs at least {max(2, g)} views with the {g} equally sized "
+                             f"global views first, got {[tuple(v.shape) for v in views]}")
+        n, p = len(views[0]), self.backbone.patch_size
+        gh, gw = views[0].shape[-2] // p, views[0].shape[-1] // p
+        masks = torch.stack([self.sample_masks(n, gh, gw) for _ in range(g)]).to(views[0].device)  # (G, B, N)
+        globals_ = torch.cat(views[:g])
+        tokens = self.backbone.forward_tokens(globals_, mask=masks.reshape(g * n, -1))
+        prefix = self.backbone.num_prefix
+        student_cls, student_patch = self.head(tokens[:, 0], tokens[:, prefix:])
+        if len(views) > g:
+            local_cls = self.head.cls_head(forward_by_resolution(self.backbone, views[g:]))
+            student_cls = torch.cat([student_cls, local_cls])
+        with torch.no_grad():
+            t_tokens = self.teacher["backbone"].forward_tokens(globals_)
+            teacher_cls, teacher_patch = self.teacher["head"](t_tokens[:, 0], t_tokens[:, prefix:])
+        temp_cls, temp_patch = self.teacher_temperatures(self.epoch)
+        loss_cls = self.criterion(student_cls.reshape(len(views), n, -1), teacher_cls.reshape(g, n, -1), temp_cls)
+        loss_patch = self.patch_criterion(student_patch.reshape(g, n, gh * gw, -1),
+                                          teacher_patch.reshape(g, n, gh * gw, -1), masks, temp_patch)
+        extra, extra_logs = self.extra_losses(tokens[:, 0].reshape(g, n, -1))
+        loss = self.cls_loss_weight * loss_cls + self.patch_loss_weight * loss_patch + extra
+        logs = {"loss_cls": loss_cls.detach(), "loss_patch": loss_patch.detach(), "momentum": self.momentum,
+                "teacher_temp": temp_cls, "mask_fraction": masks.float().mean(), **extra_logs}
+        return StepOutput(loss=loss, features=tokens[:n, 0].detach(), logs=logs)
+
+    def on_after_backward(self, progress: float) -> None:
+        """Drop the last layers' gradients during the first ``freeze_last_layer_epochs`` epochs."""
+        if self.epoch < self.freeze_last_layer_epochs:
+            for layer in self.head.last_layers:
+                for param in layer.parameters():
+                    param.grad = None
+
+    @torch.no_grad()
+    def on_step_end(self, progress: float) -> None:
+        self.momentum = cosine_momentum(progress, self.base_momentum, self.final_momentum)
+        self.teacher.momentum_update(self.momentum)
+        self.steps_done += 1

@@ -1,0 +1,106 @@
+"""I-JEPA: "Self-Supervised Learning from Images with a Joint-Embedding Predictive Architecture".
+
+Assran, Duval, Misra, Bojanowski, Vincent, Rabbat, LeCun, Ballas, 2023. https://arxiv.org/abs/2301.08243
+Official code: https://github.com/facebookresearch/ijepa
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from selfsup.backbones.base import Backbone
+from selfsup.backbones.vit import VisionTransformer
+from selfsup.losses.ijepa import JEPALoss
+from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods.registry import METHODS
+from selfsup.nn.jepa_blocks import jepa_masks
+from selfsup.nn.jepa_predictor import JEPAPredictor
+from selfsup.nn.momentum import MomentumTeacher
+
+
+@METHODS.register("ijepa", "I-JEPA (2023): predict EMA-encoder features of target blocks from a context block (ViT)")
+class IJEPA(Method):
+    """A context encoder and a predictor regress an EMA target encoder's patch representations.
+
+    Assran et al. 2023, "Self-Supervised Learning from Images with a Joint-Embedding Predictive
+    Architecture", arXiv 2301.08243 (https://arxiv.org/abs/2301.08243), Sec. 3 and Appendix A/C;
+    official code https://github.com/facebookresearch/ijepa (``src/train.py``). Per batch
+    :func:`~selfsup.nn.jepa_blocks.jepa_masks` draws ``num_targets`` (4) target blocks (scale
+    0.15-0.2, aspect 0.75-1.5) and one context block (scale 0.85-1) minus the targets. The context
+    encoder (the backbone) sees only the context patches (``forward_tokens(keep=...)``, the others
+    never enter it); the EMA target encoder sees the whole image and its patch outputs are
+    layer-normalised again (no affine); the :class:`~selfsup.nn.jepa_predictor.JEPAPredictor`
+    (paper: depth 12, width 384; heads as the encoder's) predicts the target blocks' patches from
+    the context patch tokens (class and register tokens are dropped), loss
+    :class:`~selfsup.losses.ijepa.JEPALoss` (mean squared error; ``loss="smooth_l1"`` as the
+    official code). Target-encoder momentum rises linearly from 0.996 to 1. The online probe is
+    not run (the encoder never sees a whole image during training); evaluation uses the class token
+    (the backbone's forward), whereas the paper average-pools the patch tokens. The official
+    weight-decay schedule (0.04 -> 0.4) is not part of the method.
+
+    Example:
+        >>> method = IJEPA(selfsup.backbones.get("vit_tiny", image_size=32, patch_size=4), predictor_depth=6)
+        >>> out = method.training_step(ViewBatch(views=[images], labels=y, indices=i))
+    """
+
+    default_views = "ijepa"
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        *,
+        predictor_dim: int = 384,
+        predictor_depth: int = 12,
+        predictor_heads: int | None = None,
+        num_targets: int = 4,
+        target_scale: tuple[float, float] = (0.15, 0.2),
+        target_aspect_ratio: tuple[float, float] = (0.75, 1.5),
+        context_scale: tuple[float, float] = (0.85, 1.0),
+        min_keep: int = 10,
+        allow_overlap: bool = False,
+        base_momentum: float = 0.996,
+        final_momentum: float = 1.0,
+        loss: str = "mse",
+    ) -> None:
+        super().__init__(backbone)
+        if not isinstance(backbone, VisionTransformer):
+            raise TypeError("IJEPA drops patch tokens and needs a VisionTransformer backbone "
+                            f"(e.g. selfsup.backbones.get('vit_small')); got {type(backbone).__name__}")
+        if not 0.0 <= base_momentum <= final_momentum <= 1.0 or num_targets < 1:
+            raise ValueError(f"IJEPA needs 0 <= base_momentum <= final_momentum <= 1 and num_targets >= 1, got "
+                             f"{base_momentum}, {final_momentum}, {num_targets}")
+        heads = predictor_heads or backbone.blocks[0].heads
+        self.predictor = JEPAPredictor(self.feature_dim, predictor_dim, predictor_depth, heads)
+        self.target_encoder = MomentumTeacher({"backbone": self.backbone})
+        self.criterion = JEPALoss(loss)
+        self.mask_options = dict(
+            num_targets=num_targets, target_scale=tuple(target_scale), target_aspect_ratio=tuple(target_aspect_ratio),
+            context_scale=tuple(context_scale), min_keep=min_keep, allow_overlap=allow_overlap,
+        )
+        self.base_momentum, self.final_momentum = base_momentum, final_momentum
+        self.momentum = base_momentum
+
+    def training_step(self, batch: ViewBatch) -> StepOutput:
+        images = batch.views[0]
+        p = self.backbone.patch_size
+        gh, gw = images.shape[-2] // p, images.shape[-1] // p
+        context_idx, target_idx = jepa_masks(len(images), gh, gw, **self.mask_options)
+        context_idx, target_idx = context_idx.to(images.device), target_idx.to(images.device)
+        b, m, t = target_idx.shape
+        with torch.no_grad():
+            full = self.target_encoder["backbone"].forward_tokens(images)[:, self.backbone.num_prefix:]
+            full = F.layer_norm(full, full.shape[-1:])
+            target = torch.gather(full, 1, target_idx.reshape(b, m * t, 1).expand(-1, -1, full.shape[-1]))
+        context = self.backbone.forward_tokens(images, keep=context_idx)[:, self.backbone.num_prefix:]
+        prediction = self.predictor(context, context_idx, target_idx, gh, gw)
+        loss = self.criterion(prediction, target.reshape(b, m, t, -1))
+        logs = {"momentum": self.momentum, "context_patches": float(context_idx.shape[1]),
+                "target_patches": float(m * t)}
+        return StepOutput(loss=loss, features=None, logs=logs)
+
+    @torch.no_grad()
+    def on_step_end(self, progress: float) -> None:
+        """Target encoder EMA with momentum rising linearly from ``base_momentum`` to ``final_momentum``."""
+        p = min(max(float(progress), 0.0), 1.0)
+        self.momentum = self.base_momentum + (self.final_momentum - self.base_momentum) * p
+        self.target_encoder.momentum_update(self.momentum)

@@ -1,0 +1,112 @@
+"""SimMIM: "SimMIM: A Simple Framework for Masked Image Modeling".
+
+Xie, Zhang, Cao, Lin, Bao, Yao, Dai, Hu, 2021. https://arxiv.org/abs/2111.09886
+Official code: https://github.com/microsoft/SimMIM
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from selfsup.backbones.base import Backbone
+from selfsup.backbones.vit import VisionTransformer
+from selfsup.losses.simmim import SimMIMLoss
+from selfsup.methods.base import Method, StepOutput, ViewBatch, decay_groups
+from selfsup.methods.registry import METHODS
+from selfsup.nn.masking import block_random_mask
+from selfsup.nn.patches import unpatchify
+
+
+@METHODS.register("simmim", "SimMIM (2021): mask-token ViT input, linear head regresses masked pixels with L1")
+class SimMIM(Method):
+    """Masked patches become a learned mask token; a linear head predicts their raw pixels.
+
+    Each image masks ``mask_ratio`` of its ``mask_patch_size`` pixel squares at random
+    (:func:`selfsup.nn.masking.block_random_mask`); every patch token goes through the encoder,
+    masked ones replaced by the ViT's mask token plus their position
+    (``backbone.forward_tokens(mask=...)``). A one-layer linear head maps each output patch
+    token to its ``p x p x C`` pixels (the official 1x1 convolution and pixel shuffle, up to the
+    order of the outputs), and :class:`~selfsup.losses.simmim.SimMIMLoss` is the L1 distance to
+    the normalised input pixels over masked pixels only. Defaults are the paper's (Sec. 3-4 and
+    the official ViT-B / Swin configs): mask ratio 0.6 with 32 px mask patches (at 192-224 px;
+    recipes scale the mask patch with the image and it must be a multiple of the ViT patch
+    and divide the view size); views: crop with scale (0.67, 1) and flip (``simmim``). The
+    paper's ViT also has relative position bias and layer scale, which the library's ViT does
+    not. The evaluation representation is the class token of the unmasked image; with
+    ``online_probe`` it is computed for ``views[0]`` without gradient for the engine's online
+    probe.
+
+    Args:
+        backbone: a :class:`~selfsup.backbones.vit.VisionTransformer`.
+        mask_ratio: fraction of mask patches masked per image.
+        mask_patch_size: side of a mask patch in pixels.
+        online_probe: return unmasked class-token features for the engine's online probe.
+
+    Example:
+        >>> method = SimMIM(selfsup.backbones.get("vit_tiny", image_size=32, patch_size=4), mask_patch_size=8)
+        >>> out = method.training_step(ViewBatch(views=[images], labels=y, indices=i))
+    """
+
+    default_views = "simmim"
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        *,
+        mask_ratio: float = 0.6,
+        mask_patch_size: int = 32,
+        online_probe: bool = True,
+    ) -> None:
+        super().__init__(backbone)
+        if not isinstance(backbone, VisionTransformer):
+            raise TypeError(
+                "SimMIM (as implemented here) needs a VisionTransformer backbone with a mask token "
+                f"(e.g. selfsup.backbones.get('vit_small', image_size=32, patch_size=4)); got {type(backbone).__name__}"
+            )
+        if not 0.0 < mask_ratio <= 1.0:
+            raise ValueError(f"SimMIM needs mask_ratio in (0, 1], got {mask_ratio}")
+        if mask_patch_size < 1 or mask_patch_size % backbone.patch_size:
+            raise ValueError(
+                f"SimMIM needs mask_patch_size to be a multiple of the ViT patch size {backbone.patch_size}, "
+                f"got {mask_patch_size}"
+            )
+        self.mask_ratio, self.mask_patch_size = mask_ratio, mask_patch_size
+        self.online_probe = online_probe
+        self.channels = backbone.patch_embed.in_channels
+        self.head = nn.Linear(self.feature_dim, backbone.patch_size ** 2 * self.channels)
+        self.criterion = SimMIMLoss()
+
+    def parameter_groups(self, weight_decay: float) -> list[dict]:
+        """The usual split, with the class token and a learned position table also free of weight
+        decay (the official ViT's ``no_weight_decay``: ``pos_embed``, ``cls_token``)."""
+        no_decay = {"backbone.cls_token", "backbone.pos_embed"}
+        named = list(self.named_parameters())
+        groups = decay_groups([(n, q) for n, q in named if n not in no_decay], weight_decay)
+        groups[1]["params"] += [q for n, q in named if n in no_decay and q.requires_grad]
+        return groups
+
+    def sample_mask(self, batch_size: int, height: int, width: int, device: torch.device) -> torch.Tensor:
+        """``(B, N)`` token mask (True = masked) for views of ``height x width`` pixels."""
+        s, p = self.mask_patch_size, self.backbone.patch_size
+        if height % s or width % s:
+            raise ValueError(
+                f"SimMIM: the view size {height}x{width} is not a multiple of mask_patch_size={s}; "
+                "set method.mask_patch_size to a divisor of the view size (and a multiple of the ViT patch)"
+            )
+        return block_random_mask(batch_size, height // p, width // p, s // p, self.mask_ratio, device)
+
+    def training_step(self, batch: ViewBatch) -> StepOutput:
+        images = batch.views[0]
+        vit: VisionTransformer = self.backbone  # type: ignore[assignment]
+        b, c, h, w = images.shape
+        p = vit.patch_size
+        mask = self.sample_mask(b, h, w, images.device)
+        tokens = vit.forward_tokens(images, mask=mask)[:, vit.num_prefix:]
+        reconstruction = unpatchify(self.head(tokens), p, h, w, c)
+        pixel_mask = mask.reshape(b, h // p, w // p).repeat_interleave(p, dim=1).repeat_interleave(p, dim=2)
+        loss = self.criterion(reconstruction, images, pixel_mask)
+        features = None
+        if self.online_probe:
+            with torch.no_grad():
+                features = vit(images)
+        return StepOutput(loss=loss, features=features)
