@@ -95,3 +95,12 @@ def test_a_vit_trains_through_the_engine(name, tmp_path):
         args.append("augment.local_size=8")
     assert main(args) == 0
     assert main(["eval", "knn", str(tmp_path / name), "--k", "20"]) == 0
+
+
+def test_a2mim_also_trains_a_resnet_through_the_engine(tmp_path):
+    args = ["train", "--output-dir", str(tmp_path), "--name", "a2mim", "--epochs", "1", "--method", "a2mim",
+            "--data", "digits", "--backbone", "resnet_tiny", "backbone.width=4", "--batch-size", "64",
+            "--precision", "32-true", "augment.size=16", "progress_bar=false", "monitor.knn_k=20",
+            "method.mask_patch_size=8"]
+    assert main(args) == 0
+    assert main(["eval", "knn", str(tmp_path / "a2mim"), "--k", "20"]) == 0

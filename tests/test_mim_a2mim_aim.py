@@ -214,11 +214,54 @@ def test_a2mim_mask_token_only_on_masked_patches() -> None:
     assert not torch.allclose(method.encode(images, full), method.backbone.forward_tokens(images), atol=1e-4)
 
 
-def test_a2mim_rejects_cnn_and_bad_sizes() -> None:
-    with pytest.raises(TypeError, match="VisionTransformer"):
-        methods.get("a2mim", backbone=selfsup.backbones.get("resnet_tiny", width=4))
+def test_a2mim_rejects_other_backbones_and_bad_sizes() -> None:
+    class Other(torch.nn.Module):
+        feature_dim = 8
+
+    with pytest.raises(TypeError, match="VisionTransformer and selfsup ResNet"):
+        methods.get("a2mim", backbone=Other())
     with pytest.raises(ValueError):
         methods.get("a2mim", backbone=_vit(), mask_patch_size=6)
+    with pytest.raises(ValueError, match="mask_layer"):
+        methods.get("a2mim", backbone=selfsup.backbones.get("resnet_tiny", width=4), mask_layer=5)
+
+
+def _resnet_a2mim():
+    torch.manual_seed(0)
+    return methods.get("a2mim", backbone=selfsup.backbones.get("resnet_tiny", width=4), mask_patch_size=8).eval()
+
+
+def test_a2mim_resnet_mask_token_enters_at_the_chosen_stage_only_where_masked() -> None:
+    method = _resnet_a2mim()
+    assert method.mask_layer == 3 and method.mask_token.shape == (1, 16, 1, 1)  # stage 3 of width 4: 4 * 2**2
+    images = torch.rand(2, 3, 16, 16)
+    empty = torch.zeros(2, 1, 16, 16)
+    torch.testing.assert_close(method.encode_resnet(images, empty), method.backbone.feature_map(images))
+    mask = torch.zeros(2, 1, 16, 16)
+    mask[:, :, :8, :8] = 1.0
+    with torch.no_grad():
+        method.mask_token.fill_(5.0)
+    stages = [method.backbone.stem, *method.backbone.stages]
+    x = images
+    for index, stage in enumerate(stages):  # reference: stage by stage, adding the token by hand
+        x = stage(x)
+        if index == 3:
+            x = x + 5.0 * torch.nn.functional.interpolate(mask, size=x.shape[-2:], mode="nearest")
+    torch.testing.assert_close(method.encode_resnet(images, mask), x)
+
+
+def test_a2mim_resnet_masked_pixels_never_reach_the_network() -> None:
+    method = _resnet_a2mim()
+    images = torch.rand(2, 3, 16, 16)
+    mask = torch.zeros(2, 1, 16, 16)
+    mask[:, :, 8:, 8:] = 1.0
+    changed = images.clone()
+    changed[:, :, 8:, 8:] = torch.rand(2, 3, 8, 8)
+    a = method.encode_resnet(fill_with_mean_colour(images, mask), mask)
+    b = method.encode_resnet(fill_with_mean_colour(changed, mask), mask)
+    torch.testing.assert_close(a, b)
+    reconstruction = torch.nn.functional.pixel_shuffle(method.decoder(a), method.stride)
+    assert reconstruction.shape == images.shape and method.stride == 8
 
 
 # ----------------------------------------------------------------------------- smoke

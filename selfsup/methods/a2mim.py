@@ -6,9 +6,12 @@ Official code: https://github.com/Westlake-AI/openmixup
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfsup.backbones.base import Backbone
+from selfsup.backbones.resnet import TorchvisionResNet
+from selfsup.backbones.small_resnet import SmallResNet
 from selfsup.backbones.vit import VisionTransformer
 from selfsup.losses.a2mim import A2MIMLoss
 from selfsup.methods.base import Method, StepOutput, ViewBatch
@@ -33,13 +36,21 @@ class A2MIM(Method):
     mask token at layer 0 (after the patch embedding; the paper places it in the middle stage
     for CNNs, and ``mask_layer`` moves it to any block), learnable mask token, FFT weight 0.1.
     :meth:`embed` is the class token, as the official ``forward_backbone``.
-    Not done: the ResNet variant (mask token after stage 3, focal L1 loss, FFT weight 0.5).
+
+    ResNets (the paper's CNN variant): the mask token, one learnable vector per channel, is added
+    at the masked positions (the pixel mask downsampled to the feature map) of the output of
+    stage ``mask_layer`` (0 = stem, 1-4 = residual stages; 3 = the middle stage, the paper's
+    choice); a 1x1 convolution + pixel shuffle on the last feature map predicts the pixels
+    (SimMIM-style decoder). Differences from the official ResNet-50 config: plain L1 instead of
+    its focal L1 with sigmoid, and the FFT weight stays an option (the official R50 uses 0.5).
 
     Args:
-        backbone: a :class:`~selfsup.backbones.vit.VisionTransformer`.
+        backbone: a :class:`~selfsup.backbones.vit.VisionTransformer` or a selfsup ResNet
+            (``resnet18/34/50``, ``resnet_small``, ``resnet_tiny``).
         mask_ratio: share of mask blocks masked per image.
         mask_patch_size: side of a mask block in pixels (a multiple of the ViT patch size).
-        mask_layer: index of the block whose input receives the mask token (0 = first block).
+        mask_layer: ViT: index of the block whose input receives the mask token (0 = first block);
+            ResNet: the stage whose output receives it (default None: 0 for ViTs, 3 for ResNets).
         fft_weight: weight of the frequency loss.
 
     Example:
@@ -55,31 +66,48 @@ class A2MIM(Method):
         *,
         mask_ratio: float = 0.6,
         mask_patch_size: int = 32,
-        mask_layer: int = 0,
+        mask_layer: int | None = None,
         fft_weight: float = 0.1,
     ) -> None:
         super().__init__(backbone)
-        if not isinstance(backbone, VisionTransformer):
-            raise TypeError(
-                f"A2MIM here supports VisionTransformer backbones only (the ResNet variant is not "
-                f"implemented); got {type(backbone).__name__}. Use e.g. --backbone vit_tiny."
-            )
-        if mask_patch_size % backbone.patch_size or not 0 <= mask_layer < len(backbone.blocks):
-            raise ValueError(
-                f"A2MIM needs mask_patch_size a multiple of the patch size {backbone.patch_size} and "
-                f"0 <= mask_layer < depth {len(backbone.blocks)}; got {mask_patch_size}, {mask_layer}"
-            )
-        self.mask_ratio, self.mask_patch_size, self.mask_layer = mask_ratio, mask_patch_size, mask_layer
-        self.channels = backbone.patch_embed.in_channels
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, self.feature_dim))
+        self.is_vit = isinstance(backbone, VisionTransformer)
+        if self.is_vit:
+            mask_layer = 0 if mask_layer is None else mask_layer
+            if mask_patch_size % backbone.patch_size or not 0 <= mask_layer < len(backbone.blocks):
+                raise ValueError(
+                    f"A2MIM needs mask_patch_size a multiple of the patch size {backbone.patch_size} and "
+                    f"0 <= mask_layer < depth {len(backbone.blocks)}; got {mask_patch_size}, {mask_layer}"
+                )
+            self.channels = backbone.patch_embed.in_channels
+            self.mask_token = nn.Parameter(torch.zeros(1, 1, self.feature_dim))
+            self.decoder = nn.Linear(self.feature_dim, backbone.patch_size ** 2 * self.channels)
+        else:
+            stages = resnet_stages(backbone)  # TypeError for other backbones
+            mask_layer = 3 if mask_layer is None else mask_layer
+            if not 0 <= mask_layer < len(stages):
+                raise ValueError(f"A2MIM on a ResNet needs 0 <= mask_layer < {len(stages)}, got {mask_layer}")
+            self.channels = backbone.config["in_channels"]
+            self.mask_token = nn.Parameter(torch.zeros(1, stage_channels(stages[mask_layer]), 1, 1))
+            self.stride = output_stride(backbone)
+            self.decoder = nn.Conv2d(self.feature_dim, self.stride ** 2 * self.channels, 1)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
-        self.decoder = nn.Linear(self.feature_dim, backbone.patch_size ** 2 * self.channels)
+        self.mask_ratio, self.mask_patch_size, self.mask_layer = mask_ratio, mask_patch_size, mask_layer
         self.criterion = A2MIMLoss(fft_weight=fft_weight)
 
     def sample_mask(self, images: Tensor) -> Tensor:
         """Pixel mask ``(B, 1, H, W)`` of random blocks (1 = masked)."""
         b, _, h, w = images.shape
         return random_block_mask(b, h, w, self.mask_patch_size, self.mask_ratio, device=images.device).to(images.dtype)
+
+    def encode_resnet(self, images: Tensor, mask: Tensor) -> Tensor:
+        """The last feature map ``(B, C, h, w)`` of mean-filled ``images``, with the mask token added
+        at the masked positions of stage ``mask_layer``'s output."""
+        x = images
+        for index, stage in enumerate(resnet_stages(self.backbone)):
+            x = stage(x)
+            if index == self.mask_layer:
+                x = x + F.interpolate(mask, size=x.shape[-2:], mode="nearest") * self.mask_token
+        return x
 
     def encode(self, images: Tensor, mask: Tensor) -> Tensor:
         """All tokens ``(B, prefix + N, D)`` after the final norm, for mean-filled ``images``.
@@ -109,8 +137,44 @@ class A2MIM(Method):
     def training_step(self, batch: ViewBatch) -> StepOutput:
         images = torch.cat(batch.views)
         mask = self.sample_mask(images)
+        n = batch.views[0].shape[0]
+        if not self.is_vit:
+            fmap = self.encode_resnet(fill_with_mean_colour(images, mask), mask)
+            reconstruction = F.pixel_shuffle(self.decoder(fmap), self.stride)
+            loss = self.criterion(reconstruction, images, mask)
+            return StepOutput(loss=loss, features=fmap[:n].mean((2, 3)), logs={"mask_share": mask.mean()})
         tokens = self.encode(fill_with_mean_colour(images, mask), mask)
         reconstruction = self.reconstruct(tokens, images.shape[-2], images.shape[-1])
         loss = self.criterion(reconstruction, images, mask)
-        n = batch.views[0].shape[0]
         return StepOutput(loss=loss, features=tokens[:n, 0], logs={"mask_share": mask.mean()})
+
+
+def resnet_stages(backbone: Backbone) -> list[nn.Module]:
+    """The stem and the four residual stages of a selfsup ResNet, in order (a TypeError otherwise).
+
+    Example:
+        >>> len(resnet_stages(selfsup.backbones.get("resnet_tiny")))
+        5
+    """
+    if isinstance(backbone, TorchvisionResNet):
+        stem = nn.Sequential(backbone.conv1, backbone.bn1, backbone.relu, backbone.maxpool)
+        return [stem, backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4]
+    if isinstance(backbone, SmallResNet):
+        return [backbone.stem, *backbone.stages]
+    raise TypeError(
+        f"A2MIM supports VisionTransformer and selfsup ResNet backbones; got {type(backbone).__name__}. "
+        "Use e.g. --backbone vit_tiny or --backbone resnet18."
+    )
+
+
+def stage_channels(stage: nn.Module) -> int:
+    """Output channels of a ResNet stage: those of its last BatchNorm."""
+    norms = [m for m in stage.modules() if isinstance(m, nn.BatchNorm2d)]
+    return norms[-1].num_features
+
+
+def output_stride(backbone: Backbone) -> int:
+    """How many input pixels one position of the last feature map spans (8 with a CIFAR stem, else 32)."""
+    if isinstance(backbone, TorchvisionResNet):
+        return 8 if backbone.config["cifar_stem"] else 32
+    return 8  # SmallResNet: stride-1 stem, three stride-2 stages
