@@ -7,6 +7,7 @@ from selfsup._registry import Registry
 from selfsup.backbones.base import Backbone
 from selfsup.backbones.resnet import resnet_factory
 from selfsup.backbones.small_resnet import SmallResNet
+from selfsup.backbones.swin import SwinTransformer
 from selfsup.backbones.timm_backbone import PREFIX, TimmBackbone
 from selfsup.backbones.vit import VisionTransformer
 
@@ -54,6 +55,25 @@ for _name, (_dim, _depth, _heads) in _VIT_SIZES.items():
         _name, f"ViT ({_dim}-d, {_depth} blocks, {_heads} heads): masking, registers, resizable position embedding; "
         "patch_size / image_size options",
     )(_vit_factory(_name, _dim, _depth, _heads))
+
+
+@BACKBONES.register(
+    "swin_tiny", "Swin-T (Liu et al. 2021; 96-d, depths (2,2,6,2)): shifted-window attention, mask token for "
+    "SimMIM, 768-d pooled features; image_size / patch_size / window_size / depths options",
+)
+def swin_tiny(
+    image_size: int = 224, patch_size: int = 4, window_size: int = 7, embed_dim: int = 96,
+    depths: Sequence[int] = (2, 2, 6, 2), num_heads: Sequence[int] = (3, 6, 12, 24), in_channels: int = 3,
+    drop_path_rate: float = 0.0,
+) -> SwinTransformer:
+    depths, num_heads = tuple(int(d) for d in depths), tuple(int(h) for h in num_heads)
+    swin = SwinTransformer(image_size=image_size, patch_size=patch_size, window_size=window_size,
+                           embed_dim=embed_dim, depths=depths, num_heads=num_heads, in_channels=in_channels,
+                           drop_path_rate=drop_path_rate)
+    swin.config = {"image_size": image_size, "patch_size": patch_size, "window_size": window_size,
+                   "embed_dim": embed_dim, "depths": depths, "num_heads": num_heads, "in_channels": in_channels,
+                   "drop_path_rate": drop_path_rate}
+    return swin
 
 
 def get(name: str, **kwargs: object) -> Backbone:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from selfsup.backbones.base import Backbone
+from selfsup.backbones.swin import SwinTransformer
 from selfsup.backbones.vit import VisionTransformer
 from selfsup.losses.simmim import SimMIMLoss
 from selfsup.methods.base import Method, StepOutput, ViewBatch, decay_groups
@@ -36,8 +37,16 @@ class SimMIM(Method):
     ``online_probe`` it is computed for ``views[0]`` without gradient for the engine's online
     probe.
 
+    With a :class:`~selfsup.backbones.swin.SwinTransformer` (``swin_tiny``; Liu et al. 2021,
+    arXiv 2103.14030), as in the paper: masked patch embeddings become the Swin's mask token
+    before its first stage, and the head is the official 1x1 convolution to ``stride^2 * C``
+    channels plus a pixel shuffle by the Swin's total stride (32 for Swin-T), applied to the last
+    feature map; views must then be multiples of that stride, and the features are the
+    average-pooled last stage.
+
     Args:
-        backbone: a :class:`~selfsup.backbones.vit.VisionTransformer`.
+        backbone: a :class:`~selfsup.backbones.vit.VisionTransformer` or a
+            :class:`~selfsup.backbones.swin.SwinTransformer`.
         mask_ratio: fraction of mask patches masked per image.
         mask_patch_size: side of a mask patch in pixels.
         online_probe: return unmasked class-token features for the engine's online probe.
@@ -58,29 +67,39 @@ class SimMIM(Method):
         online_probe: bool = True,
     ) -> None:
         super().__init__(backbone)
-        if not isinstance(backbone, VisionTransformer):
+        if not isinstance(backbone, (VisionTransformer, SwinTransformer)):
             raise TypeError(
-                "SimMIM (as implemented here) needs a VisionTransformer backbone with a mask token "
+                "SimMIM (as implemented here) needs a VisionTransformer or SwinTransformer backbone with a mask token "
                 f"(e.g. selfsup.backbones.get('vit_small', image_size=32, patch_size=4)); got {type(backbone).__name__}"
             )
         if not 0.0 < mask_ratio <= 1.0:
             raise ValueError(f"SimMIM needs mask_ratio in (0, 1], got {mask_ratio}")
+        self.swin = isinstance(backbone, SwinTransformer)
         if mask_patch_size < 1 or mask_patch_size % backbone.patch_size:
             raise ValueError(
-                f"SimMIM needs mask_patch_size to be a multiple of the ViT patch size {backbone.patch_size}, "
+                f"SimMIM needs mask_patch_size to be a multiple of the {'Swin' if self.swin else 'ViT'} patch size "
+                f"{backbone.patch_size}, "
                 f"got {mask_patch_size}"
             )
         self.mask_ratio, self.mask_patch_size = mask_ratio, mask_patch_size
         self.online_probe = online_probe
         self.channels = backbone.patch_embed.in_channels
-        self.head = nn.Linear(self.feature_dim, backbone.patch_size ** 2 * self.channels)
+        if self.swin:  # official: Conv2d(num_features, stride^2 * C, 1) + PixelShuffle(stride)
+            stride = backbone.stride
+            self.head: nn.Module = nn.Sequential(
+                nn.Conv2d(self.feature_dim, stride ** 2 * self.channels, 1), nn.PixelShuffle(stride))
+        else:
+            self.head = nn.Linear(self.feature_dim, backbone.patch_size ** 2 * self.channels)
         self.criterion = SimMIMLoss()
 
     def parameter_groups(self, weight_decay: float) -> list[dict]:
         """The usual split, with the class token and a learned position table also free of weight
-        decay (the official ViT's ``no_weight_decay``: ``pos_embed``, ``cls_token``)."""
+        decay (the official ViT's ``no_weight_decay``: ``pos_embed``, ``cls_token``; for a Swin the
+        official ``relative_position_bias_table`` and ``mask_token``)."""
         no_decay = {"backbone.cls_token", "backbone.pos_embed"}
         named = list(self.named_parameters())
+        if self.swin:
+            no_decay = {n for n, _ in named if n == "backbone.mask_token" or n.endswith("relative_position_bias_table")}
         groups = decay_groups([(n, q) for n, q in named if n not in no_decay], weight_decay)
         groups[1]["params"] += [q for n, q in named if n in no_decay and q.requires_grad]
         return groups
@@ -93,10 +112,18 @@ class SimMIM(Method):
                 f"SimMIM: the view size {height}x{width} is not a multiple of mask_patch_size={s}; "
                 "set method.mask_patch_size to a divisor of the view size (and a multiple of the ViT patch)"
             )
+        stride = self.backbone.stride if self.swin else p
+        if height % stride or width % stride:
+            raise ValueError(
+                f"SimMIM: the view size {height}x{width} is not a multiple of the Swin's total stride {stride} "
+                "(its head pixel-shuffles the last feature map by the stride); use a view size that is a multiple of it"
+            )
         return block_random_mask(batch_size, height // p, width // p, s // p, self.mask_ratio, device)
 
     def training_step(self, batch: ViewBatch) -> StepOutput:
         images = batch.views[0]
+        if self.swin:
+            return self._swin_step(images)
         vit: VisionTransformer = self.backbone  # type: ignore[assignment]
         b, c, h, w = images.shape
         p = vit.patch_size
@@ -109,4 +136,19 @@ class SimMIM(Method):
         if self.online_probe:
             with torch.no_grad():
                 features = vit(images)
+        return StepOutput(loss=loss, features=features)
+
+    def _swin_step(self, images: torch.Tensor) -> StepOutput:
+        """SimMIM with a Swin: mask token at the input, 1x1 conv + pixel shuffle on the last map."""
+        swin: SwinTransformer = self.backbone  # type: ignore[assignment]
+        b, c, h, w = images.shape
+        p = swin.patch_size
+        mask = self.sample_mask(b, h, w, images.device)
+        reconstruction = self.head(swin.forward_features(images, mask=mask))
+        pixel_mask = mask.reshape(b, h // p, w // p).repeat_interleave(p, dim=1).repeat_interleave(p, dim=2)
+        loss = self.criterion(reconstruction, images, pixel_mask)
+        features = None
+        if self.online_probe:
+            with torch.no_grad():
+                features = swin(images)
         return StepOutput(loss=loss, features=features)
