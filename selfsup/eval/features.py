@@ -33,7 +33,9 @@ def extract_features(
     """
     device = torch.device(device)
     subset = dataset if indices is None else Subset(dataset, [int(i) for i in indices])
-    loader = DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    # An own generator: the loader's worker seed is then not drawn from (and does not move) the global RNG.
+    loader = DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        generator=torch.Generator().manual_seed(0))
     was_training = isinstance(encoder, nn.Module) and encoder.training
     if isinstance(encoder, nn.Module):
         encoder.eval()

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["knn_accuracy", "knn_predict"]
+from selfsup.eval.metrics import topk_accuracy
+from selfsup.eval.splits import stratified_holdout
+
+__all__ = ["knn_accuracy", "knn_predict", "knn_sweep"]
 
 # exp(1 / T) overflows float32 (max ~ e^88.7) when 1 / T is this large; votes then use float64.
 _FLOAT32_MAX_EXPONENT = 80.0
@@ -175,11 +179,48 @@ def knn_accuracy(
         temperature=temperature,
         chunk_size=chunk_size,
     )
-    labels = test_labels.to(device=scores.device, dtype=torch.long)
-    true_score = scores.gather(1, labels[:, None])  # (n_test, 1)
-    # Classes scoring >= the true class, the true class itself excluded.
-    rivals = (scores >= true_score).sum(dim=1) - 1
-    return {
-        f"top{t}": 100.0 * float((rivals < min(t, num_classes)).double().mean())
-        for t in topk
-    }
+    return topk_accuracy(scores, test_labels, topk)
+
+
+def knn_sweep(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    *,
+    ks: Sequence[int] = (10, 20, 50, 100, 200),
+    temperature: float = 0.1,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    num_classes: int | None = None,
+    chunk_size: int = 1024,
+) -> dict[str, Any]:
+    """Choose ``k`` for :func:`knn_accuracy` on a validation part of the TRAINING features only.
+
+    A seeded, stratified ``val_fraction`` of the training features
+    (:func:`selfsup.eval.stratified_holdout`) is classified with the rest as memory, for each ``k``
+    in ``ks``; the ``k`` with the best validation top-1 wins (ties: the smaller ``k``). Test
+    features are not an argument: the choice cannot depend on them. Score the test split at the
+    chosen ``k`` afterwards, with the whole training set as memory.
+
+    Returns:
+        ``{"k": chosen k, "val_top1": its validation top-1, "sweep": [{"k", "val_top1", "val_top5"}, ...],
+        "val_size": number of validation samples}``.
+
+    Example:
+        >>> x, y = torch.randn(500, 8), torch.randint(0, 4, (500,))
+        >>> knn_sweep(x, y, ks=(5, 20))["k"] in (5, 20)
+        True
+    """
+    ks = sorted({int(k) for k in ks})
+    if not ks or ks[0] <= 0:
+        raise ValueError(f"knn_sweep needs positive values of k, got {ks}")
+    labels = train_y.long()
+    num_classes = int(labels.max()) + 1 if num_classes is None else int(num_classes)
+    fit_idx, val_idx = stratified_holdout(labels.cpu(), val_fraction, seed)
+    fit_idx, val_idx = fit_idx.to(train_x.device), val_idx.to(train_x.device)
+    sweep = []
+    for k in ks:
+        acc = knn_accuracy(train_x[fit_idx], labels[fit_idx], train_x[val_idx], labels[val_idx], num_classes=num_classes,
+                           k=k, temperature=temperature, chunk_size=chunk_size)
+        sweep.append({"k": k, "val_top1": acc["top1"], "val_top5": acc["top5"]})
+    best = max(sweep, key=lambda entry: (entry["val_top1"], -entry["k"]))
+    return {"k": best["k"], "val_top1": best["val_top1"], "sweep": sweep, "val_size": len(val_idx)}
