@@ -4,7 +4,9 @@ Every ``knn_every`` epochs (and after the last one) the backbone embeds a held-o
 seeded subset of the training split with the deterministic evaluation transform; the weighted
 k-NN classifier of InstDisc (Wu et al. 2018, arXiv 1805.01978) gives ``knn/top1`` and
 ``knn/top5``, and the online linear probe, applied to the same held-out features, gives
-``probe/val_top1``. It runs on global rank 0 only; other ranks wait at the next collective.
+``probe/val_top1``. The held-out features also give the collapse monitors of
+:mod:`selfsup.eval.collapse` (``collapse/std``, ``collapse/std_ideal``, ``collapse/rankme``).
+It runs on global rank 0 only; other ranks wait at the next collective.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import lightning as L
 import torch
 from torch.utils.data import Dataset
 
+from selfsup.eval.collapse import collapse_metrics
 from selfsup.eval.features import extract_features
 from selfsup.eval.knn import knn_accuracy
 
@@ -30,6 +33,8 @@ class MonitorConfig:
         probe: train an online linear probe on detached features when labels exist.
         probe_lr: its learning rate (SGD, momentum 0.9, cosine schedule).
         resources_every: log resident memory and open files every this many steps (0: never).
+        test_at_end: when the held-out split is a validation part of the training split
+            (``data.val_fraction > 0``), also measure k-NN on the test split once after training.
     """
 
     knn_every: int = 1
@@ -39,10 +44,11 @@ class MonitorConfig:
     probe: bool = True
     probe_lr: float = 0.1
     resources_every: int = 100
+    test_at_end: bool = False
 
 
 class EvaluationMonitor(L.Callback):
-    """Logs k-NN accuracy (and the online probe's held-out accuracy) during training.
+    """Logs k-NN accuracy, the online probe's held-out accuracy and collapse monitors during training.
 
     Example:
         >>> monitor = EvaluationMonitor(MonitorConfig(knn_every=5), train_set, test_set, EvalTransform(32, m, s))
@@ -91,4 +97,5 @@ class EvaluationMonitor(L.Callback):
         if pl_module.probe is not None and keep.any():
             logits = pl_module.probe(test_x[keep].to(pl_module.device)).float().cpu()
             metrics["probe/val_top1"] = 100.0 * (logits.argmax(1) == test_y[keep]).float().mean().item()
+        metrics.update(collapse_metrics(test_x))  # every held-out image, labelled or not
         return metrics
