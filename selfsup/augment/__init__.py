@@ -13,12 +13,13 @@ import pkgutil as _pkgutil
 
 from selfsup.augment import functional
 from selfsup.augment.recipes import RECIPES, byol, crop_flip, get, mocov2, names, simclr
-from selfsup.augment.views import EvalTransform, MultiView, ViewSpec, apply_view
+from selfsup.augment.views import EvalTransform, MultiView, ViewParams, ViewSpec, apply_view, render_view, sample_view
 
 __all__ = [
     "RECIPES",
     "EvalTransform",
     "MultiView",
+    "ViewParams",
     "ViewSpec",
     "apply_view",
     "byol",
@@ -27,6 +28,8 @@ __all__ = [
     "get",
     "mocov2",
     "names",
+    "render_view",
+    "sample_view",
     "simclr",
 ]
 

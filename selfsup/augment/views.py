@@ -6,14 +6,14 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, NoReturn
 
 import torch
 from torch import Tensor
 
 from selfsup.augment import functional as AF
-from selfsup.errors import ConfigError
+from selfsup.errors import ConfigError, DataError
 
 _PROBABILITIES = ("hflip_p", "jitter_p", "gray_p", "blur_p", "solarize_p")
 
@@ -116,15 +116,112 @@ def _floats(name: str, value: Any, length: int | None = None) -> tuple[float, ..
     return tuple(float(v) for v in value)
 
 
+@dataclass
+class ViewParams:
+    """The random parameters of one view of a batch: one row per sample, drawn by :func:`sample_view`.
+
+    Attributes:
+        boxes: int64 ``(B, 4)`` crop boxes ``(x0, y0, w, h)`` in input pixels.
+        flip: bool ``(B,)``, horizontal mirror.
+        jitter: bool ``(B,)``, colour jitter applied.
+        factors: ``(B, 4)`` brightness, contrast and saturation factors and the hue shift (turns);
+            drawn for every sample, used where ``jitter`` holds.
+        order: int64 ``(B, 4)``, ``order[i, p]`` = the jitter op (0 brightness, 1 contrast,
+            2 saturation, 3 hue) that sample ``i`` runs at position ``p``.
+        gray: bool ``(B,)``, converted to grayscale.
+        blur: bool ``(B,)``, Gaussian blur applied.
+        sigma: ``(B,)`` blur standard deviations in output pixels (used where ``blur`` holds).
+        solarize: bool ``(B,)``, solarized.
+
+    Example:
+        >>> p = sample_view(ViewSpec(size=8), 4, 16, 16, torch.Generator().manual_seed(0))
+        >>> p.boxes.shape, p[1:3].flip.shape
+        (torch.Size([4, 4]), torch.Size([2]))
+    """
+
+    boxes: Tensor
+    flip: Tensor
+    jitter: Tensor
+    factors: Tensor
+    order: Tensor
+    gray: Tensor
+    blur: Tensor
+    sigma: Tensor
+    solarize: Tensor
+
+    def __getitem__(self, rows: slice) -> ViewParams:
+        """The parameters of the samples ``rows`` (a slice of the batch)."""
+        return ViewParams(*(getattr(self, f.name)[rows] for f in fields(self)))
+
+
+def sample_view(
+    spec: ViewSpec,
+    batch: int,
+    height: int,
+    width: int,
+    generator: torch.Generator,
+    device: torch.device | str | None = None,
+) -> ViewParams:
+    """Draw one view's per-sample random parameters for a batch of ``height x width`` images.
+
+    All draws come from ``generator``, in a fixed order, vectorised over the batch (no loop over
+    samples); the results are moved to ``device`` (the generator's by default).
+
+    Example:
+        >>> p = sample_view(ViewSpec(size=8, gray_p=1.0), 3, 32, 32, torch.Generator().manual_seed(0))
+        >>> p.gray.tolist()
+        [True, True, True]
+    """
+    device = torch.device(device) if device is not None else generator.device
+
+    def draw(low: float, high: float, columns: int | None = None) -> Tensor:
+        shape = (batch,) if columns is None else (batch, columns)
+        return AF.uniform(low, high, shape, generator).to(device)
+
+    boxes = AF.sample_crop_boxes(height, width, batch, spec.scale, spec.ratio, generator=generator)
+    flip = draw(0.0, 1.0) < spec.hflip_p
+    jitter = draw(0.0, 1.0) < spec.jitter_p
+    *factor_strengths, hue = spec.jitter
+    factors = torch.stack([draw(max(0.0, 1.0 - s), 1.0 + s) for s in factor_strengths] + [draw(-hue, hue)], 1)
+    order = torch.argsort(draw(0.0, 1.0, columns=len(_JITTER_OPS)), dim=1)  # a permutation per sample
+    gray = draw(0.0, 1.0) < spec.gray_p
+    blur = draw(0.0, 1.0) < spec.blur_p
+    sigma = draw(*spec.blur_sigma)
+    solarize = draw(0.0, 1.0) < spec.solarize_p
+    return ViewParams(boxes.to(device), flip, jitter, factors, order, gray, blur, sigma, solarize)
+
+
+def render_view(images: Tensor, spec: ViewSpec, params: ViewParams, out: Tensor | None = None) -> Tensor:
+    """Make the view that ``params`` describe of every image of a float batch in [0, 1].
+
+    Pipeline: random resized crop + horizontal flip (one ``grid_sample``), colour jitter
+    (brightness, contrast, saturation and hue in each sample's own order, as torchvision's
+    ``ColorJitter``), grayscale, Gaussian blur, solarization, then normalisation with
+    ``spec.mean`` / ``spec.std`` written straight into ``out`` when given. Each step runs only on
+    the samples selected for it (gathered into a contiguous sub-batch), never in a loop over samples.
+
+    Example:
+        >>> spec = ViewSpec(size=8, mean=(0.5,), std=(0.5,))
+        >>> x = torch.rand(2, 1, 16, 16)
+        >>> render_view(x, spec, sample_view(spec, 2, 16, 16, torch.Generator())).shape
+        torch.Size([2, 1, 8, 8])
+    """
+    _check_normalization(spec)
+    x = AF.resized_crop(images, params.boxes, spec.size, flip=params.flip)
+    x = _color_jitter(x, spec, params)
+    x = _apply_to(x, params.gray, AF.to_grayscale)
+    blur = functools.partial(AF.gaussian_blur, kernel_size=spec.blur_kernel_size)
+    x = _apply_to(x, params.blur, blur, params.sigma)
+    x = _apply_to(x, params.solarize, AF.solarize)
+    return AF.normalize(x, spec.mean, spec.std, out=out)
+
+
 def apply_view(images: Tensor, spec: ViewSpec, generator: torch.Generator) -> Tensor:
     """Make one random view of every image in a batch, with its own parameters per sample.
 
-    Pipeline (each random step decided per sample): random resized crop + horizontal flip (one
-    ``grid_sample``), colour jitter with probability ``jitter_p`` (brightness, contrast,
-    saturation and hue in a random order per sample, as torchvision's ``ColorJitter``),
-    grayscale, Gaussian blur, solarization, normalisation. Each step runs only on the samples
-    selected for it. Random draws come from ``generator`` only, on its device, so a seeded
-    generator reproduces the output exactly.
+    :func:`sample_view` draws the parameters (from ``generator`` only, on its device, so a seeded
+    generator reproduces the output exactly) and :func:`render_view` applies them, in chunks of
+    the batch on the CPU (see :class:`MultiView`).
 
     Args:
         images: uint8 batch ``(B, C, H, W)`` (or float in [0, 1]), C = 1 or 3.
@@ -139,53 +236,28 @@ def apply_view(images: Tensor, spec: ViewSpec, generator: torch.Generator) -> Te
         >>> apply_view(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), spec, torch.Generator()).shape
         torch.Size([4, 3, 16, 16])
     """
+    return MultiView([spec])(images, generator)[0]
+
+
+def _check_normalization(spec: ViewSpec) -> None:
     if spec.mean is None or spec.std is None:
         raise ConfigError(
             "ViewSpec.mean and ViewSpec.std must be set before making views; "
             "pass them to the ViewSpec or use MultiView.with_normalization(mean, std)."
         )
-    x = AF.to_float(images)
-    b, _, height, width = x.shape
-    draw = functools.partial(_draw, batch=b, generator=generator, device=x.device)
-
-    boxes = AF.sample_crop_boxes(height, width, b, spec.scale, spec.ratio, generator=generator)
-    x = AF.resized_crop(x, boxes, spec.size, flip=draw(0.0, 1.0) < spec.hflip_p)
-    x = _color_jitter(x, spec, draw)
-    x = _apply_to(x, draw(0.0, 1.0) < spec.gray_p, AF.to_grayscale)
-    blur = functools.partial(AF.gaussian_blur, kernel_size=spec.blur_kernel_size)
-    x = _apply_to(x, draw(0.0, 1.0) < spec.blur_p, blur, draw(*spec.blur_sigma))
-    x = _apply_to(x, draw(0.0, 1.0) < spec.solarize_p, AF.solarize)
-    return AF.normalize(x, spec.mean, spec.std)
 
 
 _JITTER_OPS = (AF.adjust_brightness, AF.adjust_contrast, AF.adjust_saturation, AF.adjust_hue)
 
 
-def _color_jitter(x: Tensor, spec: ViewSpec, draw: Callable[..., Tensor]) -> Tensor:
-    """Colour jitter on a random subset, its four ops in a random order per sample."""
-    selected = draw(0.0, 1.0) < spec.jitter_p
-    *factor_strengths, hue = spec.jitter
-    params = [draw(max(0.0, 1.0 - s), 1.0 + s) for s in factor_strengths] + [draw(-hue, hue)]
-    order = torch.argsort(draw(0.0, 1.0, columns=len(_JITTER_OPS)), dim=1)  # a permutation per sample
+def _color_jitter(x: Tensor, spec: ViewSpec, params: ViewParams) -> Tensor:
+    """Colour jitter on the selected samples, its four ops in each sample's own order."""
     for position in range(len(_JITTER_OPS)):
         for k, (op, strength) in enumerate(zip(_JITTER_OPS, spec.jitter)):
             if strength > 0:
-                x = _apply_to(x, selected & (order[:, position] == k), op, params[k])
+                selected = params.jitter & (params.order[:, position] == k)
+                x = _apply_to(x, selected, op, params.factors[:, k])
     return x
-
-
-def _draw(
-    low: float,
-    high: float,
-    *,
-    batch: int,
-    generator: torch.Generator,
-    device: torch.device,
-    columns: int | None = None,
-) -> Tensor:
-    """Per-sample uniform draws from ``generator``, moved to ``device``."""
-    shape = (batch,) if columns is None else (batch, columns)
-    return AF.uniform(low, high, shape, generator).to(device)
 
 
 def _apply_to(x: Tensor, mask: Tensor, op: Callable[..., Tensor], *per_sample: Tensor) -> Tensor:
@@ -193,8 +265,15 @@ def _apply_to(x: Tensor, mask: Tensor, op: Callable[..., Tensor], *per_sample: T
     index = mask.nonzero().squeeze(1)
     if index.numel() == 0:
         return x
+    if index.numel() == x.shape[0]:
+        return op(x, *per_sample)
     params = (p.index_select(0, index) for p in per_sample)
     return x.index_copy_(0, index, op(x.index_select(0, index), *params))
+
+
+_CPU_CHUNK_ELEMENTS = 1 << 21
+"""On the CPU a batch is made in chunks of about this many values per image tensor (8 MB of
+float32), so intermediates stay in cache and below the allocator's mmap threshold."""
 
 
 class MultiView:
@@ -235,10 +314,32 @@ class MultiView:
         return sum(self.counts)
 
     def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
-        """The ``num_views`` views of ``images`` (uint8 or float in [0, 1], ``(B, C, H, W)``)."""
+        """The ``num_views`` views of ``images`` (uint8 or float in [0, 1], ``(B, C, H, W)``).
+
+        Every view's parameters are drawn first (view by view, in spec order), then the views are
+        rendered; on the CPU chunk by chunk of the batch (each chunk converted to float once for
+        all views), elsewhere in one go.
+        """
+        for spec in self.specs:
+            _check_normalization(spec)
+        if images.dim() != 4:
+            raise DataError(f"MultiView expects an image batch (B, C, H, W), got shape {tuple(images.shape)}.")
         g = generator if generator is not None else self._own_generator(images.device)
-        x = AF.to_float(images)
-        return [apply_view(x, spec, g) for spec, n in zip(self.specs, self.counts) for _ in range(n)]
+        b, c, height, width = images.shape
+        specs = [spec for spec, n in zip(self.specs, self.counts) for _ in range(n)]
+        params = [sample_view(spec, b, height, width, g, images.device) for spec in specs]
+        outs = [torch.empty(b, c, s.size, s.size, device=images.device) for s in specs]
+        if images.device.type == "cpu":
+            largest = c * max(height * width, max(s.size for s in specs) ** 2)
+            chunk = max(1, _CPU_CHUNK_ELEMENTS // largest)
+        else:
+            chunk = max(b, 1)
+        for start in range(0, b, chunk):
+            rows = slice(start, start + chunk)
+            x = AF.to_float(images[rows])
+            for spec, p, out in zip(specs, params, outs):
+                render_view(x, spec, p[rows], out=out[rows])
+        return outs
 
     def _own_generator(self, device: torch.device) -> torch.Generator:
         if self._generator is None:

@@ -282,6 +282,10 @@ def validate(config: TrainConfig) -> None:
         ("data.num_workers", config.data.num_workers >= 0, ">= 0"),
         ("data.val_fraction", 0 <= config.data.val_fraction < 1, "in [0, 1)"),
         ("data.channels", config.data.channels in (None, 1, 3), "1 or 3"),
+        ("data.decoder", config.data.decoder in ("auto", "torchvision", "pil"), "one of auto, torchvision, pil"),
+        ("data.decode_on_device", config.data.decode_on_device in (True, False, "auto"), "auto, true or false"),
+        ("data.prefetch_factor", config.data.prefetch_factor is None or config.data.prefetch_factor >= 1,
+         "null (PyTorch's default) or an integer >= 1"),
         ("precision", config.precision in ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "64-true"),
          "one of auto, 32-true, bf16-mixed, 16-mixed, 64-true"),
     ]
@@ -291,3 +295,28 @@ def validate(config: TrainConfig) -> None:
             for part in key.split("."):
                 value = getattr(value, part)
             raise ConfigError(f"Config key {key!r} must be {expected}; got {value!r}")
+    _check_data_path(config)
+
+
+def _check_data_path(config: TrainConfig) -> None:
+    """Options of the folder data path that only make sense together."""
+    data = config.data
+    if data.prefetch_factor is not None and data.num_workers == 0:
+        raise ConfigError(
+            f"Config key 'data.prefetch_factor' ({data.prefetch_factor}) needs data.num_workers > 0: it is the "
+            "number of batches each worker process loads ahead. Set data.num_workers or leave prefetch_factor null."
+        )
+    folder_only = [("data.cache", data.cache is True), ("data.decode_on_device", data.decode_on_device is True),
+                   ("data.decoder", data.decoder != "auto")]
+    for key, is_set in folder_only:
+        if is_set and data.name != "folder":
+            raise ConfigError(
+                f"Config key {key!r} only applies to 'folder' data (image files decoded by the workers); "
+                f"data set {data.name!r} is read already decoded. Leave {key} at its default."
+            )
+    if data.cache and data.decode_on_device is True:
+        raise ConfigError(
+            "Config keys 'data.cache=true' and 'data.decode_on_device=true' contradict each other: the cache holds "
+            "decoded images, so nothing is left to decode on the device. Choose one (decode_on_device=auto picks "
+            "the cache when both are possible)."
+        )

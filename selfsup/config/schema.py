@@ -36,6 +36,17 @@ class DataConfig:
         num_workers: data loader worker processes (they only decode).
         skip_bad_images: skip unreadable images (counted and reported) instead of stopping.
         channels: 1 or 3, for folders (default 3; other data sets have their own).
+        decoder: for folders, who decodes plain JPEGs: ``auto`` (torchvision, or PIL for JPEGs at
+            least twice ``image_size``, which PIL decodes at a reduced scale), ``torchvision`` or
+            ``pil``. Other formats always go through PIL.
+        decode_on_device: for folders, ``auto`` / ``true`` / ``false``: workers ship plain JPEGs as
+            bytes and the training device decodes them (nvjpeg; ``auto``: on CUDA without ``cache``).
+        cache: for folders, decode every image once into a memory-mapped uint8 cache (rebuilt when
+            the folder or the decode settings change) and read it at every epoch.
+        cache_dir: where the cache lives (null: ``<root>/.selfsup-cache`` if the folder is
+            writable, else ``<output_dir>/.selfsup-cache``).
+        prefetch_factor: batches each worker loads ahead (null: PyTorch's default, 2); needs
+            ``num_workers > 0``.
     """
 
     name: str = "digits"
@@ -50,6 +61,11 @@ class DataConfig:
     num_workers: int = 0
     skip_bad_images: bool = False
     channels: int | None = None
+    decoder: str = "auto"
+    decode_on_device: bool | str = "auto"
+    cache: bool = False
+    cache_dir: str | None = None
+    prefetch_factor: int | None = None
 
 
 @dataclass
@@ -73,6 +89,7 @@ class TrainConfig:
     accelerator: str = "auto"
     precision: str = "auto"
     channels_last: bool = True
+    compile: bool = False  # torch.compile the backbone's forward in place (parameter names unchanged)
     sync_batchnorm: bool = False
     seed: int = 0
     name: str | None = None

@@ -10,6 +10,7 @@ Example:
     >>> image, label, index = get("digits")[0]
 """
 from selfsup.data.arrays import ArrayDataset
+from selfsup.data.cache import CachedFolder, cache_folder
 from selfsup.data.folder import ImageFolder
 from selfsup.data.protocol import ImageDataset, Sample
 from selfsup.data.registry import DATASETS, describe, get, names
@@ -19,11 +20,13 @@ from selfsup.data.splits import DataSubset, split_train_val
 __all__ = [
     "DATASETS",
     "ArrayDataset",
+    "CachedFolder",
     "DataSubset",
     "EpochShuffleSampler",
     "ImageDataset",
     "ImageFolder",
     "Sample",
+    "cache_folder",
     "describe",
     "get",
     "names",

@@ -19,6 +19,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from selfsup.data.decoding import center_square_resize, decode_jpeg_bytes, torchvision_decoding_available
 from selfsup.data.protocol import Sample
 from selfsup.errors import ConfigError, DataError
 
@@ -31,6 +32,7 @@ GRAY_MEAN = (0.5,)
 GRAY_STD = (0.5,)
 BACKGROUND = (255, 255, 255)  # transparent pixels are composited over white
 DEFAULT_MAX_PIXELS = 89_478_485  # PIL's own default decompression-bomb limit (Image.MAX_IMAGE_PIXELS)
+DECODERS = ("auto", "torchvision", "pil")
 SKIP_HINT = (
     "pass --skip-bad-images (config data.skip_bad_images=true) to check every image at start and leave out "
     "unreadable ones"
@@ -51,11 +53,13 @@ class ImageFolder(Dataset[Sample]):
     sub-folder reached a second time through a symbolic link (a link loop, or two links to the same
     folder), which is not followed again; a sub-folder that cannot be listed.
 
-    Decoding (see :func:`load_image`): PIL, EXIF orientation applied, transparency composited over
-    white, 16-bit images scaled to 8 bits, converted to RGB (``channels=3``) or L (``channels=1``),
+    Decoding (see :func:`load_image`): EXIF orientation applied, transparency composited over
+    white, 16-bit images scaled to 8 bits, converted to RGB (``channels=3``) or grey (``channels=1``),
     the shorter side resized to ``image_size`` (bilinear, antialiased) and the center square kept,
     giving a uint8 tensor (channels, image_size, image_size). An image whose header claims more than
-    ``max_pixels`` pixels is refused without being decoded.
+    ``max_pixels`` pixels is refused without being decoded. PIL reads every header; plain 8-bit
+    RGB / grey JPEGs may be decoded by torchvision (``decoder``, see :func:`load_image`), everything
+    else, and every file torchvision fails on, by PIL.
 
     Args:
         root: the folder.
@@ -66,6 +70,8 @@ class ImageFolder(Dataset[Sample]):
             :class:`~selfsup.errors.DataError` naming the file when it is loaded.
         extensions: file name endings (with the dot) counted as images.
         max_pixels: largest width x height accepted (None: only PIL's own limit applies).
+        decoder: ``"auto"``, ``"torchvision"`` or ``"pil"``: who decodes plain JPEGs (see
+            :func:`load_image`; the pixels differ by a few grey levels between them).
 
     Attributes:
         skipped: ``(path, reason)`` for every image and folder left out, in the order found.
@@ -85,6 +91,7 @@ class ImageFolder(Dataset[Sample]):
         skip_bad_images: bool = False,
         extensions: Iterable[str] = IMAGE_EXTENSIONS,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        decoder: str = "auto",
     ) -> None:
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
             raise ConfigError(f"image_size must be a positive int (pixels), got {image_size!r}.")
@@ -93,6 +100,7 @@ class ImageFolder(Dataset[Sample]):
         bad_limit = isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1
         if max_pixels is not None and bad_limit:
             raise ConfigError(f"max_pixels must be a positive int (width x height) or None, got {max_pixels!r}.")
+        self.decoder = resolve_decoder(decoder)
         self.root = Path(root).expanduser()
         self.extensions = tuple(sorted({e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}))
         self.name = "folder"
@@ -107,10 +115,10 @@ class ImageFolder(Dataset[Sample]):
         self.num_classes = len(self.classes)
         if self.skipped:
             logger.warning("Left out %d folder(s) under %s: %s", len(self.skipped), self.root, _summary(self.skipped))
-        if skip_bad_images:
-            samples = self._drop_unreadable(samples)
         self.samples: list[tuple[str, int]] = samples
         self.labels = torch.tensor([label for _, label in samples], dtype=torch.long)
+        if skip_bad_images:
+            self.leave_out(self._unreadable())
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -121,7 +129,8 @@ class ImageFolder(Dataset[Sample]):
         if not 0 <= index < n:
             raise IndexError(f"index {index} is out of range for a data set of {n} images")
         path, label = self.samples[index]
-        image = load_image(path, self.image_size[0], self.channels, max_pixels=self.max_pixels)  # type: ignore[index]
+        image = load_image(path, self.image_size[0], self.channels, max_pixels=self.max_pixels,  # type: ignore[index]
+                           decoder=self.decoder)
         return image, label, index
 
     def __repr__(self) -> str:
@@ -130,24 +139,40 @@ class ImageFolder(Dataset[Sample]):
             f"channels={self.channels}, num_classes={self.num_classes}, skipped={len(self.skipped)})"
         )
 
-    def _drop_unreadable(self, samples: list[tuple[str, int]]) -> list[tuple[str, int]]:
-        kept, bad = [], []
-        for path, label in samples:
+    def _unreadable(self) -> list[tuple[str, str]]:
+        """``(path, reason)`` of every sample that cannot be decoded (decodes them all once)."""
+        bad = []
+        for path, _ in self.samples:
             try:
-                _decode(path, self.image_size[0], self.channels, self.max_pixels)  # type: ignore[index]
+                _decode(path, self.image_size[0], self.channels, self.max_pixels, self.decoder)  # type: ignore[index]
             except _BadImage as exc:
                 bad.append((path, exc.reason))
-            else:
-                kept.append((path, label))
+        return bad
+
+    def leave_out(self, bad: list[tuple[str, str]]) -> None:
+        """Remove the unreadable images ``bad`` (``(path, reason)``, found by decoding) from the samples.
+
+        They are appended to :attr:`skipped` and logged; a class left without images stays in the
+        class list (with a warning) so labels match other folders. What ``skip_bad_images=True``
+        does after decoding every image; the decoded cache calls it with what its build found.
+
+        Raises:
+            DataError: no image would be left.
+
+        Example:
+            >>> ds.leave_out([(ds.samples[0][0], "its image data is damaged")])  # doctest: +SKIP
+        """
+        gone = {path for path, _ in bad}
+        kept = [(path, label) for path, label in self.samples if path not in gone]
         self.skipped += bad
         if bad:
             logger.warning(
                 "Skipped %d of %d images under %s that could not be read: %s",
-                len(bad), len(samples), self.root, _summary(bad),
+                len(bad), len(self.samples), self.root, _summary(bad),
             )  # fmt: skip
         if not kept:
             raise DataError(
-                f"None of the {len(samples)} images under {self.root} could be read (first: {_summary(bad, 1)}). "
+                f"None of the {len(self.samples)} images under {self.root} could be read (first: {_summary(bad, 1)}). "
                 "Check that the files are images and not damaged."
             )
         emptied = sorted(set(range(self.num_classes)) - {label for _, label in kept})
@@ -156,10 +181,32 @@ class ImageFolder(Dataset[Sample]):
                 "Class(es) %s under %s have no readable images left; they stay in the class list so that labels "
                 "match other folders with the same classes.", ", ".join(self.classes[i] for i in emptied), self.root,
             )  # fmt: skip
-        return kept
+        self.samples = kept
+        self.labels = torch.tensor([label for _, label in kept], dtype=torch.long)
 
 
-def load_image(path: str | Path, size: int, channels: int, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Tensor:
+def resolve_decoder(decoder: str) -> str:
+    """Check a ``decoder`` option; ``"auto"`` becomes ``"pil"`` where torchvision's decoder does not load.
+
+    Example:
+        >>> resolve_decoder("pil")
+        'pil'
+    """
+    if decoder not in DECODERS:
+        raise ConfigError(f"decoder (config data.decoder) must be one of {', '.join(DECODERS)}; got {decoder!r}.")
+    if decoder == "pil" or torchvision_decoding_available():
+        return decoder
+    if decoder == "torchvision":
+        raise ConfigError(
+            "decoder='torchvision' (config data.decoder): this torchvision has no image decoders (they are "
+            "deprecated since torchvision 0.29 and may be missing). Use data.decoder=pil or auto."
+        )
+    return "pil"
+
+
+def load_image(
+    path: str | Path, size: int, channels: int, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, decoder: str = "auto"
+) -> Tensor:
     """Decode an image file to a uint8 tensor (channels, size, size): shorter side resized, center-cropped.
 
     Modes: transparency (RGBA, LA, PA, palette or colour-key transparency) is composited over white;
@@ -170,12 +217,24 @@ def load_image(path: str | Path, size: int, channels: int, *, max_pixels: int | 
     ignored). Truncated files are refused even when ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` is set
     (checked by the end markers of JPEG and PNG files).
 
+    PIL reads the header (format, mode, size) in every case. With ``decoder="torchvision"`` an
+    8-bit RGB or grey JPEG is then decoded by torchvision (EXIF orientation applied) and resized by
+    :func:`~selfsup.data.decoding.center_square_resize` (integer crop offsets; PIL decodes JPEGs at
+    a reduced DCT scale and crops at half pixels, so the two differ by a few grey levels).
+    ``"auto"`` (the default) does so only for JPEGs whose shorter side is under twice ``size``;
+    larger ones are faster through PIL, whose libjpeg decodes them at 1/2, 1/4 or 1/8 scale
+    (torchvision always decodes the full size); ``"pil"`` uses PIL for all. Every other file (PNG
+    included: torchvision's PNG decoder crashes on damaged files, see :mod:`selfsup.data.decoding`),
+    and any JPEG torchvision fails on, goes through PIL, so errors and their messages do not
+    depend on the decoder.
+
     Args:
         path: the image file.
         size: side of the output square.
         channels: 3 for RGB, 1 for grayscale.
         max_pixels: refuse, before decoding, an image whose header claims more than this many
             pixels (None: only PIL's decompression-bomb limit applies).
+        decoder: ``"auto"``, ``"torchvision"`` or ``"pil"`` (see above).
 
     Raises:
         DataError: the file is missing, empty, unreadable, not an image, damaged, truncated or
@@ -186,7 +245,7 @@ def load_image(path: str | Path, size: int, channels: int, *, max_pixels: int | 
         torch.Size([3, 32, 32])
     """
     try:
-        return _decode(path, size, channels, max_pixels)
+        return _decode(path, size, channels, max_pixels, resolve_decoder(decoder))
     except _BadImage as exc:
         raise DataError(_message(path, exc)) from exc
 
@@ -209,7 +268,7 @@ def _message(path: str | Path, exc: _BadImage) -> str:
     return f"Cannot read image {path}: {exc.reason}. Fix or remove the file, or {SKIP_HINT}."
 
 
-def _decode(path: str | Path, size: int, channels: int, max_pixels: int | None) -> Tensor:
+def _decode(path: str | Path, size: int, channels: int, max_pixels: int | None, decoder: str = "pil") -> Tensor:
     """:func:`load_image`, raising :class:`_BadImage` with a short reason."""
     path = os.fspath(path)
     try:
@@ -228,14 +287,14 @@ def _decode(path: str | Path, size: int, channels: int, max_pixels: int | None) 
         raise _BadImage(f"cannot open the file ({_reason(exc)})") from exc
     with fp:
         try:
-            return _open_and_decode(fp, size, channels, max_pixels)
+            return _open_and_decode(fp, size, channels, max_pixels, decoder)
         except _BadImage:
             raise
         except Exception as exc:  # an I/O error while reading, or memory PIL could not get
             raise _BadImage(f"reading it failed ({_reason(exc)})") from exc
 
 
-def _open_and_decode(fp: BinaryIO, size: int, channels: int, max_pixels: int | None) -> Tensor:
+def _open_and_decode(fp: BinaryIO, size: int, channels: int, max_pixels: int | None, decoder: str = "pil") -> Tensor:
     """Identify the image in the open file ``fp``, check its size, decode it; raises :class:`_BadImage`."""
     try:
         img = Image.open(fp)
@@ -249,7 +308,61 @@ def _open_and_decode(fp: BinaryIO, size: int, channels: int, max_pixels: int | N
             raise _BadImage(f"the file is truncated: it ends inside its header ({_reason(exc)})") from exc
         raise _BadImage(f"its header is damaged ({_reason(exc)})") from exc
     with img:
+        # "auto": PIL for JPEGs at least twice the output size, which libjpeg then decodes at a
+        # reduced DCT scale (img.draft), faster than torchvision's full-size decode
+        if decoder == "torchvision" or (decoder == "auto" and min(img.size) < 2 * size):
+            fast = _torchvision_pixels(img, fp, size, channels, max_pixels)
+            if fast is not None:
+                return fast
         return _pixels(img, fp, size, channels, max_pixels)
+
+
+def plain_jpeg(img: Image.Image, max_pixels: int | None) -> bool:
+    """Whether the opened (header-only) ``img`` is an 8-bit RGB / grey JPEG within ``max_pixels``:
+    the files torchvision decodes to (nearly) the same pixels as PIL.
+
+    Example:
+        >>> plain_jpeg(Image.open("cat.jpg"), DEFAULT_MAX_PIXELS)  # doctest: +SKIP
+        True
+    """
+    w, h = img.size
+    return (
+        img.format == "JPEG" and img.mode in ("RGB", "L") and w >= 1 and h >= 1
+        and (max_pixels is None or w * h <= max_pixels)
+    )  # fmt: skip
+
+
+def ends_early(kind: str | None, data: bytes) -> bool:
+    """Whether JPEG or PNG ``data`` stops before its end marker (a truncated file; other kinds: False).
+
+    Example:
+        >>> ends_early("PNG", b"...IDAT...")
+        True
+    """
+    if kind == "JPEG":  # the EOI marker must follow the last start-of-scan
+        return data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda")
+    if kind == "PNG":
+        return data.rfind(b"IEND") < data.rfind(b"IDAT")
+    return False
+
+
+def _torchvision_pixels(img: Image.Image, fp: BinaryIO, size: int, channels: int, max_pixels: int | None) -> Tensor | None:
+    """The tensor of a plain JPEG decoded by torchvision, or None to leave the file to PIL (another
+    format or mode, a truncated file, or any torchvision failure: PIL then decodes it or names what
+    is wrong)."""
+    if not plain_jpeg(img, max_pixels):
+        return None
+    fp.seek(0)
+    data = fp.read()
+    if ends_early("JPEG", data):
+        return None
+    try:
+        image = decode_jpeg_bytes(torch.frombuffer(bytearray(data), dtype=torch.uint8), channels)
+        if image.dtype != torch.uint8 or image.dim() != 3 or image.shape[0] != channels:
+            return None
+        return center_square_resize(image, size)
+    except Exception:  # noqa: BLE001 - PIL gives the reason
+        return None
 
 
 _SIGNATURES = (
@@ -319,9 +432,7 @@ def _lacks_end(img: Image.Image, fp: BinaryIO) -> bool:
         return False
     fp.seek(0)
     data = fp.read()
-    if img.format == "JPEG":  # the EOI marker must follow the last start-of-scan
-        return bool(getattr(img, "_ended", False)) or data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda")
-    return data.rfind(b"IEND") < data.rfind(b"IDAT")
+    return (img.format == "JPEG" and bool(getattr(img, "_ended", False))) or ends_early(img.format, data)
 
 
 def _to_mode(img: Image.Image, mode: str, *, sixteen_bit: bool = False) -> Image.Image:

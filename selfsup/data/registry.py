@@ -12,7 +12,7 @@ from selfsup._registry import Registry
 from selfsup.data import torchvision_sets
 from selfsup.data.arrays import ArrayDataset
 from selfsup.data.builtin import digits
-from selfsup.data.folder import DEFAULT_MAX_PIXELS, ImageFolder
+from selfsup.data.folder import DEFAULT_MAX_PIXELS, ImageFolder, resolve_decoder
 from selfsup.data.protocol import ImageDataset
 from selfsup.errors import ConfigError, DataError
 
@@ -31,6 +31,7 @@ def get(
     skip_bad_images: bool = False,
     channels: int | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    decoder: str = "auto",
 ) -> ImageDataset:
     """Build the data set registered as ``name``.
 
@@ -46,6 +47,8 @@ def get(
             their own channel count (None = the data set's own).
         max_pixels: for ``"folder"``, images larger than this (width x height) are refused
             without being decoded (None: only PIL's own limit).
+        decoder: for ``"folder"``, who decodes plain JPEGs: ``"auto"``, ``"torchvision"`` or
+            ``"pil"`` (see :func:`selfsup.data.folder.load_image`).
 
     Example:
         >>> ds = get("digits", split="test")
@@ -58,8 +61,12 @@ def get(
     )  # fmt: skip
     if name == "folder":
         options["max_pixels"] = max_pixels
+        options["decoder"] = decoder
     elif max_pixels != DEFAULT_MAX_PIXELS:
         raise ConfigError(f"data.max_pixels only applies to 'folder' data; {name!r} has fixed-size images.")
+    elif decoder != "auto":
+        resolve_decoder(decoder)  # a bad value gets its own message first
+        raise ConfigError(f"data.decoder only applies to 'folder' data; {name!r} is read already decoded.")
     return DATASETS.get(name, **options)
 
 
@@ -160,6 +167,7 @@ def _folder(
     skip_bad_images: bool = False,
     channels: int | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    decoder: str = "auto",
 ) -> ImageFolder:
     if root is None or str(root).strip() == "":
         raise DataError("--data folder needs data.root=PATH: the folder that holds your images.")
@@ -174,4 +182,4 @@ def _folder(
             "'train', point data.root at a separate folder for evaluation, or split it with split_train_val."
         )
     return ImageFolder(root, image_size, channels=3 if channels is None else channels, skip_bad_images=skip_bad_images,
-                       max_pixels=max_pixels)
+                       max_pixels=max_pixels, decoder=decoder)

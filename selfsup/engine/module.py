@@ -1,6 +1,8 @@
 """The LightningModule that trains any :class:`selfsup.methods.Method`.
 
-It owns what is the same for every method: turning the uint8 batch into views on the device,
+It owns what is the same for every method: turning the uint8 batch (copied to the device by
+Lightning with ``non_blocking=True`` on CUDA, from pinned memory; with ``data.decode_on_device``
+a batch of JPEG bytes decoded here) into views on the device,
 the optimizer step with the warm-up + cosine schedule, the method's after-step hook (EMA,
 queues), the online linear probe on detached features (its own optimizer), the non-finite loss
 guard, logging, and saving the view generator's state in checkpoints so a resumed run draws the
@@ -19,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfsup.augment import MultiView
+from selfsup.data.device_decode import EncodedImages
 from selfsup.engine.optim import OptimizerConfig, build_optimizer
 from selfsup.engine.schedule import warmup_cosine
 from selfsup.errors import NonFiniteLossError
@@ -119,8 +122,10 @@ class SelfSupervisedModule(L.LightningModule):
             views = [v.contiguous(memory_format=torch.channels_last) for v in views]
         return views
 
-    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: tuple[Tensor | EncodedImages, Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels, indices = batch
+        if isinstance(images, EncodedImages):  # data.decode_on_device: JPEG bytes, decoded here (nvjpeg on CUDA)
+            images = images.decode(self.device)
         step = self.current_epoch * self.steps_per_epoch + batch_idx
         out = self.method.training_step(ViewBatch(self.make_views(images), labels, indices))
         loss = out.loss
