@@ -1,4 +1,4 @@
-"""The ``selfsup`` command: ``train``, ``eval knn``, ``list`` and ``demo``.
+"""The ``selfsup`` command: ``train``, ``eval knn|linear|finetune|semisup|pictures``, ``embed``, ``list``, ``demo``.
 
 Errors caused by input (unknown names, bad config values, missing data, corrupt images) are
 printed as one paragraph without a traceback and exit with status 2.
@@ -10,6 +10,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from selfsup import cli_embed, cli_eval, cli_pictures
 from selfsup.errors import SelfSupError, user_message
 
 TRAIN_FLAGS = {  # flag -> config key
@@ -47,17 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="evaluate a trained encoder")
     protocols = evaluate.add_subparsers(dest="protocol", required=True)
-    knn = protocols.add_parser("knn", help="weighted cosine k-NN (InstDisc)", description=(
-        "Weighted cosine k-NN accuracy of a run folder, a .ckpt checkpoint or an exported .safetensors backbone."))
-    knn.add_argument("path")
-    knn.add_argument("--data", help="data set (default: the one it was trained on)")
-    knn.add_argument("--root", help="data set folder (default: the training run's)")
-    knn.add_argument("--train-split", default="train")
-    knn.add_argument("--split", default="test", help="split to classify")
-    knn.add_argument("--k", type=int, default=200)
-    knn.add_argument("--temperature", type=float, default=0.1)
-    knn.add_argument("--batch-size", type=int, default=256)
-    knn.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    cli_eval.add_parsers(protocols)
+    cli_pictures.add_parser(protocols)
+    cli_embed.add_parser(commands)
 
     commands.add_parser("list", help="list methods, backbones, data sets, view recipes and packaged recipes")
 
@@ -65,12 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=int)
     demo.add_argument("--output-dir", default="runs")
     return parser
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -89,36 +76,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"run folder: {result.run_dir}")
     print(f"backbone:   {result.backbone_path}")
     for key, value in result.metrics.items():
-        print(f"{key}: {value:.2f}")
-    return 0
-
-
-def cmd_eval_knn(args: argparse.Namespace) -> int:
-    from selfsup import data
-    from selfsup.augment import EvalTransform
-    from selfsup.checkpoints import load_backbone
-    from selfsup.eval import knn_eval
-
-    backbone, info = load_backbone(args.path)
-    name = args.data or info.get("data")
-    if not name:
-        raise SelfSupError(f"{args.path} does not record its data set; pass --data NAME (and --root PATH)")
-    root = args.root or (info.get("root") if name == info.get("data") else None)
-    train_set = data.get(str(name), root=root, split=args.train_split)
-    test_set = data.get(str(name), root=root, split=args.split)
-    channels = info.get("channels")
-    if channels is not None and int(channels) != train_set.channels:
-        raise SelfSupError(
-            f"{args.path} was trained on {channels}-channel images but {name!r} has {train_set.channels}-channel "
-            "images; evaluate it on data with the same number of channels."
-        )
-    same_data = name == info.get("data")
-    mean, std = (info["mean"], info["std"]) if same_data else (train_set.mean, train_set.std)
-    transform = EvalTransform(int(info.get("image_size") or train_set.image_size[0]), mean, std)
-    scores = knn_eval(backbone.to(args.device), train_set, test_set, transform, k=args.k, temperature=args.temperature,
-                      device=args.device, batch_size=args.batch_size)
-    print(f"k-NN (k={args.k}, T={args.temperature}) of {args.path} on {name} {args.split}: "
-          f"top-1 {scores['top1']:.2f}%  top-5 {scores['top5']:.2f}%")
+        print(f"{key}: {value:.4g}" if key.startswith("collapse/") else f"{key}: {value:.2f}")
     return 0
 
 
@@ -161,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = [*args.overrides, *rest]
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     handlers = {"train": cmd_train, "list": cmd_list, "demo": cmd_demo}
-    handler = cmd_eval_knn if args.command == "eval" else handlers[args.command]
+    handler = getattr(args, "handler", None) or handlers[args.command]
     try:
         return handler(args)
     except SelfSupError as err:

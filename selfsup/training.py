@@ -29,7 +29,10 @@ from selfsup import augment, backbones, data, methods
 from selfsup.augment import EvalTransform, MultiView
 from selfsup.backbones import Backbone, export_backbone
 from selfsup.config import TrainConfig, to_dict
+from selfsup.data.cache import default_cache_dir
+from selfsup.data.device_decode import DeviceDecodeView, resolve_decode_on_device
 from selfsup.engine.checkpoint import EpochCheckpoint
+from selfsup.engine.compile import compile_backbone, training_device_type
 from selfsup.engine.data_position import DataPosition
 from selfsup.engine.logger import JsonlLogger
 from selfsup.engine.module import SelfSupervisedModule
@@ -37,7 +40,9 @@ from selfsup.engine.monitor import EvaluationMonitor
 from selfsup.engine.preemption import PreemptionHandler
 from selfsup.engine.progress import RunProgressBar
 from selfsup.engine.resources import ResourceMonitor
+from selfsup.engine.throughput import Throughput, peak_memory_mb
 from selfsup.eval.features import extract_features
+from selfsup.eval.protocol import knn_eval
 from selfsup._registry import accepted_kwargs
 from selfsup.errors import ConfigError, DataError, NonFiniteLossError, SelfSupError
 from selfsup.methods import Method
@@ -63,18 +68,19 @@ def build_datasets(config: TrainConfig) -> tuple[Any, Any | None]:
     With ``data.val_fraction > 0`` the held-out images are a seeded, stratified part of the training
     split (and are left out of training), so hyper-parameters can be chosen without the test split.
     Folders have no splits: their held-out images come from ``data.eval_root``, another folder.
+    With ``data.cache`` each folder is read from its decoded cache (built first when needed).
     """
     options = dict(download=config.data.download, image_size=config.data.image_size,
                    skip_bad_images=config.data.skip_bad_images, channels=config.data.channels,
-                   max_pixels=config.data.max_pixels)
-    train_set = data.get(config.data.name, root=config.data.root, split=config.data.train_split, **options)
+                   max_pixels=config.data.max_pixels, decoder=config.data.decoder)
+    train_set = _dataset(config, config.data.name, config.data.root, config.data.train_split, options)
     if config.data.val_fraction > 0:  # hold out part of the training split (for tuning)
         return data.split_train_val(train_set, config.data.val_fraction, seed=config.seed)
     if config.data.name == "folder":
         if not config.data.eval_root:
             log.warning("No held-out folder (data.eval_root): the k-NN monitor and probe accuracy are off.")
             return train_set, None
-        eval_set = data.get("folder", root=config.data.eval_root, **options)
+        eval_set = _dataset(config, "folder", config.data.eval_root, "train", options)
         if eval_set.classes != train_set.classes:
             raise ConfigError(
                 f"data.eval_root {config.data.eval_root} has classes {eval_set.classes} but data.root "
@@ -84,6 +90,35 @@ def build_datasets(config: TrainConfig) -> tuple[Any, Any | None]:
     if config.data.eval_split.lower() == "none":
         return train_set, None
     return train_set, data.get(config.data.name, root=config.data.root, split=config.data.eval_split, **options)
+
+
+def _dataset(config: TrainConfig, name: str, root: str | None, split: str, options: dict[str, Any]) -> Any:
+    """``data.get(...)``; with ``data.cache`` the folder is only scanned, then read through its decoded cache."""
+    if not config.data.cache:
+        return data.get(name, root=root, split=split, **options)
+    folder = data.get(name, root=root, split=split, **{**options, "skip_bad_images": False})
+    cache_dir = config.data.cache_dir or default_cache_dir(folder.root, config.output_dir)
+    return data.cache_folder(folder, cache_dir, skip_bad_images=config.data.skip_bad_images,
+                             num_workers=config.data.num_workers)
+
+
+def build_loader(config: TrainConfig, train_set: Any, sampler: Any, batch_size: int) -> torch.utils.data.DataLoader:
+    """The training loader: persistent workers, ``data.prefetch_factor``, pinned memory when training on
+    CUDA (Lightning then copies batches with ``non_blocking=True``), and with ``data.decode_on_device``
+    plain JPEGs shipped as bytes for the module to decode (:mod:`selfsup.data.device_decode`)."""
+    cuda = training_device_type(config.accelerator) == "cuda"
+    loader_set, collate = train_set, None
+    if resolve_decode_on_device(config.data.decode_on_device, cuda=cuda, folder=config.data.name == "folder",
+                                cache=config.data.cache):
+        loader_set = DeviceDecodeView(train_set)
+        collate = loader_set.collate()
+    workers = config.data.num_workers
+    return torch.utils.data.DataLoader(
+        loader_set, batch_size=batch_size, sampler=sampler, collate_fn=collate, drop_last=True,
+        num_workers=workers, pin_memory=cuda, persistent_workers=workers > 0,
+        prefetch_factor=config.data.prefetch_factor if workers > 0 else None,
+        generator=torch.Generator().manual_seed(config.seed),  # worker seeds without touching the global RNG
+    )
 
 
 def build_backbone(config: TrainConfig, channels: int) -> Backbone:
@@ -203,6 +238,30 @@ def intact_checkpoint(checkpoint_dir: Path) -> Path:
     raise SelfSupError(f"--resume: no intact checkpoint in {checkpoint_dir}: {'; '.join(broken) or 'none found'}.")
 
 
+def test_once(config: TrainConfig, backbone: Backbone, transform: EvalTransform, batch_size: int,
+              module: SelfSupervisedModule) -> dict[str, float]:
+    """k-NN accuracy on the test split, once, after a run tuned on a validation part of the training split.
+
+    The memory is the whole labelled training split (validation images included), as in the
+    usual k-NN protocol; the result is logged as ``test/knn_top1`` / ``test/knn_top5``.
+    """
+    options = dict(download=False, image_size=config.data.image_size, channels=config.data.channels,
+                   max_pixels=config.data.max_pixels, skip_bad_images=config.data.skip_bad_images)
+    full_train = data.get(config.data.name, root=config.data.root, split=config.data.train_split, **options)
+    if config.data.name == "folder":  # folders have no splits: the test images are data.eval_root
+        if not config.data.eval_root:
+            log.warning("monitor.test_at_end: no test folder (data.eval_root), so no test measurement.")
+            return {}
+        test_set = data.get("folder", root=config.data.eval_root, **options)
+    else:
+        test_set = data.get(config.data.name, root=config.data.root, split=config.data.eval_split, **options)
+    scores = knn_eval(backbone, full_train, test_set, transform, k=config.monitor.knn_k,
+                      temperature=config.monitor.knn_temperature, batch_size=batch_size, device=module.device,
+                      autocast_dtype=module.eval_autocast_dtype, channels_last=config.channels_last)
+    log.warning("test split %r, once at the end: k-NN top-1 %.2f%%", config.data.eval_split, scores["top1"])
+    return {f"test/knn_{name}": value for name, value in scores.items()}
+
+
 def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
     """Pretrain as ``config`` says; returns the run folder, exported backbone and final metrics.
 
@@ -238,6 +297,8 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
     L.seed_everything(config.seed, workers=True, verbose=False)  # the backbone's init depends only on the seed
     backbone = build_backbone(config, train_set.channels)
     method = build_method(config, backbone, len(train_set))
+    if config.compile:  # in place: parameter names, checkpoints and the export stay as without it
+        compile_backbone(method.backbone, training_device_type(config.accelerator))
     views = build_views(config, method, image_size, train_set.mean, train_set.std, config.seed)
     steps_per_epoch = len(train_set) // global_batch
     if config.optimizer.warmup_epochs > config.epochs:
@@ -265,6 +326,8 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
     callbacks.append(PreemptionHandler(checkpoint))  # after the checkpoint: the step is complete
     if config.monitor.resources_every > 0:
         callbacks.append(ResourceMonitor(config.monitor.resources_every))
+    throughput = Throughput(views.num_views, every_n_steps=max(1, min(50, steps_per_epoch)))
+    callbacks.append(throughput)
     if config.progress_bar:
         callbacks.append(RunProgressBar())
     precision = resolve_precision(config.precision, config.accelerator)
@@ -282,12 +345,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
         enable_model_summary=False, log_every_n_steps=max(1, min(config.log_every_n_steps, steps_per_epoch)), num_sanity_val_steps=0,
         default_root_dir=str(run_dir), use_distributed_sampler=True,
     )
-    loader = torch.utils.data.DataLoader(
-        train_set, batch_size=per_device, sampler=sampler,
-        drop_last=True, num_workers=config.data.num_workers, pin_memory=torch.cuda.is_available(),
-        persistent_workers=config.data.num_workers > 0,
-        generator=torch.Generator().manual_seed(config.seed),  # worker seeds without touching the global RNG
-    )
+    loader = build_loader(config, train_set, sampler, per_device)
     log.info("run folder %s, precision %s, %d steps/epoch", run_dir, precision, steps_per_epoch)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -313,6 +371,10 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
 
     backbone_path = run_dir / "backbone.safetensors"
     metrics = dict(monitor.last) if monitor else {}
+    if trainer.is_global_zero and config.monitor.test_at_end and config.data.val_fraction > 0:
+        test_metrics = test_once(config, method.backbone, transform, per_device, module)
+        trainer.logger.log_metrics({**test_metrics, "epoch": float(config.epochs - 1)}, step=trainer.global_step)
+        metrics.update(test_metrics)
     result = RunResult(run_dir, backbone_path, metrics, time.time() - started, trainer.is_global_zero)
     if not trainer.is_global_zero:
         return result
@@ -321,6 +383,9 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
     export_backbone(method.backbone, backbone_path, **metadata)
     summary = {"metrics": metrics, "wall_time_s": round(result.wall_time_s, 1), "epochs": config.epochs,
                "steps": steps_per_epoch * config.epochs, "precision": precision,
+               "train_images_per_s": round(throughput.images_per_s, 1),
+               "train_views_per_s": round(throughput.images_per_s * views.num_views, 1),
+               "peak_memory_mb": {k: round(v, 1) for k, v in peak_memory_mb().items()},
                "skipped_images": [{"path": p, "reason": r} for p, r in getattr(train_set, "skipped", [])],
                "backbone": str(backbone_path)}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -1,0 +1,188 @@
+"""Train and evaluate a list of methods under one protocol; write a Markdown table and a JSON file.
+
+Each method is trained by ``selfsup train`` in its own process (a failure is a row, not the end of
+the table), then evaluated the same way: weighted cosine k-NN (k=200, T=0.1, the whole training
+split as memory) and a linear probe (L-BFGS, weight decay chosen on a validation part of the
+training features), both on the test split, once. Raw pixels and the randomly initialised backbone
+are scored the same way for reference. Written to ``benchmarks/results/<data>-<protocol>.{md,json}``
+(rows of methods run earlier are kept unless run again).
+
+    .venv/bin/python benchmarks/run.py --protocol cpu --root ../shared/data/fashion-mnist --methods simclr,byol
+    .venv/bin/python benchmarks/run.py --protocol gpu --cifar10-root data/cifar10 --methods simclr
+
+``--reuse`` scores an existing run folder (``<runs>/<protocol>-<method>``) instead of training again.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import protocols  # noqa: E402
+
+from selfsup import backbones, data  # noqa: E402
+from selfsup.augment import EvalTransform  # noqa: E402
+from selfsup.checkpoints import load_backbone  # noqa: E402
+from selfsup.eval import knn_accuracy, linear_probe  # noqa: E402
+from selfsup.eval.features import extract_features  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> str:
+    """One line naming the hardware the figures came from."""
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)}, {os.cpu_count()} CPU cores"
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"CPU only: {cpu}, {len(os.sched_getaffinity(0))} cores usable"
+
+
+def score(features: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
+          num_classes: int, seed: int) -> dict[str, float]:
+    """k-NN (k=200, T=0.1) and linear-probe top-1 on the test features, each measured once."""
+    (train_x, train_y), (test_x, test_y) = features, test
+    knn = knn_accuracy(train_x, train_y, test_x, test_y, num_classes=num_classes, k=200, temperature=0.1)
+    probe = linear_probe(train_x, train_y, test_x, test_y, num_classes=num_classes, seed=seed)
+    return {"knn_top1": round(knn["top1"], 2), "linear_top1": round(probe["top1"], 2),
+            "linear_weight_decay": probe["chosen"]["weight_decay"]}
+
+
+def encoder_scores(encoder, train_set, test_set, transform, device: str, seed: int) -> dict[str, float]:
+    options = dict(device=device, batch_size=512)
+    return score(extract_features(encoder, train_set, transform, **options),
+                 extract_features(encoder, test_set, transform, **options), train_set.num_classes, seed)
+
+
+def train_method(method: str, protocol: protocols.Protocol, runs: Path, reuse: bool, seed: int) -> Path:
+    """Run ``selfsup train`` for one method (or reuse its finished run folder)."""
+    name = f"{protocol.name}-{method}"
+    run_dir = runs / name
+    if reuse and (run_dir / "summary.json").is_file():
+        return run_dir
+    command = [sys.executable, "-m", "selfsup", "train", "--config", protocol.recipe(method), "--name", name,
+               "--output-dir", str(runs), f"seed={seed}", "progress_bar=false", *protocol.overrides(method)]
+    print("$", " ".join(command[1:]), flush=True)
+    subprocess.run(command, check=True)
+    return run_dir
+
+
+def method_row(method: str, run_dir: Path, protocol: protocols.Protocol, sets, device: str, seed: int) -> dict:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    config = (run_dir / "config.yaml").read_text()
+    backbone, info = load_backbone(run_dir)
+    transform = EvalTransform(int(info["image_size"]), info["mean"], info["std"])
+    row = {"method": method, "recipe": protocol.recipe(method), "backbone": backbone_name(config),
+           "epochs": summary["epochs"], "batch_size": batch_size(config),
+           "val_knn_top1": round(summary["metrics"].get("knn/top1", float("nan")), 2),
+           **encoder_scores(backbone.to(device), *sets, transform, device, seed),
+           "wall_time_min": round(summary["wall_time_s"] / 60, 1),
+           "train_images_per_s": summary.get("train_images_per_s"),
+           "peak_memory_mb": summary.get("peak_memory_mb"), "run": str(run_dir)}
+    return row
+
+
+def backbone_name(config_text: str) -> str:
+    import yaml
+
+    backbone = yaml.safe_load(config_text)["backbone"]
+    extras = ", ".join(f"{k}={v}" for k, v in backbone.items() if k != "name")
+    return f"{backbone['name']}" + (f" ({extras})" if extras else "")
+
+
+def batch_size(config_text: str) -> int:
+    import yaml
+
+    return int(yaml.safe_load(config_text)["batch_size"])
+
+
+def reference_rows(protocol: protocols.Protocol, sets, size: int, device: str, seed: int) -> list[dict]:
+    """Raw pixels (normalised, flattened) and the CPU protocol's backbone at random initialisation."""
+    train_set, test_set = sets
+    transform = EvalTransform(size, train_set.mean, train_set.std)
+    pixels = encoder_scores(lambda x: x.flatten(1), train_set, test_set, transform, device, seed)
+    torch.manual_seed(seed)
+    name, options = ("resnet_small", {"width": 16}) if protocol.name == "cpu" else ("resnet18", {"cifar_stem": True})
+    random_init = backbones.get(name, in_channels=train_set.channels, **options).to(device)
+    return [{"method": "raw pixels", "backbone": f"{size}x{size} pixels", **pixels},
+            {"method": "random init", "backbone": name, **encoder_scores(random_init, train_set, test_set,
+                                                                         transform, device, seed)}]
+
+
+COLUMNS = [("method", "method"), ("backbone", "backbone"), ("epochs", "epochs"), ("batch_size", "batch"),
+           ("val_knn_top1", "k-NN val"), ("knn_top1", "k-NN test"), ("linear_top1", "linear test"),
+           ("wall_time_min", "wall (min)"), ("train_images_per_s", "images/s"), ("peak_rss_mb", "peak RSS (MiB)")]
+
+
+def markdown(rows: list[dict], header: str) -> str:
+    lines = [header, "", "| " + " | ".join(title for _, title in COLUMNS) + " |",
+             "|" + "---|" * len(COLUMNS)]
+    for row in rows:
+        peak = row.get("peak_memory_mb") or {}
+        row = {**row, "peak_rss_mb": peak.get("cpu_rss_mb", peak.get("cuda_allocated_mb"))}
+        if "error" in row:  # a failed method keeps its row, saying why
+            row = {"method": row["method"], "backbone": f"failed: {row['error']}"}
+        cells = [row.get(key) for key, _ in COLUMNS]
+        lines.append("| " + " | ".join("" if c is None else str(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--protocol", choices=["cpu", "gpu"], default="cpu")
+    parser.add_argument("--methods", default="simclr,byol,dcl,vicreg", help="comma-separated, or 'all'")
+    parser.add_argument("--root", default="../shared/data/fashion-mnist", help="Fashion-MNIST folder")
+    parser.add_argument("--cifar10-root", help="CIFAR-10 folder (GPU protocol); Fashion-MNIST when absent")
+    parser.add_argument("--runs", default="runs/benchmarks", help="where run folders go")
+    parser.add_argument("--reuse", action="store_true", help="score finished run folders instead of retraining")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+
+    protocol = protocols.get(args.protocol, args.root, args.cifar10_root)
+    from selfsup.methods import METHODS
+
+    methods = sorted(METHODS.names()) if args.methods == "all" else [m.strip() for m in args.methods.split(",")]
+    sets = (data.get(protocol.data, root=protocol.root, split="train"),
+            data.get(protocol.data, root=protocol.root, split="test"))
+    size = 32 if protocol.name == "gpu" else sets[0].image_size[0]
+    out_json = RESULTS / f"{protocol.data}-{protocol.name}.json"
+    previous = json.loads(out_json.read_text())["rows"] if out_json.is_file() else []
+    rows = {row["method"]: row for row in previous}
+    started = time.time()
+    rows.update({row["method"]: row for row in reference_rows(protocol, sets, size, args.device, args.seed)})
+    for method in methods:
+        try:
+            run_dir = train_method(method, protocol, Path(args.runs), args.reuse, args.seed)
+            rows[method] = method_row(method, run_dir, protocol, sets, args.device, args.seed)
+        except (subprocess.CalledProcessError, OSError, KeyError, ValueError) as err:
+            rows[method] = {"method": method, "error": (str(err).splitlines() or [type(err).__name__])[0][:120]}
+        print(json.dumps(rows[method]), flush=True)
+    ordered = [rows.pop("raw pixels"), rows.pop("random init"), *sorted(rows.values(), key=lambda r: r["method"])]
+    command = "python benchmarks/run.py " + " ".join(sys.argv[1:])
+    header = (f"### {protocol.data}, {protocol.name} protocol\n\nMachine: {machine()}. Command: `{command}` "
+              f"({time.strftime('%Y-%m-%d')}). k-NN: cosine, k=200, T=0.1, memory = the whole training split; "
+              "linear: L-BFGS on cached features, weight decay chosen on 10% of the training features; "
+              "both on the test split, once, for the final encoder. k-NN val: the run's own monitor on the "
+              "10% of the training split it held out.")
+    RESULTS.mkdir(exist_ok=True)
+    out_json.write_text(json.dumps({"protocol": protocol.name, "data": protocol.data, "machine": machine(),
+                                    "command": command, "rows": ordered}, indent=2))
+    out_json.with_suffix(".md").write_text(markdown(ordered, header))
+    print(markdown(ordered, header))
+    print(f"written: {out_json} and {out_json.with_suffix('.md')} in {(time.time() - started) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
