@@ -246,15 +246,16 @@ def test_once(config: TrainConfig, backbone: Backbone, transform: EvalTransform,
     usual k-NN protocol; the result is logged as ``test/knn_top1`` / ``test/knn_top5``.
     """
     options = dict(download=False, image_size=config.data.image_size, channels=config.data.channels,
-                   max_pixels=config.data.max_pixels, skip_bad_images=config.data.skip_bad_images)
-    full_train = data.get(config.data.name, root=config.data.root, split=config.data.train_split, **options)
+                   max_pixels=config.data.max_pixels, skip_bad_images=config.data.skip_bad_images,
+                   decoder=config.data.decoder)
+    full_train = _dataset(config, config.data.name, config.data.root, config.data.train_split, options)
     if config.data.name == "folder":  # folders have no splits: the test images are data.eval_root
         if not config.data.eval_root:
             log.warning("monitor.test_at_end: no test folder (data.eval_root), so no test measurement.")
             return {}
-        test_set = data.get("folder", root=config.data.eval_root, **options)
+        test_set = _dataset(config, "folder", config.data.eval_root, "train", options)
     else:
-        test_set = data.get(config.data.name, root=config.data.root, split=config.data.eval_split, **options)
+        test_set = _dataset(config, config.data.name, config.data.root, config.data.eval_split, options)
     scores = knn_eval(backbone, full_train, test_set, transform, k=config.monitor.knn_k,
                       temperature=config.monitor.knn_temperature, batch_size=batch_size, device=module.device,
                       autocast_dtype=module.eval_autocast_dtype, channels_last=config.channels_last)

@@ -121,7 +121,8 @@ def test_damaged_jpegs_give_the_same_error_whatever_the_decoder(tmp_path):
 
 def test_center_square_resize_matches_pils_box_resize_on_even_crops():
     rng = np.random.default_rng(0)
-    pixels = np.array(Image.fromarray(rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)).filter(ImageFilter.GaussianBlur(1)))
+    noise = Image.fromarray(rng.integers(0, 256, (40, 60, 3), dtype=np.uint8))
+    pixels = np.array(noise.filter(ImageFilter.GaussianBlur(1)))
     ours = center_square_resize(torch.from_numpy(pixels).permute(2, 0, 1), SIZE)
     pil = Image.fromarray(pixels).resize((SIZE, SIZE), Image.Resampling.BILINEAR, box=(10, 0, 50, 40))
     theirs = torch.from_numpy(np.array(pil)).permute(2, 0, 1)
@@ -340,7 +341,8 @@ def test_new_config_keys_are_checked(overrides, fragment):
 
 def test_new_config_keys_accept_good_values():
     config = load(overrides=["data.name=folder", "data.cache=true", "data.cache_dir=/tmp/c", "data.num_workers=2",
-                             "data.prefetch_factor=4", "data.decoder=pil", "data.decode_on_device=false", "compile=true"])
+                             "data.prefetch_factor=4", "data.decoder=pil", "data.decode_on_device=false",
+                             "compile=true"])
     assert (config.data.cache, config.data.cache_dir, config.data.prefetch_factor) == (True, "/tmp/c", 4)
     assert (config.data.decoder, config.data.decode_on_device, config.compile) == ("pil", False, True)
     assert load().data.decode_on_device == "auto" and load().compile is False

@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> None:
               f"{args.workers} workers, batch {args.batch_size}, {args.epochs} timed epochs after 1 warm-up "
               f"(folder made in {time.perf_counter() - started:.1f} s)")
         rates: dict[str, tuple[float, float]] = {}
-        datasets = {f"decode: {d}": ImageFolder(root, args.image_size, decoder=d) for d in ("pil", "torchvision", "auto")}
+        datasets = {f"decode: {d}": ImageFolder(root, args.image_size, decoder=d)
+                    for d in ("pil", "torchvision", "auto")}
         started = time.perf_counter()
         cached = cache_folder(ImageFolder(root, args.image_size), Path(tmp) / "cache", num_workers=args.workers,
                               progress=False)
@@ -107,13 +108,14 @@ def main(argv: list[str] | None = None) -> None:
                 best = rates.get(name, (0.0, 0.0))
                 rates[name] = (max(best[0], wall), max(best[1], cpu))
     wall0, cpu0 = rates["decode: pil"]
+    cached_mb = len(cached) * cached.channels * args.image_size**2 / 1e6
     print(f"\nBest of {args.repeats} rounds.\n")
     print(f"| reading | images / s (wall, {args.workers} workers) | vs PIL | images / CPU-s (in-process) | vs PIL |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, (wall, cpu) in rates.items():
         print(f"| {name} | {wall:,.0f} | {wall / wall0:.2f} | {cpu:,.0f} | {cpu / cpu0:.2f} |")
     print(f"\nCache build (once, decoder auto, {args.workers} workers): {build_s:.1f} s = "
-          f"{args.images / build_s:,.0f} images/s; cache file {len(cached) * cached.channels * args.image_size ** 2 / 1e6:.1f} MB.")
+          f"{args.images / build_s:,.0f} images/s; cache file {cached_mb:.1f} MB.")
 
 
 if __name__ == "__main__":

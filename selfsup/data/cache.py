@@ -98,7 +98,8 @@ class CachedFolder(Dataset[Sample]):
         return state
 
     def __repr__(self) -> str:
-        return f"CachedFolder(root={str(self.root)!r}, size={len(self)}, image_size={self.image_size}, cache={str(self.entry)!r})"
+        return (f"CachedFolder(root={str(self.root)!r}, size={len(self)}, image_size={self.image_size}, "
+                f"cache={str(self.entry)!r})")
 
 
 def default_cache_dir(root: str | Path, fallback: str | Path) -> Path:
@@ -305,7 +306,8 @@ class _DecodeJob(Dataset):
 
     def __getitem__(self, i: int) -> tuple[int, Tensor | None, str, str]:
         try:
-            image = load_image(self.paths[i], self.size, self.channels, max_pixels=self.max_pixels, decoder=self.decoder)
+            image = load_image(self.paths[i], self.size, self.channels, max_pixels=self.max_pixels,
+                               decoder=self.decoder)
         except DataError as err:
             return i, None, str(getattr(err.__cause__, "reason", err)), str(err)
         return i, image, "", ""

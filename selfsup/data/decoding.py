@@ -93,7 +93,9 @@ def center_square_resize(image: Tensor, size: int) -> Tensor:
         torch.Size([3, 16, 16])
     """
     if image.dtype != torch.uint8 or image.dim() != 3:
-        raise ValueError(f"center_square_resize expects a uint8 (C, H, W) tensor, got {image.dtype} {tuple(image.shape)}")
+        raise ValueError(
+            f"center_square_resize expects a uint8 (C, H, W) tensor, got {image.dtype} {tuple(image.shape)}"
+        )
     _, h, w = image.shape
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2

@@ -75,15 +75,16 @@ class EncodedImages:
         out = torch.empty((len(self.items), self.channels, self.size, self.size), dtype=torch.uint8, device=device)
         jpegs = [k for k, item in enumerate(self.items) if isinstance(item, EncodedJPEG)]
         if jpegs:
-            encoded = [self.items[k] for k in jpegs]
+            encoded = [item for item in self.items if isinstance(item, EncodedJPEG)]
             try:
-                decoded = decode_jpegs([item.data for item in encoded], self.channels, device)  # type: ignore[union-attr]
+                decoded = decode_jpegs([item.data for item in encoded], self.channels, device)
             except RuntimeError as err:
-                names = ", ".join(item.path for item in encoded[:3]) + (" ..." if len(encoded) > 3 else "")  # type: ignore[union-attr]
+                names = ", ".join(item.path for item in encoded[:3]) + (" ..." if len(encoded) > 3 else "")
+                reason = " ".join(str(err).split())[:300]
                 raise DataError(
-                    f"Decoding a batch of {len(encoded)} JPEGs on {device} failed ({' '.join(str(err).split())[:300]}); "
-                    f"files: {names}. Set data.decode_on_device=false to decode on the CPU, where a damaged file is "
-                    "named (and left out with --skip-bad-images)."
+                    f"Decoding a batch of {len(encoded)} JPEGs on {device} failed ({reason}); files: {names}. Set "
+                    "data.decode_on_device=false to decode on the CPU, where a damaged file is named (and left out "
+                    "with --skip-bad-images)."
                 ) from err
             for k, image in zip(jpegs, decoded):
                 out[k] = center_square_resize(image, self.size)
@@ -100,13 +101,16 @@ class EncodedCollate:
     :class:`EncodedImages` (byte tensors of different lengths cannot be stacked).
 
     Example:
-        >>> loader = DataLoader(DeviceDecodeView(folder), batch_size=256, collate_fn=EncodedCollate(64, 3))  # doctest: +SKIP
+        >>> collate = EncodedCollate(64, 3)
+        >>> loader = DataLoader(DeviceDecodeView(folder), batch_size=256, collate_fn=collate)  # doctest: +SKIP
     """
 
     def __init__(self, size: int, channels: int) -> None:
         self.size, self.channels = size, channels
 
-    def __call__(self, batch: list[tuple[Tensor | EncodedJPEG, int, int]]) -> tuple[Tensor | EncodedImages, Tensor, Tensor]:
+    def __call__(
+        self, batch: list[tuple[Tensor | EncodedJPEG, int, int]]
+    ) -> tuple[Tensor | EncodedImages, Tensor, Tensor]:
         items = [item for item, _, _ in batch]
         labels = torch.tensor([label for _, label, _ in batch], dtype=torch.long)
         indices = torch.tensor([index for _, _, index in batch], dtype=torch.long)
@@ -133,7 +137,8 @@ class DeviceDecodeView(Dataset):
             self.folder, self.positions = parent, list(dataset.indices)  # type: ignore[attr-defined]
         else:
             raise ConfigError(
-                f"data.decode_on_device needs an image folder ('folder' data without data.cache); got {type(dataset).__name__}."
+                "data.decode_on_device needs an image folder ('folder' data without data.cache); got "
+                f"{type(dataset).__name__}."
             )
         self.size, self.channels = self.folder.image_size[0], self.folder.channels  # type: ignore[index]
 

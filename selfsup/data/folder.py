@@ -346,7 +346,9 @@ def ends_early(kind: str | None, data: bytes) -> bool:
     return False
 
 
-def _torchvision_pixels(img: Image.Image, fp: BinaryIO, size: int, channels: int, max_pixels: int | None) -> Tensor | None:
+def _torchvision_pixels(
+    img: Image.Image, fp: BinaryIO, size: int, channels: int, max_pixels: int | None
+) -> Tensor | None:
     """The tensor of a plain JPEG decoded by torchvision, or None to leave the file to PIL (another
     format or mode, a truncated file, or any torchvision failure: PIL then decodes it or names what
     is wrong)."""
