@@ -121,22 +121,22 @@ class NTXentLoss(nn.Module):
 
     def _in_batch_loss(self, z0: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
         n = z0.shape[0]
-        queries = torch.cat([z0, z1], dim=0)  # (2n, d)
+        keys = torch.cat([z0, z1], dim=0)  # (2n, d)
         r, w = 0, 1
-        keys = queries
         if self.gather_distributed and world_size() > 1:
             r, w = rank(), world_size()
             # Global key order is [z0 of ranks 0..w-1, z1 of ranks 0..w-1], the same order as the
             # single-process batch cat(cat(z0_all), cat(z1_all)).
-            keys = torch.cat([gather(z0), gather(z1)], dim=0)  # (2wn, d)
-        logits = queries @ keys.T / self.temperature  # (2n, 2wn)
+            keys_all = torch.cat([gather(z0), gather(z1)], dim=0)  # (2wn, d)
+        else:
+            keys_all = keys
+        # One similarity product; 1 / T scales the (2n, d) queries rather than the (2n, 2wn) logits.
+        logits = (keys / self.temperature) @ keys_all.T  # (2n, 2wn)
         local = torch.arange(n, device=z0.device)
+        rows = torch.arange(2 * n, device=z0.device)
         self_idx = torch.cat([r * n + local, (w + r) * n + local])
         pos_idx = torch.cat([(w + r) * n + local, r * n + local])
-        rows = torch.arange(2 * n, device=z0.device)
-        is_self = torch.zeros_like(logits, dtype=torch.bool)
-        is_self[rows, self_idx] = True
-        logits = logits.masked_fill(is_self, float("-inf"))
+        logits.index_put_((rows, self_idx), logits.new_full((), float("-inf")))  # no self-pairs
         return F.cross_entropy(logits, pos_idx)
 
     def _queue_loss(self, q: torch.Tensor, k: torch.Tensor, bank: MemoryBank) -> torch.Tensor:
