@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import protocols  # noqa: E402
@@ -80,11 +81,11 @@ def train_method(method: str, protocol: protocols.Protocol, runs: Path, reuse: b
 
 def method_row(method: str, run_dir: Path, protocol: protocols.Protocol, sets, device: str, seed: int) -> dict:
     summary = json.loads((run_dir / "summary.json").read_text())
-    config = (run_dir / "config.yaml").read_text()
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
     backbone, info = load_backbone(run_dir)
     transform = EvalTransform(int(info["image_size"]), info["mean"], info["std"])
-    row = {"method": method, "recipe": protocol.recipe(method), "backbone": backbone_name(config),
-           "epochs": summary["epochs"], "batch_size": batch_size(config),
+    row = {"method": method, "recipe": protocol.recipe(method), "backbone": backbone_name(config["backbone"]),
+           "epochs": summary["epochs"], "batch_size": int(config["batch_size"]),
            "val_knn_top1": round(summary["metrics"].get("knn/top1", float("nan")), 2),
            **encoder_scores(backbone.to(device), *sets, transform, device, seed),
            "wall_time_min": round(summary["wall_time_s"] / 60, 1),
@@ -93,18 +94,9 @@ def method_row(method: str, run_dir: Path, protocol: protocols.Protocol, sets, d
     return row
 
 
-def backbone_name(config_text: str) -> str:
-    import yaml
-
-    backbone = yaml.safe_load(config_text)["backbone"]
+def backbone_name(backbone: dict) -> str:
     extras = ", ".join(f"{k}={v}" for k, v in backbone.items() if k != "name")
     return f"{backbone['name']}" + (f" ({extras})" if extras else "")
-
-
-def batch_size(config_text: str) -> int:
-    import yaml
-
-    return int(yaml.safe_load(config_text)["batch_size"])
 
 
 def reference_rows(protocol: protocols.Protocol, sets, size: int, device: str, seed: int) -> list[dict]:

@@ -52,8 +52,13 @@ def test_known_answers():
     # the rows of the identity: each column holds one 1 among d, whose unbiased std is exactly 1/sqrt(d)
     assert float(embedding_std(torch.eye(d))) == pytest.approx(1 / math.sqrt(d), rel=1e-6)
 
-    low = torch.randn(200, 3, dtype=torch.float64) @ torch.randn(3, d, dtype=torch.float64)
-    assert 1.5 < float(rankme(low)) <= 3.0 + 1e-3  # rank 3
+    g = torch.Generator().manual_seed(2)
+    low = torch.randn(200, 3, dtype=torch.float64, generator=g) @ torch.randn(3, d, dtype=torch.float64, generator=g)
+    s = np.linalg.svd(low.numpy(), compute_uv=False)  # rank 3: three non-zero singular values
+    p = s[:3] / s.sum() + 1e-7
+    expected = math.exp(-(p * np.log(p)).sum())  # the d - 3 zero values add eps log eps ~ 1e-6 each
+    assert float(rankme(low)) == pytest.approx(expected, abs=1e-4)
+    assert float(rankme(low)) < 3.0 + 1e-3
 
     spread = torch.randn(4000, 16, generator=torch.Generator().manual_seed(1))
     assert float(embedding_std(spread)) == pytest.approx(1 / math.sqrt(16), rel=0.03)
