@@ -239,16 +239,15 @@ def intact_checkpoint(checkpoint_dir: Path) -> Path:
 
 
 def test_once(config: TrainConfig, backbone: Backbone, transform: EvalTransform, batch_size: int,
-              module: SelfSupervisedModule) -> dict[str, float]:
+              module: SelfSupervisedModule, full_train: Any) -> dict[str, float]:
     """k-NN accuracy on the test split, once, after a run tuned on a validation part of the training split.
 
-    The memory is the whole labelled training split (validation images included), as in the
-    usual k-NN protocol; the result is logged as ``test/knn_top1`` / ``test/knn_top5``.
+    The memory is ``full_train``, the whole labelled training split (validation images included),
+    as in the usual k-NN protocol; the result is logged as ``test/knn_top1`` / ``test/knn_top5``.
     """
     options = dict(download=False, image_size=config.data.image_size, channels=config.data.channels,
                    max_pixels=config.data.max_pixels, skip_bad_images=config.data.skip_bad_images,
                    decoder=config.data.decoder)
-    full_train = _dataset(config, config.data.name, config.data.root, config.data.train_split, options)
     if config.data.name == "folder":  # folders have no splits: the test images are data.eval_root
         if not config.data.eval_root:
             log.warning("monitor.test_at_end: no test folder (data.eval_root), so no test measurement.")
@@ -373,7 +372,8 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
     backbone_path = run_dir / "backbone.safetensors"
     metrics = dict(monitor.last) if monitor else {}
     if trainer.is_global_zero and config.monitor.test_at_end and config.data.val_fraction > 0:
-        test_metrics = test_once(config, method.backbone, transform, per_device, module)
+        # the split the run held its validation part out of (already read, and cached if asked)
+        test_metrics = test_once(config, method.backbone, transform, per_device, module, train_set.dataset)
         trainer.logger.log_metrics({**test_metrics, "epoch": float(config.epochs - 1)}, step=trainer.global_step)
         metrics.update(test_metrics)
     result = RunResult(run_dir, backbone_path, metrics, time.time() - started, trainer.is_global_zero)

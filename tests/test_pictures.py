@@ -49,6 +49,23 @@ def test_embedding_map_methods(tmp_path, monkeypatch):
         embedding_map(features, labels, tmp_path / "x.jpg", method="pca")
 
 
+def test_umap_map_keeps_separated_clusters_apart(tmp_path):
+    """With the viz extra installed, ``auto`` uses UMAP, and two cosine-separated clusters land apart."""
+    pytest.importorskip("umap")
+    from selfsup.eval.pictures import _project
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.eye(16)[:2] * 5.0  # orthogonal directions: cosine distance 1 between the clusters
+    x = torch.cat([centres[0] + 0.3 * torch.randn(40, 16, generator=g), centres[1] + 0.3 * torch.randn(40, 16, generator=g)])
+    x = torch.nn.functional.normalize(x, dim=1).double().numpy()
+    xy, how = _project(x, "umap", seed=0)
+    assert how.startswith("UMAP") and xy.shape == (80, 2)
+    a, b = xy[:40], xy[40:]
+    spread = max(np.linalg.norm(a - a.mean(0), axis=1).max(), np.linalg.norm(b - b.mean(0), axis=1).max())
+    assert np.linalg.norm(a.mean(0) - b.mean(0)) > 2 * spread  # the clusters do not overlap in the map
+    assert_png(embedding_map(x, torch.arange(80) // 40, tmp_path / "umap.png", method="auto"))
+
+
 def test_cosine_neighbours_match_brute_force():
     g = torch.Generator().manual_seed(1)
     queries, bank = torch.randn(5, 6, generator=g), torch.randn(30, 6, generator=g)

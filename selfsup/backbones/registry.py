@@ -31,7 +31,9 @@ def resnet_tiny(width: int = 8, blocks: Sequence[int] = (1, 1, 1, 1), in_channel
     return SmallResNet(width=width, blocks=blocks, in_channels=in_channels)
 
 
-_VIT_SIZES = {"vit_tiny": (192, 12, 3), "vit_small": (384, 12, 6), "vit_base": (768, 12, 12)}
+# (embed_dim, depth, num_heads); vit_nano is not a published size: a 96-d ViT for CPU benchmarks and tests
+_VIT_SIZES = {"vit_nano": (96, 12, 3), "vit_tiny": (192, 12, 3), "vit_small": (384, 12, 6),
+              "vit_base": (768, 12, 12)}
 
 
 def _vit_factory(name: str, dim: int, depth: int, heads: int):

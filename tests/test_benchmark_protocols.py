@@ -1,0 +1,82 @@
+"""The benchmark protocols build a trainable config for every registered method.
+
+``benchmarks/run.py`` trains each method for minutes (CPU) or hours (GPU) under a protocol's
+overrides; a wrong key or a size that does not fit (e.g. a mask patch that is not a multiple of the
+ViT's patch) must show up here, in seconds, not after an hour of other methods. Each method gets
+each protocol's config, then one training step on a small random batch through its own views.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from selfsup.config import load
+from selfsup.methods import METHODS, ViewBatch
+from selfsup.training import build_backbone, build_method, build_views
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import protocols  # noqa: E402
+
+CPU = protocols.get("cpu", None, None)
+GPU = protocols.get("gpu", None, None)  # without a CIFAR-10 copy: Fashion-MNIST at 32 px
+NUM_SAMPLES = 3072  # large enough for DeepCluster-v2's 3,000 prototypes, small enough to cluster fast
+BATCH = {"wmse": 128}  # W-MSE whitens sub-batches of w_size = 128
+
+
+def cpu_config(method: str):
+    return load(CPU.recipe(method), overrides=CPU.overrides(method))
+
+
+def test_cpu_protocol_sizes_backbones_for_the_cpu():
+    for method in METHODS.names():
+        config = cpu_config(method)
+        assert config.data.name == "fashion_mnist" and config.data.val_fraction == 0.1, method
+        assert config.monitor.test_at_end, method
+        name = config.backbone["name"]
+        if name.startswith("vit"):
+            assert (name, config.backbone["depth"], config.backbone["patch_size"]) == ("vit_nano", 4, 4), method
+            assert config.epochs == 4 and config.backbone["image_size"] == 28, method
+        else:
+            assert name == "resnet_small" and config.backbone["width"] == 16, method
+            assert config.epochs == (11 if CPU.recipe(method).startswith("fashion_mnist_cpu/") else 8), method
+    assert set(protocols.CPU_VIT_METHOD) <= set(METHODS.names())
+    assert cpu_config("msn").backbone["pos_embed"] == "learned"  # the recipe's other ViT keys survive
+
+
+def test_tuned_cpu_recipe_is_used_as_it_is():
+    tuned = load("fashion_mnist_cpu/simclr")
+    config = cpu_config("simclr")
+    assert CPU.recipe("simclr") == "fashion_mnist_cpu/simclr"
+    assert (config.epochs, config.optimizer, config.augment) == (tuned.epochs, tuned.optimizer, tuned.augment)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS.names()))
+@pytest.mark.parametrize("protocol", [CPU, GPU], ids=["cpu", "gpu"])
+def test_protocol_config_trains_one_step(protocol, method):
+    torch.manual_seed(0)
+    config = load(protocol.recipe(method), overrides=protocol.overrides(method))
+    size = 28 if protocol is CPU else 32
+    backbone = build_backbone(config, channels=1)
+    model = build_method(config, backbone, NUM_SAMPLES)
+    views = build_views(config, model, size, (0.286,), (0.353,), seed=0)
+    n = BATCH.get(method, 16)
+    images = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8)
+    model.configure_training(config.epochs, NUM_SAMPLES // config.batch_size)
+    model.on_epoch_start(0, lambda: torch.randn(NUM_SAMPLES, model.feature_dim))
+    out = model.training_step(ViewBatch(views=views(images), labels=torch.arange(n) % 10, indices=torch.arange(n)))
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+    grads = [p.grad for p in model.backbone.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_gpu_protocol_is_the_cifar_resnet18_budget():
+    config = load(GPU.recipe("simclr"), overrides=GPU.overrides("simclr"))
+    assert (config.epochs, config.batch_size, config.backbone["name"], config.backbone["cifar_stem"]) == (
+        200, 256, "resnet18", True)
+    assert config.augment["size"] == 32 and config.data.name == "fashion_mnist"
+    cifar = protocols.get("gpu", None, "data/cifar10")
+    assert load(cifar.recipe("simclr"), overrides=cifar.overrides("simclr")).data.name == "cifar10"
