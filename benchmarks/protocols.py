@@ -13,9 +13,8 @@ method in one table is trained and evaluated the same way.
   here (fwd + bwd, bf16, batch 512 of 28 px views): resnet_small width 16 2,473 views/s, this ViT
   589, with 6 blocks 426, 6 blocks on 7 px patches 1,065, vit_tiny (12 blocks, 4 px) 107; so a ViT
   gets half the epochs to stay near the same wall time, and keeps the 7 x 7 grid masking needs.
-  Each run holds
-  out 10% of the training split for validation (``data.val_fraction``) and is scored on the test
-  split once, at the end.
+  Each run holds out 10% of the training split for validation (``data.val_fraction``) and is
+  scored on the test split once, at the end.
 - ``gpu``: CIFAR-style ResNet-18 (a ViT recipe keeps its ViT), 200 epochs, batch 256, each method's
   CIFAR-10 recipe; on CIFAR-10 when a local copy is given, else on Fashion-MNIST at 32 px.
 """
