@@ -10,9 +10,11 @@ method in one table is trained and evaluated the same way.
   ``vit_nano`` (96-d, 3 heads) with 4 blocks on 4 px patches (7 x 7 tokens) for 4 epochs, and its
   heads, decoders, predictors and local crops shrunk as :data:`CPU_VIT_METHOD` lists (the published
   sizes are meant for 384-d+ ViTs on GPUs, and would cost many times the backbone here). Measured
-  here (fwd + bwd, bf16, batch 512 of 28 px views): resnet_small width 16 2,473 views/s, this ViT
-  589, with 6 blocks 426, 6 blocks on 7 px patches 1,065, vit_tiny (12 blocks, 4 px) 107; so a ViT
-  gets half the epochs to stay near the same wall time, and keeps the 7 x 7 grid masking needs.
+  here in one run (``benchmarks/speed/backbone_throughput.py``: fwd + bwd, bf16, batch 512 of 28 px
+  views): resnet_small width 16 2,087 views/s, this ViT 1,062 (0.51x), with 6 blocks 751, 6 blocks
+  on 7 px patches 2,097, vit_tiny with 4 blocks on 7 px patches 1,205, vit_tiny (12 blocks, 4 px)
+  145; so a ViT gets half the epochs to stay near the same wall time, and keeps the 7 x 7 grid that
+  masking needs. Multi-crop ViT methods with a teacher (DINOv2, iBOT) still cost about twice that.
   Each run holds out 10% of the training split for validation (``data.val_fraction``) and is
   scored on the test split once, at the end.
 - ``gpu``: CIFAR-style ResNet-18 (a ViT recipe keeps its ViT), 200 epochs, batch 256, each method's
@@ -32,8 +34,12 @@ CPU_VIT_METHOD = {  # per method: the parts beside the backbone, sized for a 96-
     "aim": ["method.head_width=96", "method.head_blocks=2"],
     "cae": ["method.regressor_depth=2", "method.decoder_depth=2"],
     "ijepa": ["method.predictor_dim=96", "method.predictor_depth=2"],
-    "dinov2": ["method.out_dim=1024", "method.hidden_dim=512", "augment.num_local=4"],
-    "ibot": ["method.out_dim=1024", "method.patch_out_dim=1024", "method.hidden_dim=512", "augment.num_local=4"],
+    # DINOv2 / iBOT run their head on every patch token of the global views, so the head's size, not
+    # the ViT's, sets the pace: with hidden 512 / out 1,024 a first run went at 112 images/s (~32 min
+    # for 4 epochs; stopped), so the head is cut to hidden 256, bottleneck 128, out 512
+    "dinov2": ["method.out_dim=512", "method.hidden_dim=256", "method.bottleneck_dim=128", "augment.num_local=4"],
+    "ibot": ["method.out_dim=512", "method.patch_out_dim=512", "method.hidden_dim=256", "method.bottleneck_dim=128",
+             "augment.num_local=4"],
     "msn": ["method.hidden_dim=512", "augment.num_focal=4"],
     "pmsn": ["method.hidden_dim=512", "augment.num_focal=4"],
 }

@@ -109,17 +109,32 @@ def backbone_name(backbone: dict) -> str:
     return f"{backbone['name']}" + (f" ({extras})" if extras else "")
 
 
+REFERENCES = ("raw pixels", "random init", "random init (ViT)")
+
+
 def reference_rows(protocol: protocols.Protocol, sets, size: int, device: str, seed: int) -> list[dict]:
-    """Raw pixels (normalised, flattened) and the CPU protocol's backbone at random initialisation."""
+    """Raw pixels (normalised, flattened) and the protocol's backbones at random initialisation
+    (the CNN, and on the CPU also the small ViT that ViT methods train)."""
     train_set, test_set = sets
     transform = EvalTransform(size, train_set.mean, train_set.std)
-    pixels = encoder_scores(lambda x: x.flatten(1), train_set, test_set, transform, device, seed)
-    torch.manual_seed(seed)
-    name, options = ("resnet_small", {"width": 16}) if protocol.name == "cpu" else ("resnet18", {"cifar_stem": True})
-    random_init = backbones.get(name, in_channels=train_set.channels, **options).to(device)
-    return [{"method": "raw pixels", "backbone": f"{size}x{size} pixels", **pixels},
-            {"method": "random init", "backbone": name, **encoder_scores(random_init, train_set, test_set,
-                                                                         transform, device, seed)}]
+    rows = [{"method": "raw pixels", "backbone": f"{size}x{size} pixels",
+             **encoder_scores(lambda x: x.flatten(1), train_set, test_set, transform, device, seed)}]
+    random_inits = [("random init", protocol.small_backbone)]
+    if protocol.small_vit:
+        random_inits.append(("random init (ViT)", protocol.small_vit + [f"backbone.image_size={size}"]))
+    for label, overrides in random_inits:
+        options = {o.split("=")[0].removeprefix("backbone."): yaml.safe_load(o.split("=", 1)[1])
+                   for o in overrides if o.startswith("backbone.")}
+        name = options.pop("name")
+        torch.manual_seed(seed)
+        random_init = backbones.get(name, in_channels=train_set.channels, **options).to(device)
+        rows.append({"method": label, "backbone": backbone_name({"name": name, **options}),
+                     **encoder_scores(random_init, train_set, test_set, transform, device, seed)})
+    return rows
+
+
+def protocol_references(protocol: protocols.Protocol) -> set[str]:
+    return set(REFERENCES) if protocol.small_vit else {"raw pixels", "random init"}
 
 
 COLUMNS = [("method", "method"), ("recipe", "recipe"), ("backbone", "backbone"), ("epochs", "epochs"), ("batch_size", "batch"),
@@ -143,8 +158,8 @@ def markdown(rows: list[dict], header: str) -> str:
 def write_table(rows: dict[str, dict], protocol: protocols.Protocol, commands: list[str], header: str,
                 out_json: Path) -> list[dict]:
     """Write the JSON and Markdown tables (reference rows first, then methods by name)."""
-    ordered = [rows[name] for name in ("raw pixels", "random init") if name in rows]
-    ordered += sorted((r for r in rows.values() if r["method"] not in ("raw pixels", "random init")),
+    ordered = [rows[name] for name in REFERENCES if name in rows]
+    ordered += sorted((r for r in rows.values() if r["method"] not in REFERENCES),
                       key=lambda r: r["method"])
     RESULTS.mkdir(exist_ok=True)
     out_json.write_text(json.dumps({"protocol": protocol.name, "data": protocol.data, "machine": machine(),
@@ -156,7 +171,8 @@ def write_table(rows: dict[str, dict], protocol: protocols.Protocol, commands: l
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--protocol", choices=["cpu", "gpu"], default="cpu")
-    parser.add_argument("--methods", default="simclr,byol,dcl,vicreg", help="comma-separated, or 'all'")
+    parser.add_argument("--methods", default="simclr,byol,dcl,vicreg",
+                        help="comma-separated, or 'all' (empty: only the reference rows)")
     parser.add_argument("--root", default="../shared/data/fashion-mnist", help="Fashion-MNIST folder")
     parser.add_argument("--cifar10-root", help="CIFAR-10 folder (GPU protocol); Fashion-MNIST when absent")
     parser.add_argument("--runs", default="runs/benchmarks", help="where run folders go")
@@ -187,12 +203,13 @@ def main() -> None:
     if args.render:
         print(markdown(write_table(rows, protocol, commands, header, out_json), header))
         return
-    methods = sorted(METHODS.names()) if args.methods == "all" else [m.strip() for m in args.methods.split(",")]
+    methods = (sorted(METHODS.names()) if args.methods == "all"
+               else [m.strip() for m in args.methods.split(",") if m.strip()])
     sets = (data.get(protocol.data, root=protocol.root, split="train"),
             data.get(protocol.data, root=protocol.root, split="test"))
     size = 32 if protocol.name == "gpu" else sets[0].image_size[0]
     started = time.time()
-    if not (args.reuse and {"raw pixels", "random init"} <= rows.keys()):
+    if not (args.reuse and protocol_references(protocol) <= rows.keys()):
         rows.update({row["method"]: row for row in reference_rows(protocol, sets, size, args.device, args.seed)})
     ordered = write_table(rows, protocol, commands, header, out_json)
     for method in methods:

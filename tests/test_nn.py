@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from selfsup.nn import (
@@ -18,6 +19,7 @@ from selfsup.nn import (
     rank,
     world_size,
 )
+from selfsup.nn.transformer import SHORT_SEQUENCE, attention
 
 
 # ----------------------------------------------------------------------------------------- MLP
@@ -223,3 +225,34 @@ def test_momentum_teacher_runs_copies_in_order_and_follows_the_online_modules():
     online = list(first.parameters()) + list(second.parameters())
     for t0, o, t1 in zip(before, online, teacher.parameters()):
         torch.testing.assert_close(t1, 0.9 * t0 + 0.1 * o)
+
+
+@pytest.mark.parametrize("mask_kind", [None, "bool", "additive"])
+def test_attention_short_cpu_path_matches_the_fused_kernel(mask_kind) -> None:
+    """The explicit CPU path for short sequences gives the fused kernel's values and gradients."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 7, 8, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    mask = None
+    if mask_kind == "bool":
+        mask = torch.rand(7, 7, generator=g) > 0.3
+        mask |= torch.eye(7, dtype=torch.bool)  # every query sees at least itself
+    elif mask_kind == "additive":
+        mask = torch.randn(2, 3, 7, 7, generator=g, dtype=torch.float64)
+    ours = attention(q, k, v, attn_mask=mask)
+    fused = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert torch.allclose(ours, fused, atol=1e-10)
+    grads = torch.autograd.grad(ours.square().sum(), (q, k, v))
+    fused_grads = torch.autograd.grad(fused.square().sum(), (q, k, v))
+    assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(grads, fused_grads))
+    long = torch.randn(1, 1, SHORT_SEQUENCE + 1, 4, dtype=torch.float64)
+    assert torch.allclose(attention(long, long, long), F.scaled_dot_product_attention(long, long, long), atol=1e-10)
+
+
+def test_attention_under_bf16_autocast_stays_close_to_float32() -> None:
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(4, 3, 50, 32, generator=g) for _ in range(3))
+    exact = F.scaled_dot_product_attention(q, k, v)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = attention(q.bfloat16(), k.bfloat16(), v.bfloat16())
+    assert low.dtype == torch.bfloat16 and torch.isfinite(low).all()
+    assert (low.float() - exact).abs().max() < 0.05  # bf16 has 8 bits of mantissa

@@ -23,11 +23,10 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfsup.backbones.base import Backbone
-from selfsup.nn.transformer import DropPath
+from selfsup.nn.transformer import DropPath, attention
 
 MASK_VALUE = -100.0  # the official value added to attention logits between different regions
 
@@ -104,7 +103,7 @@ class WindowAttention(nn.Module):
         if mask is not None:
             num_windows = mask.shape[0]
             logits_bias = logits_bias + mask.to(q.dtype).unsqueeze(1).repeat(bw // num_windows, 1, 1, 1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=logits_bias)
+        out = attention(q, k, v, attn_mask=logits_bias)
         return self.proj(out.transpose(1, 2).reshape(bw, n, c))
 
 

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from selfsup.nn.transformer import attention
 
 __all__ = ["CAEDecoder", "CrossAttentionBlock", "LatentRegressor", "LayerScaleBlock"]
 
@@ -53,7 +54,7 @@ class CrossAttentionBlock(nn.Module):
         q = _heads(self.q(self.norm_q(queries + pos_queries)), self.num_heads)
         k = _heads(self.k(self.norm_k(context + pos_context)), self.num_heads)
         v = _heads(self.v(self.norm_v(context)), self.num_heads)
-        attended = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(queries.shape)
+        attended = attention(q, k, v).transpose(1, 2).reshape(queries.shape)
         x = self.norm_out(queries + self.gamma1 * self.proj(attended))
         return x + self.gamma2 * self.mlp(x)
 
@@ -119,7 +120,7 @@ class LayerScaleBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         q, k, v = (_heads(t, self.num_heads) for t in self.qkv(self.norm1(x)).chunk(3, dim=-1))
-        attended = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(x.shape)
+        attended = attention(q, k, v).transpose(1, 2).reshape(x.shape)
         x = x + self.gamma1 * self.proj(attended)
         return x + self.gamma2 * self.mlp(self.norm2(x))
 
