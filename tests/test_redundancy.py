@@ -176,6 +176,28 @@ def test_vicreg_matches_reference(weights: tuple[float, float, float]) -> None:
     assert got.item() == pytest.approx(ref_vicreg(z0, z1, *weights), abs=1e-5, rel=1e-5)
 
 
+def test_whitening_a_singular_batch_shrinks_it_instead_of_stopping(caplog) -> None:
+    """A sub-batch spanning 3 of 4 dimensions (a partly collapsed projector) has a singular
+    covariance: it is whitened with the smallest listed jitter that works, equal to the reference
+    whitening of that shrunk covariance, and a warning says so; training does not stop."""
+    from selfsup.nn.whitening import JITTER
+
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(12, 3, generator=g, dtype=torch.float64)
+    x = torch.cat([x, x[:, :1] + x[:, 1:2]], dim=1)  # 4th column = sum of two others: rank 3
+    with caplog.at_level("WARNING", logger="selfsup.nn.whitening"):
+        got = cholesky_whiten(x)
+    assert torch.isfinite(got).all() and "singular 4x4 covariance" in caplog.text
+    centred = x - x.mean(0)
+    cov = centred.T @ centred / 11
+    eye = torch.eye(4, dtype=torch.float64)
+    first = next(j for j in JITTER if torch.linalg.cholesky_ex(cov + j * cov.diagonal().mean() * eye)[1] == 0)
+    lower = ref_cholesky(cov + first * cov.diagonal().mean() * eye)
+    torch.testing.assert_close(got, torch.linalg.solve_triangular(lower, centred.T, upper=False).T)
+    with pytest.raises(ValueError, match="not positive definite"):
+        cholesky_whiten(torch.full((8, 2), float("nan"), dtype=torch.float64))
+
+
 @pytest.mark.parametrize("eps", [0.0, 0.1])
 def test_whitening_matches_reference_and_whitens(eps: float) -> None:
     g = torch.Generator().manual_seed(3)

@@ -1,9 +1,16 @@
 """Cholesky whitening of a batch of embeddings (W-MSE)."""
 from __future__ import annotations
 
+import logging
+
 import torch
 
 __all__ = ["cholesky_whiten"]
+
+log = logging.getLogger(__name__)
+
+JITTER = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+"""Shrinkage tried, in order, when the covariance is singular (relative to its mean variance)."""
 
 
 def cholesky_whiten(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
@@ -17,6 +24,11 @@ def cholesky_whiten(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
     row becomes ``W (x_i - m)`` with ``W = L^{-1}``. The whitened batch has zero mean and (for
     ``eps = 0``) identity covariance. Gradients flow through ``m``, ``S`` and ``L``, as in the
     paper (the whitening matrix is not detached).
+
+    A singular covariance (a sub-batch whose embeddings span fewer than ``d`` dimensions, which
+    happens when a projector collapses part of its output, and which stops the official code with a
+    Cholesky error) is shrunk further, by the first of :data:`JITTER` times its mean variance that
+    makes it positive definite, with a warning; a non-singular batch is whitened exactly as above.
 
     Args:
         x: ``(n, d)`` batch; ``n > d`` unless ``eps > 0``, or the covariance is singular.
@@ -36,6 +48,18 @@ def cholesky_whiten(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
     centred = x - x.mean(dim=0, keepdim=True)
     cov = centred.T @ centred / (n - 1)
     eye = torch.eye(d, dtype=x.dtype, device=x.device)
-    lower = torch.linalg.cholesky((1 - eps) * cov + eps * eye)
+    shrunk = (1 - eps) * cov + eps * eye
+    lower, info = torch.linalg.cholesky_ex(shrunk)
+    if info.item() != 0:
+        scale = cov.diagonal().mean().clamp_min(torch.finfo(cov.dtype).tiny)
+        for jitter in JITTER:
+            lower, info = torch.linalg.cholesky_ex(shrunk + (jitter * scale) * eye)
+            if info.item() == 0:
+                log.warning("cholesky_whiten: singular %dx%d covariance of %d samples; shrunk by %g x its mean "
+                            "variance (raise the method's w_eps or w_size to avoid this)", d, d, n, jitter)
+                break
+        else:
+            raise ValueError(f"cholesky_whiten: the covariance of the ({n}, {d}) batch is not positive definite "
+                             f"even shrunk by {JITTER[-1]} x its mean variance; are the embeddings finite?")
     # rows W (x_i - m) = (L^{-1} centred^T)^T, by a triangular solve instead of an inverse
     return torch.linalg.solve_triangular(lower, centred.T, upper=False).T
