@@ -23,6 +23,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 import torch
@@ -78,8 +79,20 @@ def train_method(method: str, protocol: protocols.Protocol, runs: Path, reuse: b
     command = [sys.executable, "-m", "selfsup", "train", "--config", protocol.recipe(method), "--name", name,
                "--output-dir", str(runs), f"seed={seed}", "progress_bar=false", *protocol.overrides(method)]
     print("$", " ".join(command[1:]), flush=True)
-    subprocess.run(command, check=True)
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    tail: deque[str] = deque(maxlen=50)
+    for line in process.stderr:  # shown as it comes; the end is kept to say why a run failed
+        sys.stderr.write(line)
+        if line.strip():
+            tail.append(line.strip())
+    if process.wait() != 0:
+        raise TrainingFailed(f"selfsup train exited with status {process.returncode}: "
+                             f"{tail[-1] if tail else 'no message'}")
     return run_dir
+
+
+class TrainingFailed(RuntimeError):
+    """``selfsup train`` stopped with an error; the message ends with its last line of output."""
 
 
 def method_row(method: str, run_dir: Path, protocol: protocols.Protocol, sets, device: str, seed: int,
@@ -216,8 +229,9 @@ def main() -> None:
         try:
             run_dir = train_method(method, protocol, Path(args.runs), args.reuse, args.seed)
             rows[method] = method_row(method, run_dir, protocol, sets, args.device, args.seed, rows.get(method))
-        except (subprocess.CalledProcessError, OSError, KeyError, ValueError) as err:
-            rows[method] = {"method": method, "error": (str(err).splitlines() or [type(err).__name__])[0][:120]}
+        except (TrainingFailed, OSError, KeyError, ValueError) as err:
+            rows[method] = {"method": method, "error": (str(err).splitlines() or [type(err).__name__])[0][:240],
+                            "date": time.strftime("%Y-%m-%d")}
         print(json.dumps(rows[method]), flush=True)
         ordered = write_table(rows, protocol, commands, header, out_json)  # after every method: a stop loses nothing
     print(markdown(ordered, header))

@@ -180,14 +180,20 @@ def test_whitening_a_singular_batch_shrinks_it_instead_of_stopping(caplog) -> No
     """A sub-batch spanning 3 of 4 dimensions (a partly collapsed projector) has a singular
     covariance: it is whitened with the smallest listed jitter that works, equal to the reference
     whitening of that shrunk covariance, and a warning says so; training does not stop."""
+    import selfsup.nn.whitening as whitening
     from selfsup.nn.whitening import JITTER
 
+    whitening._warned.clear()
     g = torch.Generator().manual_seed(4)
     x = torch.randn(12, 3, generator=g, dtype=torch.float64)
     x = torch.cat([x, x[:, :1] + x[:, 1:2]], dim=1)  # 4th column = sum of two others: rank 3
     with caplog.at_level("WARNING", logger="selfsup.nn.whitening"):
         got = cholesky_whiten(x)
     assert torch.isfinite(got).all() and "singular 4x4 covariance" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="selfsup.nn.whitening"):
+        cholesky_whiten(x)
+    assert not caplog.text  # once per process, not once per step
     centred = x - x.mean(0)
     cov = centred.T @ centred / 11
     eye = torch.eye(4, dtype=torch.float64)

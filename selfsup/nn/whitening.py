@@ -11,6 +11,7 @@ log = logging.getLogger(__name__)
 
 JITTER = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 """Shrinkage tried, in order, when the covariance is singular (relative to its mean variance)."""
+_warned: list[bool] = []  # the singular-covariance warning is logged once per process
 
 
 def cholesky_whiten(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
@@ -55,8 +56,11 @@ def cholesky_whiten(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
         for jitter in JITTER:
             lower, info = torch.linalg.cholesky_ex(shrunk + (jitter * scale) * eye)
             if info.item() == 0:
-                log.warning("cholesky_whiten: singular %dx%d covariance of %d samples; shrunk by %g x its mean "
-                            "variance (raise the method's w_eps or w_size to avoid this)", d, d, n, jitter)
+                if not _warned:
+                    log.warning("cholesky_whiten: singular %dx%d covariance of %d samples; shrunk by %g x its mean "
+                                "variance (raise the method's w_eps or w_size to avoid this; later occurrences "
+                                "are not logged)", d, d, n, jitter)
+                    _warned.append(True)
                 break
         else:
             raise ValueError(f"cholesky_whiten: the covariance of the ({n}, {d}) batch is not positive definite "
