@@ -206,8 +206,9 @@ def main() -> None:
     if not args.render and command not in commands:
         commands.append(command)
     header = (f"### {protocol.data}, {protocol.name} protocol\n\nMachine: {machine()}. Rows come from "
-              + ", ".join(f"`{c}`" for c in commands) + " (one training run per method; each row's date and run "
-              "folder are in the JSON file). k-NN: cosine, k=200, T=0.1, memory = the whole training split; "
+              f"`python benchmarks/run.py --protocol {protocol.name} --methods <list> --reuse`, run {len(commands)} "
+              "time(s) with different lists (the exact command lines, each row's date and run folder are in the "
+              "JSON file; one training run per method). k-NN: cosine, k=200, T=0.1, memory = the whole training split; "
               "linear: L-BFGS on cached features, weight decay chosen on 10% of the training features; "
               "both on the test split, once, for the final encoder. k-NN val: the run's own monitor on the "
               "10% of the training split it held out. Recipe fashion_mnist_cpu/: tuned for this budget on the "
