@@ -133,6 +133,14 @@ class _Setup:
         return cached_features(self.backbone, dataset, self.transform, cache_dir=self.cache_dir, key=key,
                                indices=indices, device=self.args.device, batch_size=self.args.batch_size)
 
+    def labelled_features(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Indices of the labelled images of both splits and their (cached) features and labels."""
+        train_idx = self.labelled(self.train_set, self.args.train_split)
+        test_idx = self.labelled(self.test_set, self.args.split)
+        train_x, train_y = self.features(self.train_set, self.args.train_split, train_idx)
+        test_x, test_y = self.features(self.test_set, self.args.split, test_idx)
+        return train_idx, test_idx, train_x, train_y, test_x, test_y
+
     def num_classes(self, *labels: Tensor) -> int:
         found = max(int(y.max()) for y in labels) + 1
         return max(found, int(getattr(self.train_set, "num_classes", 0) or 0))
@@ -233,9 +241,7 @@ def cmd_eval_knn(args: argparse.Namespace) -> int:
         raise ConfigError(f"--ks takes comma-separated whole numbers >= 1, got {args.ks!r}.")
     ks = tuple(int(v) for v in values)
     s = _setup(args)
-    train_idx, test_idx = s.labelled(s.train_set, args.train_split), s.labelled(s.test_set, args.split)
-    train_x, train_y = s.features(s.train_set, args.train_split, train_idx)
-    test_x, test_y = s.features(s.test_set, args.split, test_idx)
+    train_idx, test_idx, train_x, train_y, test_x, test_y = s.labelled_features()
     num_classes = s.num_classes(train_y, test_y)
     options = dict(num_classes=num_classes, temperature=args.temperature)
     scores: dict[str, Any] = {**knn_accuracy(train_x, train_y, test_x, test_y, k=args.k, **options), "k": args.k}
@@ -284,9 +290,7 @@ def _probe_line(what: str, s: _Setup, scores: dict, settings: dict) -> str:
 def cmd_eval_linear(args: argparse.Namespace) -> int:
     """``selfsup eval linear``: the linear probe on cached features."""
     s = _setup(args)
-    train_idx, test_idx = s.labelled(s.train_set, args.train_split), s.labelled(s.test_set, args.split)
-    train_x, train_y = s.features(s.train_set, args.train_split, train_idx)
-    test_x, test_y = s.features(s.test_set, args.split, test_idx)
+    train_idx, test_idx, train_x, train_y, test_x, test_y = s.labelled_features()
     scores, settings = _probe(s, train_x, train_y, test_x, test_y)
     print(_probe_line("linear probe", s, scores, settings))
     _result_line(s.write("linear", scores, s.data_record(train_idx, test_idx), settings))
@@ -358,10 +362,8 @@ def cmd_eval_semisup(args: argparse.Namespace) -> int:
     subset, source = _subset(s)
     test_idx = s.labelled(s.test_set, args.split)
     if args.mode == "probe":
-        train_idx = s.labelled(s.train_set, args.train_split)
-        train_x, train_y = s.features(s.train_set, args.train_split, train_idx)  # shared with `eval linear`'s cache
+        train_idx, _, train_x, train_y, test_x, test_y = s.labelled_features()  # shared with `eval linear`'s cache
         rows = torch.searchsorted(train_idx, subset)
-        test_x, test_y = s.features(s.test_set, args.split, test_idx)
         scores, settings = _probe(s, train_x[rows], train_y[rows], test_x, test_y)
         line = _probe_line(f"semi-supervised probe on {len(subset)} labels", s, scores, settings)
     else:

@@ -19,7 +19,7 @@ from selfsup.losses.barlow_twins import BarlowTwinsLoss
 from selfsup.losses.tico import TiCoLoss
 from selfsup.losses.vicreg import VICRegLoss
 from selfsup.losses.wmse import WMSELoss
-from selfsup.nn.whitening import cholesky_whiten
+from selfsup.nn.whitening import cholesky_whiten, cholesky_whiten_shrunk
 
 # selfsup.methods (every method module) is imported inside the method tests only, so that the
 # two worker processes of the distributed test, which import this module, start quickly.
@@ -200,6 +200,8 @@ def test_whitening_a_singular_batch_shrinks_it_instead_of_stopping(caplog) -> No
     first = next(j for j in JITTER if torch.linalg.cholesky_ex(cov + j * cov.diagonal().mean() * eye)[1] == 0)
     lower = ref_cholesky(cov + first * cov.diagonal().mean() * eye)
     torch.testing.assert_close(got, torch.linalg.solve_triangular(lower, centred.T, upper=False).T)
+    assert cholesky_whiten_shrunk(x)[1] == first > 0
+    assert cholesky_whiten_shrunk(x[:, :3])[1] == 0.0  # the full-rank part needs no shrinkage
     with pytest.raises(ValueError, match="not positive definite"):
         cholesky_whiten(torch.full((8, 2), float("nan"), dtype=torch.float64))
 
@@ -232,6 +234,21 @@ def test_wmse_matches_reference(num_views: int, w_iter: int) -> None:
     replay = torch.Generator().manual_seed(9)
     perms = [torch.randperm(16, generator=replay) for _ in range(w_iter)]
     assert got.item() == pytest.approx(ref_wmse(views, perms, 8, 0.0), abs=1e-5, rel=1e-5)
+
+
+def test_wmse_reports_the_share_of_shrunk_sub_batches() -> None:
+    """Two of four sub-batches made rank-deficient (a collapsed embedding dimension) are counted in
+    shrunk_fraction for each of the two views: 4 of 8 whitenings."""
+    g = torch.Generator().manual_seed(5)
+    loss_fn = WMSELoss(w_size=8)
+    loss_fn.permutation = lambda n, device, generator: torch.arange(n)  # sub-batches = consecutive rows
+    views = [torch.randn(32, 3, generator=g, dtype=torch.float64) for _ in range(2)]
+    loss_fn(views)
+    assert loss_fn.shrunk_fraction == 0.0
+    for v in views:
+        v[:16, 2] = 1.0  # rows 0..15 (sub-batches 0 and 1): a dimension without variance
+    loss_fn(views)
+    assert loss_fn.shrunk_fraction == 0.5
 
 
 def test_wmse_rejects_batch_not_multiple_of_w_size() -> None:
@@ -361,6 +378,7 @@ def test_wmse_method_uses_all_views(tiny_backbone, two_views) -> None:
     perm = torch.randperm(8)
     want = ref_wmse([t.double() for t in z], [perm], 8, 0.0)
     assert out.loss.item() == pytest.approx(want, abs=1e-4, rel=1e-4)
+    assert out.logs["whiten_shrunk"] == method.criterion.shrunk_fraction
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from torch import nn
 
 from selfsup.nn.distributed import gather, world_size
 from selfsup.nn.precision import at_least_fp32
-from selfsup.nn.whitening import cholesky_whiten
+from selfsup.nn.whitening import cholesky_whiten_shrunk
 
 __all__ = ["WMSELoss"]
 
@@ -27,7 +27,9 @@ class WMSELoss(nn.Module):
     ``mean_i ||u_a,i - u_b,i||^2 = 2 - 2 mean_i cos(w_a,i, w_b,i)`` with ``u`` the L2-normalised
     whitened rows. The loss is the sum divided by ``w_iter`` times the number of pairs
     ``k (k - 1) / 2``. Defaults are the official code's: ``w_size = 128``, ``w_iter = 1``,
-    ``eps = 0``.
+    ``eps = 0``. After each call, :attr:`shrunk_fraction` holds the share of the whitened
+    sub-batches whose covariance was singular and had to be shrunk further (a sign of dimensional
+    collapse of the embeddings; W-MSE logs it as ``whiten_shrunk``).
 
     With ``gather_distributed=True`` the embeddings of all processes are gathered (with gradient)
     and rank 0's permutation is broadcast, so every rank whitens the global batch exactly as one
@@ -56,6 +58,7 @@ class WMSELoss(nn.Module):
             )
         self.w_size, self.w_iter, self.eps = int(w_size), int(w_iter), float(eps)
         self.gather_distributed = gather_distributed
+        self.shrunk_fraction = 0.0
 
     def permutation(self, n: int, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
         """A random permutation of ``range(n)``, the same on every rank (rank 0's).
@@ -103,16 +106,22 @@ class WMSELoss(nn.Module):
                     f"multiple of w_size={self.w_size}; change the batch size or method.w_size"
                 )
             total = views[0].new_zeros(())
-            pairs = 0
+            pairs = shrunk = whitenings = 0
             for _ in range(self.w_iter):
                 chunks = self.permutation(n, device, generator).split(self.w_size)
                 # every view is whitened per sub-batch; all views share the row order, so pairs stay aligned
-                whitened = [torch.cat([cholesky_whiten(v[idx], self.eps) for idx in chunks]) for v in views]
+                whitened = []
+                for v in views:
+                    parts = [cholesky_whiten_shrunk(v[idx], self.eps) for idx in chunks]
+                    whitened.append(torch.cat([part for part, _ in parts]))
+                    shrunk += sum(jitter > 0 for _, jitter in parts)
+                    whitenings += len(parts)
                 for a in range(len(whitened)):
                     for b in range(a + 1, len(whitened)):
                         cos = (F.normalize(whitened[a], dim=1) * F.normalize(whitened[b], dim=1)).sum(dim=1)
                         total = total + (2 - 2 * cos.mean())
                         pairs += 1
+            self.shrunk_fraction = shrunk / whitenings
             return total / pairs
 
     def extra_repr(self) -> str:

@@ -55,4 +55,5 @@ class WMSE(Method):
         n = len(batch.views[0])
         features = self.backbone(torch.cat(batch.views))
         embeddings = self.projector(features).split(n)
-        return StepOutput(loss=self.criterion(list(embeddings)), features=features[:n])
+        loss = self.criterion(list(embeddings))
+        return StepOutput(loss=loss, features=features[:n], logs={"whiten_shrunk": self.criterion.shrunk_fraction})

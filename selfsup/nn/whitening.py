@@ -5,7 +5,7 @@ import logging
 
 import torch
 
-__all__ = ["cholesky_whiten"]
+__all__ = ["cholesky_whiten", "cholesky_whiten_shrunk"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,21 @@ def cholesky_whiten(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
         >>> torch.allclose(w.T @ w / 63, torch.eye(4, dtype=torch.float64))
         True
     """
+    return cholesky_whiten_shrunk(x, eps)[0]
+
+
+def cholesky_whiten_shrunk(x: torch.Tensor, eps: float = 0.0) -> tuple[torch.Tensor, float]:
+    """:func:`cholesky_whiten`, also returning the extra shrinkage a singular covariance needed.
+
+    Returns:
+        The ``(n, d)`` whitened batch and the jitter from :data:`JITTER` that was added (relative
+        to the mean variance), ``0.0`` when the covariance was positive definite as it was.
+
+    Example:
+        >>> w, jitter = cholesky_whiten_shrunk(torch.randn(64, 4, dtype=torch.float64))
+        >>> jitter
+        0.0
+    """
     if x.dim() != 2 or x.shape[0] < 2:
         raise ValueError(f"cholesky_whiten expects an (n, d) batch with n >= 2, got {tuple(x.shape)}")
     n, d = x.shape
@@ -51,11 +66,13 @@ def cholesky_whiten(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
     eye = torch.eye(d, dtype=x.dtype, device=x.device)
     shrunk = (1 - eps) * cov + eps * eye
     lower, info = torch.linalg.cholesky_ex(shrunk)
+    used = 0.0
     if info.item() != 0:
         scale = cov.diagonal().mean().clamp_min(torch.finfo(cov.dtype).tiny)
         for jitter in JITTER:
             lower, info = torch.linalg.cholesky_ex(shrunk + (jitter * scale) * eye)
             if info.item() == 0:
+                used = jitter
                 if not _warned:
                     log.warning("cholesky_whiten: singular %dx%d covariance of %d samples; shrunk by %g x its mean "
                                 "variance (raise the method's w_eps or w_size to avoid this; later occurrences "
@@ -66,4 +83,4 @@ def cholesky_whiten(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
             raise ValueError(f"cholesky_whiten: the covariance of the ({n}, {d}) batch is not positive definite "
                              f"even shrunk by {JITTER[-1]} x its mean variance; are the embeddings finite?")
     # rows W (x_i - m) = (L^{-1} centred^T)^T, by a triangular solve instead of an inverse
-    return torch.linalg.solve_triangular(lower, centred.T, upper=False).T
+    return torch.linalg.solve_triangular(lower, centred.T, upper=False).T, used
