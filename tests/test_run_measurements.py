@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +53,18 @@ def test_cpu_recipes_hold_out_validation_and_score_test_at_the_end():
         assert config.method["name"] == method
         assert config.data.val_fraction > 0 and config.monitor.test_at_end
         assert config.monitor.knn_k == 200 and config.monitor.knn_temperature == 0.1
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_peak_memory_of_a_subprocess_is_its_own_not_its_parents():
+    # the benchmark runner starts `selfsup train` from a process holding gigabytes of features;
+    # getrusage's ru_maxrss hands that peak to the child (Linux keeps it over exec)
+    child = ("import numpy, selfsup.engine.throughput as t; before = t.peak_memory_mb()['cpu_rss_mb']; "
+             "a = numpy.ones(2**28, dtype=numpy.uint8); print(before, t.peak_memory_mb()['cpu_rss_mb'])")
+    parent = ("import subprocess, sys; b = bytearray(3 * 2**30); b[::4096] = b'\\x01' * len(b[::4096]); "
+              f"print(subprocess.run([sys.executable, '-c', {child!r}], capture_output=True, text=True, "
+              "check=True).stdout)")
+    output = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, check=True).stdout
+    before, after = map(float, output.split())
+    assert after - before == pytest.approx(256, abs=32)  # the child's own 256 MiB array shows
+    assert after < 3 * 1024  # and the parent's 3 GiB do not

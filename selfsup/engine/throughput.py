@@ -8,6 +8,7 @@ checkpoints between epochs is not counted. Logged every ``every_n_steps`` steps 
 from __future__ import annotations
 
 import resource
+import sys
 import time
 from typing import Any
 
@@ -18,14 +19,31 @@ import torch
 def peak_memory_mb() -> dict[str, float]:
     """Peak resident memory of this process (and peak CUDA memory allocated when on a GPU), in MiB.
 
+    On Linux the peak is ``VmHWM`` of ``/proc/self/status``: the high-water mark of this program's
+    own address space. ``getrusage``'s ``ru_maxrss`` is not used there because Linux carries it
+    over ``exec``: a process started by ``subprocess`` from a parent holding 3 GB reports at least
+    3 GB, whatever it uses itself. Elsewhere ``ru_maxrss`` is the only reading (KiB, bytes on macOS).
+
     Example:
         >>> peak_memory_mb()["cpu_rss_mb"] > 0
         True
     """
-    peak = {"cpu_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # Linux: KiB
+    peak = {"cpu_rss_mb": _peak_rss_mb()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         peak["cuda_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return peak
+
+
+def _peak_rss_mb() -> float:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024
 
 
 class Throughput(L.Callback):
