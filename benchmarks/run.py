@@ -70,14 +70,17 @@ def encoder_scores(encoder, train_set, test_set, transform, device: str, seed: i
                  extract_features(encoder, test_set, transform, **options), train_set.num_classes, seed)
 
 
-def train_method(method: str, protocol: protocols.Protocol, runs: Path, reuse: bool, seed: int) -> Path:
-    """Run ``selfsup train`` for one method (or reuse its finished run folder)."""
-    name = f"{protocol.name}-{method}"
+def train_method(method: str, protocol: protocols.Protocol, runs: Path, reuse: bool, seed: int,
+                 extra: tuple[str, ...] = (), suffix: str = "") -> Path:
+    """Run ``selfsup train`` for one method (or reuse its finished run folder); ``extra`` overrides
+    go last (they win), and ``suffix`` ends the run folder's name."""
+    name = f"{protocol.name}-{method}{suffix}"
     run_dir = runs / name
     if reuse and (run_dir / "summary.json").is_file():
         return run_dir
     command = [sys.executable, "-m", "selfsup", "train", "--config", protocol.recipe(method), "--name", name,
-               "--output-dir", str(runs), f"seed={seed}", "progress_bar=false", *protocol.overrides(method)]
+               "--output-dir", str(runs), f"seed={seed}", "progress_bar=false", *protocol.overrides(method),
+               *extra]
     print("$", " ".join(command[1:]), flush=True)
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     tail: deque[str] = deque(maxlen=50)
@@ -89,6 +92,12 @@ def train_method(method: str, protocol: protocols.Protocol, runs: Path, reuse: b
         raise TrainingFailed(f"selfsup train exited with status {process.returncode}: "
                              f"{tail[-1] if tail else 'no message'}")
     return run_dir
+
+
+OWN_RUN = "training run"
+"""``peak_memory_from`` of a row whose peak memory was read in its own training run."""
+ONE_EPOCH_RUN = "1-epoch run"
+"""``peak_memory_from`` of a row whose peak memory comes from ``benchmarks/peak_memory.py``."""
 
 
 class TrainingFailed(RuntimeError):
@@ -112,7 +121,8 @@ def method_row(method: str, run_dir: Path, protocol: protocols.Protocol, sets, d
            **encoder_scores(backbone.to(device), *sets, transform, device, seed),
            "wall_time_min": round(summary["wall_time_s"] / 60, 1),
            "train_images_per_s": summary.get("train_images_per_s"),
-           "peak_memory_mb": summary.get("peak_memory_mb"), "run": str(run_dir), "backbone_sha256": sha,
+           "peak_memory_mb": summary.get("peak_memory_mb"), "peak_memory_from": OWN_RUN, "run": str(run_dir),
+           "backbone_sha256": sha,
            "date": time.strftime("%Y-%m-%d")}
     return row
 
@@ -159,13 +169,24 @@ def markdown(rows: list[dict], header: str) -> str:
     lines = [header, "", "| " + " | ".join(title for _, title in COLUMNS) + " |",
              "|" + "---|" * len(COLUMNS)]
     for row in rows:
-        peak = row.get("peak_memory_mb") or {}
-        row = {**row, "peak_rss_mb": peak.get("cpu_rss_mb", peak.get("cuda_allocated_mb"))}
+        row = {**row, "peak_rss_mb": peak_cell(row)}
         if "error" in row:  # a failed method keeps its row, saying why
             row = {"method": row["method"], "backbone": f"failed: {row['error']}"}
         cells = [row.get(key) for key, _ in COLUMNS]
         lines.append("| " + " | ".join("" if c is None else str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def peak_cell(row: dict) -> str | None:
+    """The peak-memory cell: the training process's own reading, ``*`` when it came from a one-epoch
+    run; empty for readings taken before the training process read its own peak (they held the
+    runner's: ``ru_maxrss`` survives ``exec``)."""
+    peak = row.get("peak_memory_mb") or {}
+    value = peak.get("cpu_rss_mb", peak.get("cuda_allocated_mb"))
+    source = row.get("peak_memory_from")
+    if value is None or source not in (OWN_RUN, ONE_EPOCH_RUN):
+        return None
+    return f"{value}*" if source == ONE_EPOCH_RUN else str(value)
 
 
 def write_table(rows: dict[str, dict], protocol: protocols.Protocol, commands: list[str], header: str,
@@ -213,7 +234,9 @@ def main() -> None:
               "both on the test split, once, for the final encoder. k-NN val: the run's own monitor on the "
               "10% of the training split it held out. Recipe fashion_mnist_cpu/: tuned for this budget on the "
               "validation split; fashion_mnist/: the method's own recipe under the protocol's generic CPU "
-              "budget (untuned; 8 epochs, a ViT 4 epochs of a 4-block vit_nano).")
+              "budget (untuned; 8 epochs, a ViT 4 epochs of a 4-block vit_nano). Peak RSS: the training "
+              "process's high-water mark (VmHWM); * = read in a one-epoch run of the same config "
+              "(`python benchmarks/peak_memory.py`), for rows trained before the training process read its own peak.")
     if args.render:
         print(markdown(write_table(rows, protocol, commands, header, out_json), header))
         return

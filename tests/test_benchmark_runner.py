@@ -42,3 +42,32 @@ def test_table_lists_references_first_and_failures_with_their_reason(tmp_path, m
     text = (tmp_path / "t.md").read_text().splitlines()
     assert text[0] == "header" and "| byol |  | failed: selfsup train exited with status 1: LinAlgError |" in text[6]
     assert json.loads((tmp_path / "t.json").read_text())["commands"] == ["python benchmarks/run.py"]
+
+
+def test_peak_memory_cell_shows_only_readings_of_the_training_process():
+    peak = {"cpu_rss_mb": 1234.5}
+    assert runner.peak_cell({"peak_memory_mb": peak, "peak_memory_from": runner.OWN_RUN}) == "1234.5"
+    assert runner.peak_cell({"peak_memory_mb": peak, "peak_memory_from": runner.ONE_EPOCH_RUN}) == "1234.5*"
+    assert runner.peak_cell({"peak_memory_mb": peak}) is None  # an old ru_maxrss reading (the runner's peak)
+    assert runner.peak_cell({"peak_memory_mb": {"cuda_allocated_mb": 99.0}, "peak_memory_from": runner.OWN_RUN}) == "99.0"
+
+
+def test_the_memory_pass_fills_old_rows_and_keeps_own_run_readings_beside_its_own():
+    import peak_memory
+    old = {"method": "byol", "knn_top1": 83.2, "peak_memory_mb": {"cpu_rss_mb": 1800.0}}
+    own = {"method": "ibot", "knn_top1": 70.0, "peak_memory_mb": {"cpu_rss_mb": 900.0},
+           "peak_memory_from": runner.OWN_RUN}
+    assert peak_memory.needs_reading(old) and not peak_memory.needs_reading(own)
+    assert not peak_memory.needs_reading({"method": "raw pixels", "knn_top1": 81.8})
+    assert not peak_memory.needs_reading({"method": "npid", "error": "failed"})
+    reading = {"cpu_rss_mb": 1100.0}
+    filled = peak_memory.record(old, reading, "2026-12-01")
+    assert filled["peak_memory_mb"] == reading and filled["peak_memory_from"] == runner.ONE_EPOCH_RUN
+    kept = peak_memory.record(own, reading, "2026-12-01")
+    assert kept["peak_memory_mb"] == {"cpu_rss_mb": 900.0} and kept["peak_memory_1epoch_mb"] == reading
+
+
+def test_extra_overrides_reach_the_training_command(tmp_path, monkeypatch):
+    monkeypatch.setattr(protocols.Protocol, "overrides", lambda self, method: ["epochs=2"])
+    with pytest.raises(runner.TrainingFailed, match="'epochs' must be int"):  # the extra one won
+        runner.train_method("simclr", CPU, tmp_path, reuse=False, seed=0, extra=("epochs=zero",), suffix="-x")
