@@ -42,7 +42,8 @@ def test_cpu_protocol_sizes_backbones_for_the_cpu():
         else:
             assert name == "resnet_small" and config.backbone["width"] == 16, method
             assert config.epochs == (11 if CPU.recipe(method).startswith("fashion_mnist_cpu/") else 8), method
-    assert set(protocols.CPU_VIT_METHOD) <= set(METHODS.names())
+    assert set(protocols.CPU_VIT_METHOD) | set(protocols.CPU_CNN_METHOD) <= set(METHODS.names())
+    assert cpu_config("mocov2plus").method["queue_size"] == 4096
     assert cpu_config("msn").backbone["pos_embed"] == "learned"  # the recipe's other ViT keys survive
 
 
