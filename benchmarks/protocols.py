@@ -45,9 +45,9 @@ CPU_VIT_METHOD = {  # per method: the parts beside the backbone, sized for a 96-
     "pmsn": ["method.hidden_dim=512", "augment.num_focal=4"],
 }
 CPU_CNN_METHOD = {  # per method: parts beside a ResNet that would set the pace on two cores
-    # two queues of 32,768 256-d keys (solo-learn's CIFAR recipe): the fp32 queue products made a
-    # resnet_small step take ~1.3 s (190 images/s, ~40 min for 8 epochs; stopped at step 450), so the
-    # queue is cut to MoCo v2's 4,096 (its CIFAR recipe's size; 7.6% of the 54,000 training images)
+    # two queues of 32,768 256-d keys (solo-learn's CIFAR recipe): on a 2-core AVX2 CPU in fp32 a
+    # resnet_small step took ~1.3 s (190 images/s, ~70 min for 8 epochs; stopped at step 450); with
+    # MoCo v2's 4,096 (its CIFAR recipe's size; 7.6% of the 54,000 training images) 0.8 s (320 images/s)
     "mocov2plus": ["method.queue_size=4096"],
 }
 EVAL_OVERRIDES = ["data.val_fraction=0.1", "monitor.test_at_end=true", "monitor.knn_every=4",

@@ -51,7 +51,25 @@ def machine() -> str:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"CPU only: {cpu}, {len(os.sched_getaffinity(0))} cores usable"
+    return f"CPU only: {cpu} ({cpu_features()}), {len(os.sched_getaffinity(0))} cores usable"
+
+
+def cpu_features() -> str:
+    """The CPU's family / model and widest vector and bf16 units (they set CPU training speed and,
+    through ``precision: auto``, whether runs use bf16 autocast)."""
+    info: dict[str, str] = {}
+    try:
+        for line in open("/proc/cpuinfo"):
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+            if not line.strip():
+                break
+    except OSError:
+        return platform.machine()
+    flags = set(info.get("flags", "").split())
+    units = next((name for flag, name in (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX-512 BF16"),
+                                          ("avx512f", "AVX-512"), ("avx2", "AVX2")) if flag in flags), "no AVX2")
+    return f"family {info.get('cpu family', '?')} model {info.get('model', '?')}, {units}"
 
 
 def score(features: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
@@ -121,6 +139,7 @@ def method_row(method: str, run_dir: Path, protocol: protocols.Protocol, sets, d
            **encoder_scores(backbone.to(device), *sets, transform, device, seed),
            "wall_time_min": round(summary["wall_time_s"] / 60, 1),
            "train_images_per_s": summary.get("train_images_per_s"),
+           "precision": summary.get("precision"), "machine": machine(),
            "peak_memory_mb": summary.get("peak_memory_mb"), "peak_memory_from": OWN_RUN, "run": str(run_dir),
            "backbone_sha256": sha,
            "date": time.strftime("%Y-%m-%d")}
@@ -162,14 +181,16 @@ def protocol_references(protocol: protocols.Protocol) -> set[str]:
 
 COLUMNS = [("method", "method"), ("recipe", "recipe"), ("backbone", "backbone"), ("epochs", "epochs"), ("batch_size", "batch"),
            ("val_knn_top1", "k-NN val"), ("knn_top1", "k-NN test"), ("linear_top1", "linear test"),
-           ("wall_time_min", "wall (min)"), ("train_images_per_s", "images/s"), ("peak_rss_mb", "peak RSS (MiB)")]
+           ("wall_time_min", "wall (min)"), ("train_images_per_s", "images/s"), ("peak_rss_mb", "peak RSS (MiB)"),
+           ("hardware", "CPU units, precision")]
+PRECISION = {"bf16-mixed": "bf16", "32-true": "fp32", "16-mixed": "fp16"}
 
 
 def markdown(rows: list[dict], header: str) -> str:
     lines = [header, "", "| " + " | ".join(title for _, title in COLUMNS) + " |",
              "|" + "---|" * len(COLUMNS)]
     for row in rows:
-        row = {**row, "peak_rss_mb": peak_cell(row)}
+        row = {**row, "peak_rss_mb": peak_cell(row), "hardware": hardware_cell(row)}
         if "error" in row:  # a failed method keeps its row, saying why
             row = {"method": row["method"], "backbone": f"failed: {row['error']}"}
         cells = [row.get(key) for key, _ in COLUMNS]
@@ -187,6 +208,17 @@ def peak_cell(row: dict) -> str | None:
     if value is None or source not in (OWN_RUN, ONE_EPOCH_RUN):
         return None
     return f"{value}*" if source == ONE_EPOCH_RUN else str(value)
+
+
+def hardware_cell(row: dict) -> str | None:
+    """``<vector units>, <precision>`` of a trained row (``AVX2, fp32``), ``?`` marking what the row
+    did not record."""
+    if "knn_top1" not in row or row["method"] in REFERENCES:
+        return None
+    machine = row.get("machine", "")
+    inside = machine.partition("(")[2].partition(")")[0]  # "family 25 model 1, AVX2"
+    units = inside.rsplit(", ", 1)[-1] if inside else "?"
+    return f"{units}, {PRECISION.get(row.get('precision'), row.get('precision') or '?')}"
 
 
 def write_table(rows: dict[str, dict], protocol: protocols.Protocol, commands: list[str], header: str,

@@ -71,3 +71,11 @@ def test_extra_overrides_reach_the_training_command(tmp_path, monkeypatch):
     monkeypatch.setattr(protocols.Protocol, "overrides", lambda self, method: ["epochs=2"])
     with pytest.raises(runner.TrainingFailed, match="'epochs' must be int"):  # the extra one won
         runner.train_method("simclr", CPU, tmp_path, reuse=False, seed=0, extra=("epochs=zero",), suffix="-x")
+
+
+def test_hardware_cell_names_the_vector_units_and_precision():
+    row = {"method": "simclr", "knn_top1": 80.0, "precision": "32-true",
+           "machine": "CPU only: AMD EPYC (family 25 model 1, AVX2), 2 cores usable"}
+    assert runner.hardware_cell(row) == "AVX2, fp32"
+    assert runner.hardware_cell({"method": "simclr", "knn_top1": 80.0}) == "?, ?"  # not recorded
+    assert runner.hardware_cell({"method": "raw pixels", "knn_top1": 81.8}) is None
