@@ -35,6 +35,7 @@ from selfsup.engine.checkpoint import EpochCheckpoint
 from selfsup.engine.compile import compile_backbone, training_device_type
 from selfsup.engine.data_position import DataPosition
 from selfsup.engine.logger import JsonlLogger
+from selfsup.engine.memory_format import use_channels_last
 from selfsup.engine.module import SelfSupervisedModule
 from selfsup.engine.monitor import EvaluationMonitor
 from selfsup.engine.preemption import PreemptionHandler
@@ -257,7 +258,7 @@ def test_once(config: TrainConfig, backbone: Backbone, transform: EvalTransform,
         test_set = _dataset(config, config.data.name, config.data.root, config.data.eval_split, options)
     scores = knn_eval(backbone, full_train, test_set, transform, k=config.monitor.knn_k,
                       temperature=config.monitor.knn_temperature, batch_size=batch_size, device=module.device,
-                      autocast_dtype=module.eval_autocast_dtype, channels_last=config.channels_last)
+                      autocast_dtype=module.eval_autocast_dtype, channels_last=module.channels_last)
     log.warning("test split %r, once at the end: k-NN top-1 %.2f%%", config.data.eval_split, scores["top1"])
     return {f"test/knn_{name}": value for name, value in scores.items()}
 
@@ -305,13 +306,14 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
         log.warning("optimizer.warmup_epochs=%s is longer than the run (%d epochs): the learning rate warms up "
                     "over the whole run and never decays.", config.optimizer.warmup_epochs, config.epochs)
     num_classes = train_set.num_classes if config.monitor.probe else 0
+    channels_last = use_channels_last(config.channels_last, method, training_device_type(config.accelerator))
     module = SelfSupervisedModule(
         method, views, config.optimizer, batch_size=global_batch, steps_per_epoch=steps_per_epoch,
         epochs=config.epochs, num_classes=num_classes, probe_lr=config.monitor.probe_lr,
-        channels_last=config.channels_last, max_skipped_steps=config.max_skipped_steps,
+        channels_last=channels_last, max_skipped_steps=config.max_skipped_steps,
         train_features=lambda: extract_features(
             method.backbone, train_set, transform, batch_size=per_device, device=module.device,
-            autocast_dtype=module.eval_autocast_dtype, channels_last=config.channels_last)[0],
+            autocast_dtype=module.eval_autocast_dtype, channels_last=channels_last)[0],
     )
     callbacks: list[L.Callback] = []
     monitor = None
