@@ -15,10 +15,10 @@ import run as runner  # noqa: E402
 CPU = protocols.get("cpu", None, None)
 
 
-def test_a_failed_training_reports_its_last_line(tmp_path, monkeypatch):
-    monkeypatch.setattr(protocols.Protocol, "overrides", lambda self, method: ["epochs=zero"])
+def test_a_failed_training_reports_its_last_line_and_extra_overrides_win(tmp_path, monkeypatch):
+    monkeypatch.setattr(protocols.Protocol, "overrides", lambda self, method: ["epochs=2"])
     with pytest.raises(runner.TrainingFailed, match=r"exited with status \d+: .*'epochs' must be int"):
-        runner.train_method("simclr", CPU, tmp_path, reuse=False, seed=0)
+        runner.train_method("simclr", CPU, tmp_path, reuse=False, seed=0, extra=("epochs=zero",), suffix="-x")
 
 
 def test_an_unchanged_run_keeps_its_row_and_a_changed_one_is_rescored(tmp_path):
@@ -65,12 +65,6 @@ def test_the_memory_pass_fills_old_rows_and_keeps_own_run_readings_beside_its_ow
     assert filled["peak_memory_mb"] == reading and filled["peak_memory_from"] == runner.ONE_EPOCH_RUN
     kept = peak_memory.record(own, reading, "2026-12-01")
     assert kept["peak_memory_mb"] == {"cpu_rss_mb": 900.0} and kept["peak_memory_1epoch_mb"] == reading
-
-
-def test_extra_overrides_reach_the_training_command(tmp_path, monkeypatch):
-    monkeypatch.setattr(protocols.Protocol, "overrides", lambda self, method: ["epochs=2"])
-    with pytest.raises(runner.TrainingFailed, match="'epochs' must be int"):  # the extra one won
-        runner.train_method("simclr", CPU, tmp_path, reuse=False, seed=0, extra=("epochs=zero",), suffix="-x")
 
 
 def test_hardware_cell_names_the_vector_units_and_precision():

@@ -61,7 +61,7 @@ def test_peak_memory_of_a_subprocess_is_its_own_not_its_parents():
     # getrusage's ru_maxrss hands that peak to the child (Linux keeps it over exec)
     child = ("import numpy, selfsup.engine.throughput as t; before = t.peak_memory_mb()['cpu_rss_mb']; "
              "a = numpy.ones(2**28, dtype=numpy.uint8); print(before, t.peak_memory_mb()['cpu_rss_mb'])")
-    parent = ("import subprocess, sys; b = bytearray(3 * 2**30); b[::4096] = b'\\x01' * len(b[::4096]); "
+    parent = ("import subprocess, sys, numpy; b = numpy.ones(3 * 2**30, dtype=numpy.uint8); "
               f"print(subprocess.run([sys.executable, '-c', {child!r}], capture_output=True, text=True, "
               "check=True).stdout)")
     output = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, check=True).stdout
