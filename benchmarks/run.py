@@ -12,7 +12,9 @@ are scored the same way for reference. Written to ``benchmarks/results/<data>-<p
 
 ``--reuse`` scores an existing run folder (``<runs>/<protocol>-<method>``) instead of training again,
 and keeps a method's previous row when its exported backbone has not changed (same sha256).
-``--render`` only rewrites the Markdown table from the JSON file.
+``--render`` only rewrites the Markdown table from the JSON file. Every write also copies the table
+into the README between ``<!-- <data>-<protocol> table -->`` and ``<!-- end of table -->``, where
+those markers exist, so the README shows the measured rows and nothing else.
 """
 from __future__ import annotations
 
@@ -40,6 +42,8 @@ from selfsup.eval.features import extract_features  # noqa: E402
 from selfsup.eval.records import file_sha256  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
+README = Path(__file__).resolve().parent.parent / "README.md"
+TABLE_END = "<!-- end of table -->"
 
 
 def machine() -> str:
@@ -221,6 +225,23 @@ def hardware_cell(row: dict) -> str | None:
     return f"{units}, {PRECISION.get(row.get('precision'), row.get('precision') or '?')}"
 
 
+def table_marker(data_name: str, protocol_name: str) -> str:
+    return f"<!-- {data_name}-{protocol_name} table -->"
+
+
+def readme_with_table(readme: str, marker: str, table: str) -> str:
+    """``readme`` with the Markdown table lines of ``table`` (the lines starting with ``|``) put
+    between ``marker`` and the next :data:`TABLE_END`; unchanged when the marker is absent."""
+    start = readme.find(marker)
+    if start < 0:
+        return readme
+    end = readme.find(TABLE_END, start)
+    if end < 0:
+        raise ValueError(f"{README}: {marker!r} has no {TABLE_END!r} after it")
+    rows = "\n".join(line for line in table.splitlines() if line.startswith("|"))
+    return readme[:start + len(marker)] + "\n" + rows + "\n" + readme[end:]
+
+
 def write_table(rows: dict[str, dict], protocol: protocols.Protocol, commands: list[str], header: str,
                 out_json: Path) -> list[dict]:
     """Write the JSON and Markdown tables (reference rows first, then methods by name)."""
@@ -230,7 +251,13 @@ def write_table(rows: dict[str, dict], protocol: protocols.Protocol, commands: l
     RESULTS.mkdir(exist_ok=True)
     out_json.write_text(json.dumps({"protocol": protocol.name, "data": protocol.data, "machine": machine(),
                                     "commands": commands, "rows": ordered}, indent=2))
-    out_json.with_suffix(".md").write_text(markdown(ordered, header))
+    table = markdown(ordered, header)
+    out_json.with_suffix(".md").write_text(table)
+    if README.is_file():
+        readme = README.read_text()
+        updated = readme_with_table(readme, table_marker(protocol.data, protocol.name), table)
+        if updated != readme:
+            README.write_text(updated)
     return ordered
 
 
@@ -258,7 +285,10 @@ def main() -> None:
     command = "python benchmarks/run.py " + " ".join(sys.argv[1:])
     if not args.render and command not in commands:
         commands.append(command)
-    header = (f"### {protocol.data}, {protocol.name} protocol\n\nMachine: {machine()}. Rows come from "
+    header = (f"### {protocol.data}, {protocol.name} protocol\n\nMachine of the latest run: {machine()}; the last "
+              "column says which vector units and precision each row trained with (`?`: a row measured before "
+              "rows recorded it). Wall time and images/s compare only between rows with the same units and "
+              "precision. Rows come from "
               f"`python benchmarks/run.py --protocol {protocol.name} --methods <list> --reuse`, run {len(commands)} "
               "time(s) with different lists (the exact command lines, each row's date and run folder are in the "
               "JSON file; one training run per method). k-NN: cosine, k=200, T=0.1, memory = the whole training split; "

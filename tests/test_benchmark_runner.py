@@ -34,6 +34,9 @@ def test_an_unchanged_run_keeps_its_row_and_a_changed_one_is_rescored(tmp_path):
 
 def test_table_lists_references_first_and_failures_with_their_reason(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "RESULTS", tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{runner.table_marker('fashion_mnist', 'cpu')}\n| old |\n{runner.TABLE_END}\nrest\n")
+    monkeypatch.setattr(runner, "README", readme)
     rows = {"vicreg": {"method": "vicreg", "knn_top1": 84.4}, "raw pixels": {"method": "raw pixels", "knn_top1": 81.8},
             "byol": {"method": "byol", "error": "selfsup train exited with status 1: LinAlgError"},
             "random init": {"method": "random init", "knn_top1": 76.2}}
@@ -42,6 +45,24 @@ def test_table_lists_references_first_and_failures_with_their_reason(tmp_path, m
     text = (tmp_path / "t.md").read_text().splitlines()
     assert text[0] == "header" and "| byol |  | failed: selfsup train exited with status 1: LinAlgError |" in text[6]
     assert json.loads((tmp_path / "t.json").read_text())["commands"] == ["python benchmarks/run.py"]
+    table_lines = [line for line in text if line.startswith("|")]
+    assert readme.read_text() == ("intro\n<!-- fashion_mnist-cpu table -->\n" + "\n".join(table_lines)
+                                  + "\n<!-- end of table -->\nrest\n")
+
+
+def test_readme_table_without_its_end_marker_is_refused():
+    with pytest.raises(ValueError, match="has no '<!-- end of table -->'"):
+        runner.readme_with_table("<!-- x-cpu table -->\n| a |\n", "<!-- x-cpu table -->", "| b |")
+    assert runner.readme_with_table("no marker", "<!-- x-cpu table -->", "| b |") == "no marker"
+
+
+def test_readme_shows_the_measured_cpu_table():
+    """The README's CPU table is the one benchmarks/run.py wrote, row for row."""
+    readme = runner.README.read_text()
+    marker = runner.table_marker("fashion_mnist", "cpu")
+    table = (runner.RESULTS / "fashion_mnist-cpu.md").read_text()
+    assert marker in readme
+    assert runner.readme_with_table(readme, marker, table) == readme
 
 
 def test_peak_memory_cell_shows_only_readings_of_the_training_process():
