@@ -337,7 +337,8 @@ def test_registered_with_paper_defaults(tiny_backbone) -> None:
         "barlowtwins": dict(proj_hidden_dim=8192, proj_output_dim=8192, lambd=0.0051, scale_loss=1.0),
         "vicreg": dict(proj_hidden_dim=8192, proj_output_dim=8192, sim_weight=25.0, var_weight=25.0, cov_weight=1.0),
         "wmse": dict(proj_hidden_dim=1024, proj_output_dim=64, w_size=128, w_iter=1, w_eps=0.0),
-        "tico": dict(proj_hidden_dim=4096, proj_output_dim=256, beta=0.9, rho=20.0),
+        "tico": dict(proj_hidden_dim=4096, proj_output_dim=256, beta=0.9, rho=20.0, momentum_encoder=True,
+                     base_momentum=0.99, final_momentum=1.0),
     }
     for name, want in defaults.items():
         params = inspect.signature(type(methods.get(name, backbone=tiny_backbone, **SMALL[name])).__init__).parameters
@@ -356,13 +357,14 @@ def test_tico_method_covariance_state(tiny_backbone, two_views) -> None:
     method = methods.get("tico", backbone=tiny_backbone, beta=0.5, **{k: v for k, v in SMALL["tico"].items()})
     c = torch.zeros(16, 16)
     for _ in range(2):
-        with torch.no_grad():  # train-mode BatchNorm: the same projections the step computes
-            z0 = method.projector(method.backbone(torch.cat(two_views)))[:8]
-            z0 = F.normalize(z0, dim=1)
+        with torch.no_grad():  # train-mode BatchNorm: the online projections of view 0 the step computes
+            z0 = F.normalize(method.projector(method.backbone(two_views[0])), dim=1)
         method.training_step(_batch(two_views))
         c = 0.5 * c + 0.5 * z0.T @ z0 / 8
         torch.testing.assert_close(method.criterion.covariance, c, atol=1e-6, rtol=0)
-    assert "criterion.covariance" in method.state_dict()
+    state = method.state_dict()
+    assert "criterion.covariance" in state
+    assert any(k.startswith("target.backbone.") for k in state)  # the momentum encoder is saved too
 
 
 def test_wmse_method_uses_all_views(tiny_backbone, two_views) -> None:

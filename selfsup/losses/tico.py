@@ -18,12 +18,25 @@ class TiCoLoss(nn.Module):
     Covariance Contrast for Self-Supervised Visual Representation Learning", 2022,
     https://arxiv.org/abs/2206.10698, Eq. 6-7 and Alg. 1 (no official code is published; the
     paper's pseudo-code is followed, cf. the re-implementation
-    https://github.com/sayannag/TiCo-pytorch). Rows of ``z0, z1`` are L2-normalised; each step
-    ``C_t = beta * C_{t-1} + (1 - beta) * z0^T z0 / N`` (the gradient flows through the current
-    batch's term only) and the loss uses ``C_t``. ``C`` starts at zero and is a buffer (saved in
-    checkpoints); it is updated only in training mode, after the loss is computed, with the
-    detached ``C_t``. Defaults ``beta = 0.9``, ``rho = 20`` are those cited from the paper by
-    lightly's ``TiCoLoss``.
+    https://github.com/sayannag/TiCo-pytorch). Rows of ``z0, z1`` are L2-normalised; ``z0`` (the
+    online branch) feeds the covariance and both terms, ``z1`` (in :class:`~selfsup.methods.TiCo`
+    the momentum encoder's output) only the invariance term. Each step
+    ``C_t = beta * C_{t-1} + (1 - beta) * B_t`` with ``B_t = z0^T z0 / N`` and the loss uses
+    ``C_t``. ``C`` starts at zero and is a buffer (saved in checkpoints); it is updated only in
+    training mode, after the loss is computed, with the detached ``C_t``. Defaults
+    ``beta = 0.9``, ``rho = 20`` are those an earlier lightly ``TiCoLoss`` cited from the paper
+    (lightly 1.6 and sayannag's code give ``rho = 8`` as the paper's value).
+
+    Gradient through the current batch: ``C_{t-1}`` is a constant, but ``B_t`` is not detached,
+    so ``d/dz_i`` of the contrast term is ``(2 rho / N) (C_t + (1 - beta) B_t) z_i``. This is the
+    paper's Alg. 1: its pseudo-code computes ``B`` and ``C`` from ``z_1`` without a stop-gradient,
+    back-propagates the loss, and only then keeps ``C_prev = C.detach()`` for the next step (a
+    detach that would be needless if ``B`` carried no gradient); the loss of Eq. 6-7 is likewise a
+    function of the current batch through ``C_t``, which is what makes it, at ``beta = 0``,
+    ``rho * ||z0^T z0 / N||_F^2`` (the paper's link to Barlow Twins). sayannag's re-implementation
+    does the same. lightly detaches ``B`` since its PR #1484 (2024, citing the paper's figure,
+    not the algorithm), which keeps only ``(2 rho / N) C_t z_i``: the current batch's share of
+    the contrast gradient is halved.
 
     With ``gather_distributed=True`` the embeddings of all processes are gathered (with gradient):
     every rank uses the global batch for both terms, keeps the same ``C`` and computes the same
