@@ -2,7 +2,8 @@
 
 Checkpoints are read with ``torch.load(weights_only=True)`` and exports with safetensors, so a
 crafted file cannot run code; the architecture comes from the run's ``config.yaml`` or from the
-export's metadata.
+export's metadata, and so does the pooling (a ViT pools as its method trained it: the export
+records ``pool``, and a checkpoint's backbone gets its method's ``representation``).
 """
 from __future__ import annotations
 
@@ -73,6 +74,7 @@ def _from_checkpoint(path: Path) -> tuple[Backbone, dict[str, Any]]:
     train_set = data.get(config.data.name, root=config.data.root, split=config.data.train_split,
                          image_size=config.data.image_size, channels=config.data.channels)
     backbone = build_backbone(config, train_set.channels)
+    _use_method_representation(backbone, str(config.method["name"]))
     prefix = "method.backbone."
     state = {k[len(prefix):]: v for k, v in checkpoint.get("state_dict", {}).items() if k.startswith(prefix)}
     if not state:
@@ -82,3 +84,13 @@ def _from_checkpoint(path: Path) -> tuple[Backbone, dict[str, Any]]:
             "std": list(train_set.std), "image_size": eval_size(config, train_set.image_size[0]),
             "channels": train_set.channels}
     return backbone, info
+
+
+def _use_method_representation(backbone: Backbone, method_name: str) -> None:
+    """Pool the rebuilt backbone as the run's method trained it (a ViT's class token or mean patch
+    token, :attr:`selfsup.methods.Method.representation`), as the method did when it was built."""
+    from selfsup import methods
+    from selfsup.methods.base import use_representation
+
+    factory = methods.METHODS.factory(method_name)
+    use_representation(backbone, getattr(factory, "representation", "cls"), method_name)

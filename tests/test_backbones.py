@@ -116,10 +116,11 @@ def test_masked_patches_are_replaced_by_the_mask_token():
 
 
 def test_position_embedding_for_other_image_sizes():
-    from selfsup.nn.patches import sincos_position_embedding
+    from selfsup.nn.patches import resized_positions, sincos_embedding_at
 
-    vit = tiny_vit()
-    torch.testing.assert_close(vit.position_embedding(2, 2)[0], sincos_position_embedding(2, 2, 192))
+    vit = tiny_vit()  # a 4x4 table; a 2x2 grid covers it (tests/test_vit_positions.py)
+    spread = resized_positions(2, 4)
+    torch.testing.assert_close(vit.position_embedding(2, 2)[0], sincos_embedding_at(spread, spread, 192))
     assert vit(torch.rand(2, 3, 8, 8)).shape == (2, 192)  # a local crop
     learned = tiny_vit(pos_embed="learned")
     assert learned.pos_embed.requires_grad and learned.position_embedding(6, 6).shape == (1, 36, 192)

@@ -39,13 +39,13 @@ _VIT_SIZES = {"vit_nano": (96, 12, 3), "vit_tiny": (192, 12, 3), "vit_small": (3
 def _vit_factory(name: str, dim: int, depth: int, heads: int):
     def build(
         image_size: int = 224, patch_size: int = 16, in_channels: int = 3, num_registers: int = 0,
-        pos_embed: str = "sincos", drop_path_rate: float = 0.0, depth: int = depth,
+        pos_embed: str = "sincos", drop_path_rate: float = 0.0, depth: int = depth, pool: str | None = None,
     ) -> VisionTransformer:
         vit = VisionTransformer(image_size=image_size, patch_size=patch_size, embed_dim=dim, depth=depth,
                                 num_heads=heads, in_channels=in_channels, num_registers=num_registers,
-                                pos_embed=pos_embed, drop_path_rate=drop_path_rate)
+                                pos_embed=pos_embed, drop_path_rate=drop_path_rate, pool=pool)
         vit.config = {"image_size": image_size, "patch_size": patch_size, "in_channels": in_channels,
-                      "num_registers": num_registers, "pos_embed": pos_embed, "depth": depth}
+                      "num_registers": num_registers, "pos_embed": pos_embed, "depth": depth, "pool": pool}
         return vit
 
     build.__name__ = name
@@ -55,7 +55,7 @@ def _vit_factory(name: str, dim: int, depth: int, heads: int):
 for _name, (_dim, _depth, _heads) in _VIT_SIZES.items():
     BACKBONES.register(
         _name, f"ViT ({_dim}-d, {_depth} blocks, {_heads} heads): masking, registers, resizable position embedding; "
-        "patch_size / image_size options",
+        "patch_size / image_size options; pool: cls / avg (set by the method)",
     )(_vit_factory(_name, _dim, _depth, _heads))
 
 

@@ -35,7 +35,13 @@ class A2MIM(Method):
     and ``datasets/imagenet/a2mim_rgb_m_sz224_bs64.py``): mask ratio 0.6, 32 px mask blocks,
     mask token at layer 0 (after the patch embedding; the paper places it in the middle stage
     for CNNs, and ``mask_layer`` moves it to any block), learnable mask token, FFT weight 0.1.
-    :meth:`embed` is the class token, as the official ``forward_backbone``.
+
+    Representation (``representation = "avg"``): the decoder reads only the final patch tokens, so
+    the final class token gets no gradient; evaluation, the online probe (here the masked views'
+    pooled tokens) and exports use the mean of the final patch tokens. Departure: openmixup's ViT
+    fine-tuning head reads the class token, which fine-tuning then trains; frozen-feature
+    evaluation needs an output the pre-training trained. A ResNet's features are its global
+    average pool, likewise trained.
 
     ResNets (the paper's CNN variant): the mask token, one learnable vector per channel, is added
     at the masked positions (the pixel mask downsampled to the feature map) of the output of
@@ -59,6 +65,7 @@ class A2MIM(Method):
     """
 
     default_views = "crop_flip"
+    representation = "avg"
 
     def __init__(
         self,
@@ -146,7 +153,8 @@ class A2MIM(Method):
         tokens = self.encode(fill_with_mean_colour(images, mask), mask)
         reconstruction = self.reconstruct(tokens, images.shape[-2], images.shape[-1])
         loss = self.criterion(reconstruction, images, mask)
-        return StepOutput(loss=loss, features=tokens[:n, 0], logs={"mask_share": mask.mean()})
+        features = self.backbone.pool_tokens(tokens[:n])  # type: ignore[operator]
+        return StepOutput(loss=loss, features=features, logs={"mask_share": mask.mean()})
 
 
 def resnet_stages(backbone: Backbone) -> list[nn.Module]:

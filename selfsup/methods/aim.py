@@ -30,10 +30,15 @@ class AIM(Method):
     ``k`` (:class:`~selfsup.losses.aim.AIMLoss`), for the non-prefix patches ``k >= K`` only.
     Defaults are the paper's (Sec. 3): head of 12 blocks, width 2048, expansion 4,
     normalised pixel targets. Departure: the paper's trunk has no class token; this library's ViT
-    does, so the class token (and registers) sit before the first patch, inside the prefix, and
-    :meth:`embed` is the class token of the ordinary bidirectional forward (the paper evaluates
-    with attentive probing of patch features). No online-probe features are returned, because
-    the causal pass's class token sees only the prefix.
+    does, so the class token (and registers) sit before the first patch, inside the prefix. No
+    online-probe features are returned: the causal pass is not the evaluation forward.
+
+    Representation (``representation = "avg"``): the loss reaches only the final patch tokens (the
+    class token's output feeds no prediction), so evaluation and exports use the mean of the
+    final patch tokens of the ordinary bidirectional forward (prefix attention is what lets AIM
+    drop the causal mask downstream, Sec. 3). The paper and the official code
+    (github.com/apple/ml-aim, ``AttentionPoolingClassifier``) evaluate with an attentive probe
+    on the patch features, which needs training; their mean is the frozen-feature stand-in here.
 
     Args:
         backbone: a :class:`~selfsup.backbones.vit.VisionTransformer`.
@@ -47,6 +52,7 @@ class AIM(Method):
     """
 
     default_views = "crop_flip"
+    representation = "avg"
 
     def __init__(
         self,

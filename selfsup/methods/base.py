@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from selfsup.backbones.base import Backbone
+from selfsup.backbones.vit import POOLS, VisionTransformer
 
 
 @dataclass
@@ -46,8 +47,9 @@ class StepOutput:
     Attributes:
         loss: the scalar to minimise.
         features: backbone features of ``views[0]`` (B, feature_dim) if the method computed
-            them anyway; the engine trains the online linear probe on them (detached). When None
-            the engine does not run the probe for this step.
+            them anyway, pooled as the backbone's forward pools them (for a ViT, the method's
+            :attr:`Method.representation`); the engine trains the online linear probe on them
+            (detached). When None the engine does not run the probe for this step.
         logs: extra named values to log (tensors or floats), e.g. the momentum in use.
     """
 
@@ -68,6 +70,13 @@ class Method(nn.Module):
     data set's size (a memory bank per image) takes a ``num_samples`` argument, which the engine
     fills in.
 
+    ``representation`` names the pooled ViT output the method's loss trains: ``"cls"`` (the final
+    class token; the default, for methods whose heads read it) or ``"avg"`` (the mean of the final
+    patch tokens, for masked-image methods whose loss reaches only the patch tokens). The base
+    class sets it on a :class:`~selfsup.backbones.vit.VisionTransformer` backbone
+    (``backbone.pool``), so evaluation (k-NN, probes, :meth:`embed`, the engine's monitors) and
+    exports read the output that was trained; other backbones keep their own pooling.
+
     Example:
         >>> method = selfsup.methods.get("byol", backbone=selfsup.backbones.get("resnet_tiny"))
         >>> method.embed(torch.zeros(2, 3, 32, 32)).shape  # torch.Size([2, 64])
@@ -75,6 +84,8 @@ class Method(nn.Module):
 
     #: name of the view recipe the method was published with
     default_views: ClassVar[str] = "simclr"
+    #: the pooled ViT output the loss trains, which evaluation and exports read: "cls" or "avg"
+    representation: ClassVar[str] = "cls"
 
     def __init__(self, backbone: Backbone) -> None:
         super().__init__()
@@ -84,6 +95,7 @@ class Method(nn.Module):
                 f"of its pooled output); got {type(backbone).__name__}. Wrap your encoder or use "
                 "selfsup.backbones.get(...)."
             )
+        use_representation(backbone, self.representation, type(self).__name__)
         self.backbone = backbone
         self.epochs, self.steps_per_epoch = 1, 1
 
@@ -140,6 +152,31 @@ class Method(nn.Module):
         ``fixed_lr=True`` to keep its learning rate out of the schedule (SimSiam's predictor).
         """
         return decay_groups(self.named_parameters(), weight_decay)
+
+
+def use_representation(backbone: nn.Module, representation: str, method: str) -> None:
+    """Make a ViT ``backbone`` pool as ``representation`` (``"cls"`` / ``"avg"``); other backbones
+    are left alone. A pooling the caller chose explicitly (``backbone.pool=...``) must agree.
+
+    Used by :class:`Method` at construction and by :func:`selfsup.checkpoints.load_backbone` when
+    it rebuilds a run's backbone from its config.
+
+    Example:
+        >>> vit = selfsup.backbones.get("vit_tiny", image_size=32, patch_size=4)
+        >>> use_representation(vit, "avg", "SimMIM"); vit.pool
+        'avg'
+    """
+    if representation not in POOLS:
+        raise ValueError(f"{method}.representation must be one of {sorted(POOLS)}; got {representation!r}")
+    if not isinstance(backbone, VisionTransformer):
+        return
+    if backbone.pool_requested and backbone.pool != representation:
+        raise ValueError(
+            f"{method} trains the ViT's {POOLS[representation]} (representation {representation!r}), and evaluation "
+            f"and exports read that output; backbone.pool={backbone.pool!r} asks for the {POOLS[backbone.pool]} "
+            f"instead. Remove backbone.pool (the method sets it) or set backbone.pool={representation}."
+        )
+    backbone.set_pool(representation)
 
 
 def decay_groups(

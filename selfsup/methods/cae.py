@@ -45,8 +45,15 @@ class CAE(Method):
     normalised per patch (MSE), so no tokenizer is needed. Other defaults are the official
     ViT-B settings (``tools/run_pretraining.py``): 98 of 196 patches masked (50%), blocks of at
     least 16 patches, regressor and decoder depth 4 at the encoder's width and head count, layer
-    scale 0.1, alignment weight 2. The online probe is not fed; evaluation embeds the unmasked
-    image's class token.
+    scale 0.1, alignment weight 2. The online probe is not fed.
+
+    Representation (``representation = "avg"``): the regressor reads the visible patch latents
+    only (the class token is dropped before it, as in the official ``modeling_cae.py``), so the
+    final class token gets no gradient; evaluation and exports use the mean of the final patch
+    tokens of the unmasked image, the official fine-tuning pooling (``use_mean_pooling``, default
+    on in ``tools/run_class_finetuning.py``). Departure: the official *linear* probe
+    (``tools/run_linear.py``, ``linear_type='standard'``) reads the un-normalised class token and
+    its attentive probe cross-attends to all tokens; neither is the output CAE's loss trains.
 
     Args:
         backbone: a :class:`~selfsup.backbones.vit.VisionTransformer`.
@@ -64,6 +71,7 @@ class CAE(Method):
     """
 
     default_views = "crop_flip"
+    representation = "avg"
 
     def __init__(
         self,

@@ -53,6 +53,7 @@ class DenseCL(Method):
     """
 
     default_views = "mocov2"
+    representation = "avg"  # with a ViT: the global branch pools the patch map (feature_map().mean)
     steps_done: torch.Tensor
 
     def __init__(

@@ -34,9 +34,16 @@ class IJEPA(Method):
     the context patch tokens (class and register tokens are dropped), loss
     :class:`~selfsup.losses.ijepa.JEPALoss` (mean squared error; ``loss="smooth_l1"`` as the
     official code). Target-encoder momentum rises linearly from 0.996 to 1. The online probe is
-    not run (the encoder never sees a whole image during training); evaluation uses the class token
-    (the backbone's forward), whereas the paper average-pools the patch tokens. The official
-    weight-decay schedule (0.04 -> 0.4) is not part of the method.
+    not run (the encoder never sees a whole image during training). The official weight-decay
+    schedule (0.04 -> 0.4) is not part of the method.
+
+    Representation (``representation = "avg"``): the predictor reads only the context patch
+    tokens, so this library's class token gets no gradient; evaluation and exports use the mean
+    of the final patch tokens of the whole image. The official ViT (``src/models/vision_transformer.py``)
+    has no class token at all and returns the normalised patch tokens; the paper (Appendix, linear
+    evaluation) average-pools the output for a global representation (also the authors' answer in
+    facebookresearch/ijepa issue #36). Departure: the paper evaluates the EMA target encoder; the
+    engine evaluates and exports the backbone, i.e. the context encoder.
 
     Example:
         >>> method = IJEPA(selfsup.backbones.get("vit_tiny", image_size=32, patch_size=4), predictor_depth=6)
@@ -44,6 +51,7 @@ class IJEPA(Method):
     """
 
     default_views = "ijepa"
+    representation = "avg"
 
     def __init__(
         self,

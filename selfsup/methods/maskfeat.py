@@ -33,7 +33,12 @@ class MaskFeat(Method):
     (:class:`~selfsup.losses.maskfeat.MaskedFeatureLoss`). ``cell_size`` must divide the patch
     size: on small images scale it with the patch (the recipes use 2 px cells for 4 px patches,
     the paper's 2x2 cells per patch). The online probe is not fed (the only forward pass is the
-    masked one); evaluation embeds the unmasked image's class token.
+    masked one).
+
+    Representation (``representation = "avg"``): the head reads only the final patch tokens, so
+    the final class token gets no gradient; evaluation and exports use the mean of the final patch
+    tokens of the unmasked image, as the official ViT fine-tuning
+    (``configs/masked_ssl/in1k_VIT_B_MaskFeat_FT.yaml``: ``USE_MEAN_POOLING: True``).
 
     Args:
         backbone: a :class:`~selfsup.backbones.vit.VisionTransformer`.
@@ -49,6 +54,7 @@ class MaskFeat(Method):
     """
 
     default_views = "crop_flip"
+    representation = "avg"
 
     def __init__(
         self,

@@ -33,23 +33,29 @@ class SimMIM(Method):
     recipes scale the mask patch with the image and it must be a multiple of the ViT patch
     and divide the view size); views: crop with scale (0.67, 1) and flip (``simmim``). The
     paper's ViT also has relative position bias and layer scale, which the library's ViT does
-    not. The evaluation representation is the class token of the unmasked image; with
-    ``online_probe`` it is computed for ``views[0]`` without gradient for the engine's online
-    probe.
+    not.
+
+    Representation (``representation = "avg"``): the loss reaches only the final patch tokens (the
+    head reads nothing else), so the final class token gets no gradient; evaluation, the online
+    probe and exports use the mean of the final patch tokens of the unmasked image, as the
+    official ViT fine-tuning does (``USE_MEAN_POOLING: True`` in
+    ``configs/vit_base__800ep/simmim_finetune__vit_base__img224__800ep.yaml``; its
+    ``models/vision_transformer.py`` averages ``x[:, 1:]``). With ``online_probe`` it is computed
+    for ``views[0]`` without gradient for the engine's online probe.
 
     With a :class:`~selfsup.backbones.swin.SwinTransformer` (``swin_tiny``; Liu et al. 2021,
     arXiv 2103.14030), as in the paper: masked patch embeddings become the Swin's mask token
     before its first stage, and the head is the official 1x1 convolution to ``stride^2 * C``
     channels plus a pixel shuffle by the Swin's total stride (32 for Swin-T), applied to the last
     feature map; views must then be multiples of that stride, and the features are the
-    average-pooled last stage.
+    average-pooled last stage (the Swin's own pooling, which the head's loss trains).
 
     Args:
         backbone: a :class:`~selfsup.backbones.vit.VisionTransformer` or a
             :class:`~selfsup.backbones.swin.SwinTransformer`.
         mask_ratio: fraction of mask patches masked per image.
         mask_patch_size: side of a mask patch in pixels.
-        online_probe: return unmasked class-token features for the engine's online probe.
+        online_probe: return the unmasked image's pooled features for the engine's online probe.
 
     Example:
         >>> method = SimMIM(selfsup.backbones.get("vit_tiny", image_size=32, patch_size=4), mask_patch_size=8)
@@ -57,6 +63,7 @@ class SimMIM(Method):
     """
 
     default_views = "simmim"
+    representation = "avg"
 
     def __init__(
         self,

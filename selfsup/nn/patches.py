@@ -38,24 +38,54 @@ def sincos_position_embedding(grid_h: int, grid_w: int, dim: int) -> Tensor:
 
     Half of the channels encode the row, half the column; each half is ``[sin(pos * w_k),
     cos(pos * w_k)]`` with ``w_k = 1 / 10000^(k / (dim / 4))`` (Vaswani et al. 2017, extended to 2-D
-    in He et al. 2021, arXiv 2111.06377, official github.com/facebookresearch/mae).
+    in He et al. 2021, arXiv 2111.06377, official github.com/facebookresearch/mae), at the integer
+    positions ``0 .. grid - 1``; :func:`sincos_embedding_at` evaluates it at any positions.
 
     Example:
         >>> sincos_position_embedding(4, 4, 32).shape
         torch.Size([16, 32])
     """
+    return sincos_embedding_at(torch.arange(grid_h, dtype=torch.float64),
+                               torch.arange(grid_w, dtype=torch.float64), dim)
+
+
+def sincos_embedding_at(rows: Tensor, cols: Tensor, dim: int) -> Tensor:
+    """The 2-D sine-cosine embedding of :func:`sincos_position_embedding` at (possibly fractional)
+    positions: ``(len(rows) * len(cols), dim)``, rows outer, in raster order.
+
+    Example:
+        >>> rows = resized_positions(3, 7)  # a 3x3 grid spread over a 7x7 table
+        >>> sincos_embedding_at(rows, rows, 32).shape
+        torch.Size([9, 32])
+    """
     if dim % 4:
         raise ValueError(f"sincos_position_embedding needs dim divisible by 4, got {dim}")
     quarter = dim // 4
     omega = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter))
-    rows, cols = torch.meshgrid(torch.arange(grid_h, dtype=torch.float64),
-                                torch.arange(grid_w, dtype=torch.float64), indexing="ij")
+    grid_rows, grid_cols = torch.meshgrid(rows.to(torch.float64), cols.to(torch.float64), indexing="ij")
 
     def encode(pos: Tensor) -> Tensor:
         angles = pos.reshape(-1, 1) * omega.reshape(1, -1)
         return torch.cat([angles.sin(), angles.cos()], dim=1)
 
-    return torch.cat([encode(cols), encode(rows)], dim=1).float()
+    return torch.cat([encode(grid_cols), encode(grid_rows)], dim=1).float()
+
+
+def resized_positions(size: int, table_size: int) -> Tensor:
+    """Where the ``size`` cells of a grid resized to cover a ``table_size`` grid fall on it (float64).
+
+    Cell ``i`` spans the same share of the image as cells ``[i * t / s, (i + 1) * t / s)`` of the
+    table, so its centre sits at ``(i + 0.5) * t / s - 0.5``: the sampling points of
+    ``F.interpolate(size=...)`` with ``align_corners=False``, which is how DINO, iBOT and DINOv2
+    resize their position tables for multi-crop (official ``interpolate_pos_encoding``). The
+    positions span the table symmetrically; for odd ``size`` and ``table_size`` the middle cell
+    lands exactly on the table's middle.
+
+    Example:
+        >>> resized_positions(3, 7)
+        tensor([0.6667, 3.0000, 5.3333], dtype=torch.float64)
+    """
+    return (torch.arange(size, dtype=torch.float64) + 0.5) * (table_size / size) - 0.5
 
 
 def grid_size(image_size: int, patch_size: int) -> int:
@@ -65,4 +95,5 @@ def grid_size(image_size: int, patch_size: int) -> int:
     return image_size // patch_size
 
 
-__all__ = ["grid_size", "patchify", "sincos_position_embedding", "unpatchify"]
+__all__ = ["grid_size", "patchify", "resized_positions", "sincos_embedding_at", "sincos_position_embedding",
+           "unpatchify"]
