@@ -155,19 +155,21 @@ def backbone_name(backbone: dict) -> str:
     return f"{backbone['name']}" + (f" ({extras})" if extras else "")
 
 
-REFERENCES = ("raw pixels", "random init", "random init (ViT)")
+REFERENCES = ("raw pixels", "random init", "random init (ViT)", "random init (ViT, avg)")
 
 
 def reference_rows(protocol: protocols.Protocol, sets, size: int, device: str, seed: int) -> list[dict]:
     """Raw pixels (normalised, flattened) and the protocol's backbones at random initialisation
-    (the CNN, and on the CPU also the small ViT that ViT methods train)."""
+    (the CNN, and on the CPU also the small ViT that ViT methods train, pooled both ways a method
+    can evaluate it: the class token and the mean patch token, ``Method.representation``)."""
     train_set, test_set = sets
     transform = EvalTransform(size, train_set.mean, train_set.std)
     rows = [{"method": "raw pixels", "backbone": f"{size}x{size} pixels",
              **encoder_scores(lambda x: x.flatten(1), train_set, test_set, transform, device, seed)}]
     random_inits = [("random init", protocol.small_backbone)]
     if protocol.small_vit:
-        random_inits.append(("random init (ViT)", protocol.small_vit + [f"backbone.image_size={size}"]))
+        vit = protocol.small_vit + [f"backbone.image_size={size}"]
+        random_inits += [("random init (ViT)", vit), ("random init (ViT, avg)", vit + ["backbone.pool=avg"])]
     for label, overrides in random_inits:
         options = {o.split("=")[0].removeprefix("backbone."): yaml.safe_load(o.split("=", 1)[1])
                    for o in overrides if o.startswith("backbone.")}
