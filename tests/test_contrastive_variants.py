@@ -365,7 +365,8 @@ def test_supcon_method_takes_three_views_and_uses_labels(tiny_backbone) -> None:
 def test_npid_method_updates_memory_after_the_step(tiny_backbone) -> None:
     import selfsup.methods as methods
 
-    method = methods.get("npid", backbone=tiny_backbone, memory_momentum=0.5, **SMALL["npid"])
+    # the official random start (memory_init='features' needs on_epoch_start first: tests/test_npid_memory_init.py)
+    method = methods.get("npid", backbone=tiny_backbone, memory_momentum=0.5, memory_init="random", **SMALL["npid"])
     memory0 = method.criterion.memory.clone()
     opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.1)
     batch = _batch(_views(1), step=1)  # indices 8..15

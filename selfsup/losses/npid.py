@@ -8,12 +8,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from selfsup.nn.broadcast import broadcast_from_rank0
 from selfsup.nn.distributed import gather_no_grad, is_distributed, world_size
 from selfsup.nn.precision import at_least_fp32
 
 __all__ = ["NPIDLoss"]
 
 _EPS = 1e-7  # added to the NCE denominators, as in the official NCECriterion
+_FULL_PRODUCT_RATIO = 16  # score against the whole bank when n <= this times K + 1 (see the class docstring)
 
 
 class NPIDLoss(nn.Module):
@@ -39,9 +41,18 @@ class NPIDLoss(nn.Module):
     ``f . memory^T / T`` with the sample's own index as the class.
 
     **Memory** (``memory`` buffer, ``(n, dim)``): starts uniform in ``[-s, s]``, ``s = 1 /
-    sqrt(dim / 3)`` as in the official code, and after each optimizer step
-    :meth:`update_memory` sets ``v_i <- normalise(m v_i + (1 - m) f_i)`` (Sec. 3.3, ``m = 0.5``)
-    for the batch's indices, gathering those of all processes so every rank holds the same bank.
+    sqrt(dim / 3)`` as in the official code (the paper, Sec. 3.1: "unit random vectors"), and after
+    each optimizer step :meth:`update_memory` sets ``v_i <- normalise(m v_i + (1 - m) f_i)``
+    (Sec. 3.3, ``m = 0.5``) for the batch's indices, gathering those of all processes so every rank
+    holds the same bank. :meth:`fill_memory` instead sets every row at once (NPID's
+    ``memory_init="features"`` fills it with the initial network's embeddings); the buffer
+    ``memory_filled`` records that it happened, so a resumed run does not fill it again.
+
+    With ``n <= 16 (K + 1)`` (CIFAR, Fashion-MNIST) the scores of the positive and noise entries are
+    read from the product of the batch with the whole bank; otherwise (ImageNet) the ``B (K + 1)``
+    rows are gathered first, as the official code does. Both give the same values: on a 2-core CPU
+    (n = 54,000, K = 4,096, B = 256, dim 128) forward and backward took 0.40 s the first way and
+    2.3 s the second.
 
     Args:
         num_samples: ``n``, the training-set size.
@@ -60,6 +71,7 @@ class NPIDLoss(nn.Module):
     """
 
     memory: Tensor
+    memory_filled: Tensor
     z: Tensor
 
     def __init__(
@@ -80,6 +92,7 @@ class NPIDLoss(nn.Module):
         self.num_negatives = int(num_negatives)
         bound = 1.0 / math.sqrt(dim / 3)
         self.register_buffer("memory", torch.rand(num_samples, dim) * 2 * bound - bound)
+        self.register_buffer("memory_filled", torch.zeros((), dtype=torch.bool))
         self.register_buffer("z", torch.tensor(-1.0))
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -122,8 +135,12 @@ class NPIDLoss(nn.Module):
             if negatives is None:
                 negatives = self.sample_negatives(f.shape[0])
             idx = torch.cat([indices[:, None], negatives.to(indices.device)], dim=1)  # (B, K+1)
-            weights = memory[idx]  # (B, K+1, dim), a copy: the later memory update is safe
-            scores = torch.exp(torch.einsum("bkd,bd->bk", weights, f) / self.temperature)
+            if self.num_samples <= _FULL_PRODUCT_RATIO * (self.num_negatives + 1):
+                dots = (f @ memory.T).gather(1, idx)  # (B, K+1); update the memory after backward
+            else:
+                weights = memory[idx]  # (B, K+1, dim), a copy: the later memory update is safe
+                dots = torch.einsum("bkd,bd->bk", weights, f)
+            scores = torch.exp(dots / self.temperature)
             if float(self.z) < 0:
                 self._estimate_z(scores.detach())
             probs = scores / self.z.to(scores.dtype)
@@ -140,6 +157,41 @@ class NPIDLoss(nn.Module):
             dist.all_reduce(z)
             z = z / world_size()
         self.z.fill_(float(z))
+
+    @torch.no_grad()
+    def fill_memory(self, embeddings: Tensor) -> None:
+        """Set every memory row ``v_i`` to ``normalise(embeddings[i])`` and mark the memory filled.
+
+        ``embeddings`` is ``(n, dim)``, row ``i`` for training image ``i``. With several processes
+        every rank takes rank 0's rows (a collective call: every rank must make it), so the banks
+        are equal even if the ranks computed slightly different embeddings. ``Z`` is estimated
+        again on the next batch (it depends on the memory). Sets ``memory_filled``.
+
+        Raises:
+            ValueError: ``embeddings`` is not ``(num_samples, dim)`` or holds a non-finite value.
+
+        Example:
+            >>> loss_fn = NPIDLoss(num_samples=10, dim=4, num_negatives=3)
+            >>> loss_fn.fill_memory(torch.randn(10, 4))
+            >>> bool(loss_fn.memory_filled)
+            True
+        """
+        if tuple(embeddings.shape) != (self.num_samples, self.dim):
+            raise ValueError(
+                f"NPIDLoss.fill_memory expects embeddings ({self.num_samples}, {self.dim}): one row per "
+                f"training image, got {tuple(embeddings.shape)}"
+            )
+        values = F.normalize(embeddings.detach().to(self.memory), dim=1)
+        if not bool(torch.isfinite(values).all()):
+            raise ValueError("NPIDLoss.fill_memory got embeddings with NaN or infinite values")
+        self.memory.copy_(broadcast_from_rank0(values))
+        self.z.fill_(-1.0)
+        self.memory_filled.fill_(True)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        # checkpoints written before ``memory_filled`` existed hold a memory already in use: never refill it
+        state_dict.setdefault(prefix + "memory_filled", torch.ones((), dtype=torch.bool))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.no_grad()
     def update_memory(self, features: Tensor, indices: Tensor) -> None:
