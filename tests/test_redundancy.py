@@ -176,24 +176,20 @@ def test_vicreg_matches_reference(weights: tuple[float, float, float]) -> None:
     assert got.item() == pytest.approx(ref_vicreg(z0, z1, *weights), abs=1e-5, rel=1e-5)
 
 
-def test_whitening_a_singular_batch_shrinks_it_instead_of_stopping(caplog) -> None:
+def test_whitening_a_singular_batch_shrinks_it_instead_of_stopping() -> None:
     """A sub-batch spanning 3 of 4 dimensions (a partly collapsed projector) has a singular
     covariance: it is whitened with the smallest listed jitter that works, equal to the reference
-    whitening of that shrunk covariance, and a warning says so; training does not stop."""
-    import selfsup.nn.whitening as whitening
+    whitening of that shrunk covariance, and the jitter is returned (W-MSE counts such sub-batches;
+    tests/test_wmse_collapse.py checks that persistent ones stop the run). The 4th column is
+    constant, so the covariance is exactly singular (a column that is the sum of two others is not
+    reliably so: rounding left a positive pivot of 3e-8 and Cholesky succeeded)."""
     from selfsup.nn.whitening import JITTER
 
-    whitening._warned.clear()
     g = torch.Generator().manual_seed(4)
     x = torch.randn(12, 3, generator=g, dtype=torch.float64)
-    x = torch.cat([x, x[:, :1] + x[:, 1:2]], dim=1)  # 4th column = sum of two others: rank 3
-    with caplog.at_level("WARNING", logger="selfsup.nn.whitening"):
-        got = cholesky_whiten(x)
-    assert torch.isfinite(got).all() and "singular 4x4 covariance" in caplog.text
-    caplog.clear()
-    with caplog.at_level("WARNING", logger="selfsup.nn.whitening"):
-        cholesky_whiten(x)
-    assert not caplog.text  # once per process, not once per step
+    x = torch.cat([x, torch.full((12, 1), 0.5, dtype=torch.float64)], dim=1)  # 4th column without variance: rank 3
+    got = cholesky_whiten(x)
+    assert torch.isfinite(got).all()
     centred = x - x.mean(0)
     cov = centred.T @ centred / 11
     eye = torch.eye(4, dtype=torch.float64)
@@ -202,8 +198,6 @@ def test_whitening_a_singular_batch_shrinks_it_instead_of_stopping(caplog) -> No
     torch.testing.assert_close(got, torch.linalg.solve_triangular(lower, centred.T, upper=False).T)
     assert cholesky_whiten_shrunk(x)[1] == first > 0
     assert cholesky_whiten_shrunk(x[:, :3])[1] == 0.0  # the full-rank part needs no shrinkage
-    with pytest.raises(ValueError, match="not positive definite"):
-        cholesky_whiten(torch.full((8, 2), float("nan"), dtype=torch.float64))
 
 
 @pytest.mark.parametrize("eps", [0.0, 0.1])

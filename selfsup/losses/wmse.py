@@ -1,6 +1,7 @@
 """W-MSE: the MSE between normalised, whitened embeddings of positive pairs."""
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -10,7 +11,7 @@ from torch import nn
 
 from selfsup.nn.distributed import gather, world_size
 from selfsup.nn.precision import at_least_fp32
-from selfsup.nn.whitening import cholesky_whiten_shrunk
+from selfsup.nn.whitening import cholesky_whiten_shrunk, singular_to_precision
 
 __all__ = ["WMSELoss"]
 
@@ -28,8 +29,14 @@ class WMSELoss(nn.Module):
     whitened rows. The loss is the sum divided by ``w_iter`` times the number of pairs
     ``k (k - 1) / 2``. Defaults are the official code's: ``w_size = 128``, ``w_iter = 1``,
     ``eps = 0``. After each call, :attr:`shrunk_fraction` holds the share of the whitened
-    sub-batches whose covariance was singular and had to be shrunk further (a sign of dimensional
-    collapse of the embeddings; W-MSE logs it as ``whiten_shrunk``).
+    sub-batches whose own covariance (before the ``eps`` shrinkage) was singular to the whitening's
+    precision (not positive definite, so shrunk further, or with a condition number above
+    ``1 / eps`` of its dtype; see :func:`selfsup.nn.whitening.singular_to_precision`; never counted
+    when ``w_size`` does not exceed the embedding width): a sign of dimensional collapse of the
+    embeddings, where the official code's Cholesky fails or returns noise. :attr:`shrunk_count` /
+    :attr:`whitening_count` hold the numbers behind it and :attr:`max_condition` the largest
+    condition number met; the W-MSE method logs them and stops a run in which such sub-batches
+    persist.
 
     With ``gather_distributed=True`` the embeddings of all processes are gathered (with gradient)
     and rank 0's permutation is broadcast, so every rank whitens the global batch exactly as one
@@ -59,6 +66,8 @@ class WMSELoss(nn.Module):
         self.w_size, self.w_iter, self.eps = int(w_size), int(w_iter), float(eps)
         self.gather_distributed = gather_distributed
         self.shrunk_fraction = 0.0
+        self.shrunk_count = self.whitening_count = 0
+        self.max_condition = 1.0
 
     def permutation(self, n: int, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
         """A random permutation of ``range(n)``, the same on every rank (rank 0's).
@@ -84,6 +93,8 @@ class WMSELoss(nn.Module):
         Raises:
             ValueError: Fewer than two views, mismatched shapes, or a (global) batch that is not a
                 positive multiple of ``w_size``.
+            WhiteningCollapseError: A finite sub-batch whose covariance no shrinkage in
+                :data:`selfsup.nn.whitening.JITTER` makes positive definite.
 
         Example:
             >>> WMSELoss(w_size=16)([torch.randn(16, 4), torch.randn(16, 4)]).shape
@@ -107,21 +118,26 @@ class WMSELoss(nn.Module):
                 )
             total = views[0].new_zeros(())
             pairs = shrunk = whitenings = 0
+            conditions = []
             for _ in range(self.w_iter):
                 chunks = self.permutation(n, device, generator).split(self.w_size)
                 # every view is whitened per sub-batch; all views share the row order, so pairs stay aligned
                 whitened = []
                 for v in views:
                     parts = [cholesky_whiten_shrunk(v[idx], self.eps) for idx in chunks]
-                    whitened.append(torch.cat([part for part, _ in parts]))
-                    shrunk += sum(jitter > 0 for _, jitter in parts)
+                    whitened.append(torch.cat([part.batch for part in parts]))
+                    if self.w_size > v.shape[1]:  # fewer samples than dimensions: always singular
+                        shrunk += sum(singular_to_precision(part, v.dtype) for part in parts)
                     whitenings += len(parts)
+                    conditions += [part.condition for part in parts]
                 for a in range(len(whitened)):
                     for b in range(a + 1, len(whitened)):
                         cos = (F.normalize(whitened[a], dim=1) * F.normalize(whitened[b], dim=1)).sum(dim=1)
                         total = total + (2 - 2 * cos.mean())
                         pairs += 1
             self.shrunk_fraction = shrunk / whitenings
+            self.shrunk_count, self.whitening_count = shrunk, whitenings
+            self.max_condition = max((c for c in conditions if not math.isnan(c)), default=math.nan)
             return total / pairs
 
     def extra_repr(self) -> str:
