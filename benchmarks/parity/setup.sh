@@ -4,13 +4,8 @@
 # selfsup. The constraints keep torch / torchvision at the project's tested versions, so both
 # libraries train on the same torch.
 #
-#   bash benchmarks/parity/setup.sh     # then: benchmarks/parity/.venv/bin/python benchmarks/parity/run.py ...
+#   bash benchmarks/parity/setup.sh     # then: benchmarks/parity/.venv/bin/python benchmarks/parity/compare.py ...
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
-python="${PYTHON:-python3}"
-
-test -x "$here/.venv/bin/python" || "$python" -m venv "$here/.venv"
-"$here/.venv/bin/pip" install --quiet --disable-pip-version-check \
-    -c "$root/constraints.txt" -e "$root" -r "$here/requirements.txt"
+bash "$here/../make_venv.sh" "$here" "$here/requirements.txt"
 "$here/.venv/bin/python" -c "import lightly, torch; print(f'benchmarks/parity/.venv ready: torch {torch.__version__}, lightly {lightly.__version__}')"

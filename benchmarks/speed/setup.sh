@@ -10,11 +10,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-python="${PYTHON:-python3}"
-
-test -x "$here/.venv/bin/python" || "$python" -m venv "$here/.venv"
-"$here/.venv/bin/pip" install --quiet --disable-pip-version-check \
-    -c "$root/constraints.txt" -e "$root" -r "$here/requirements.txt"
+bash "$root/benchmarks/make_venv.sh" "$here" "$here/requirements.txt"
 "$here/.venv/bin/python" - "$root/constraints.txt" <<'PY'
 import sys
 import kornia, lightly, torch, torchvision
