@@ -8,14 +8,16 @@ method in one table is trained and evaluated the same way.
   uses its Fashion-MNIST recipe with the CPU budget imposed: 8 epochs, batch 256, one warm-up epoch,
   and ``resnet_small`` width 16 (128-d). A ViT recipe keeps a ViT, shrunk to the same kind of cost:
   ``vit_nano`` (96-d, 3 heads) with 4 blocks on 4 px patches (7 x 7 tokens) for 4 epochs, and its
-  heads, decoders, predictors and local crops shrunk as :data:`CPU_VIT_METHOD` lists (the published
+  heads, decoders, predictors and local crops shrunk as their method cards say (the published
   sizes are meant for 384-d+ ViTs on GPUs, and would cost many times the backbone here). Measured
   here in one run (``benchmarks/speed/backbone_throughput.py``: fwd + bwd, bf16, batch 512 of 28 px
   views): resnet_small width 16 2,087 views/s, this ViT 1,062 (0.51x), with 6 blocks 751, 6 blocks
   on 7 px patches 2,097, vit_tiny with 4 blocks on 7 px patches 1,205, vit_tiny (12 blocks, 4 px)
   145; so a ViT gets half the epochs to stay near the same wall time, and keeps the 7 x 7 grid that
   masking needs. Multi-crop ViT methods with a teacher (DINOv2, iBOT) still cost about twice that.
-  A ResNet method whose own parts would set the pace gets them shrunk likewise (:data:`CPU_CNN_METHOD`).
+  A ResNet method whose own parts would set the pace gets them shrunk likewise. These per-method
+  sizes are the methods' own: ``card.cpu`` (method options) and ``card.cpu_views`` (view options)
+  of each :class:`~selfsup.methods.MethodCard`, read by :func:`cpu_method_sizes`.
   Each run holds out 10% of the training split for validation (``data.val_fraction``) and is
   scored on the test split once, at the end.
 - ``gpu``: CIFAR-style ResNet-18 (a ViT recipe keeps its ViT), 200 epochs, batch 256, each method's
@@ -23,33 +25,27 @@ method in one table is trained and evaluated the same way.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from selfsup.config import load, packaged_recipes
+from selfsup.methods import METHODS
 
 CPU_BUDGET = ["epochs=8", "batch_size=256", "optimizer.warmup_epochs=1", "checkpoint_every=4"]
 CPU_VIT = ["backbone.name=vit_nano", "backbone.depth=4", "backbone.patch_size=4", "backbone.drop_path_rate=0.0",
            "epochs=4", "checkpoint_every=2", "monitor.knn_every=2"]
-CPU_VIT_METHOD = {  # per method: the parts beside the backbone, sized for a 96-d, 4-block ViT
-    "mae": ["method.decoder_embed_dim=96", "method.decoder_depth=2", "method.decoder_num_heads=3"],
-    "aim": ["method.head_width=96", "method.head_blocks=2"],
-    "cae": ["method.regressor_depth=2", "method.decoder_depth=2"],
-    "ijepa": ["method.predictor_dim=96", "method.predictor_depth=2"],
-    # DINOv2 / iBOT run their head on every patch token of the global views, so the head's size, not
-    # the ViT's, sets the pace: with hidden 512 / out 1,024 a first run went at 112 images/s (~32 min
-    # for 4 epochs; stopped), so the head is cut to hidden 256, bottleneck 128, out 512
-    "dinov2": ["method.out_dim=512", "method.hidden_dim=256", "method.bottleneck_dim=128", "augment.num_local=4"],
-    "ibot": ["method.out_dim=512", "method.patch_out_dim=512", "method.hidden_dim=256", "method.bottleneck_dim=128",
-             "augment.num_local=4"],
-    "msn": ["method.hidden_dim=512", "augment.num_focal=4"],
-    "pmsn": ["method.hidden_dim=512", "augment.num_focal=4"],
-}
-CPU_CNN_METHOD = {  # per method: parts beside a ResNet that would set the pace on two cores
-    # two queues of 32,768 256-d keys (solo-learn's CIFAR recipe): on a 2-core AVX2 CPU in fp32 a
-    # resnet_small step took ~1.3 s (190 images/s, ~70 min for 8 epochs; stopped at step 450); with
-    # MoCo v2's 4,096 (its CIFAR recipe's size; 7.6% of the 54,000 training images) 0.8 s (320 images/s)
-    "mocov2plus": ["method.queue_size=4096"],
-}
+
+
+def cpu_method_sizes(method: str) -> list[str]:
+    """The CPU protocol's sizes of ``method``'s own parts (heads, queues, local crops), from its card.
+
+    Example:
+        >>> cpu_method_sizes("mocov2plus")
+        ['method.queue_size=4096']
+    """
+    return METHODS.card(method).overrides("cpu")
+
+
 EVAL_OVERRIDES = ["data.val_fraction=0.1", "monitor.test_at_end=true", "monitor.knn_every=4",
                   "monitor.knn_max_train=60000", "data.num_workers=0"]
 
@@ -66,8 +62,7 @@ class Protocol:
     small_backbone: list[str]
     extra: list[str] = field(default_factory=list)
     small_vit: list[str] = field(default_factory=list)
-    small_vit_method: dict[str, list[str]] = field(default_factory=dict)
-    small_backbone_method: dict[str, list[str]] = field(default_factory=dict)
+    method_sizes: Callable[[str], list[str]] | None = None  # per-method overrides after the backbone's
 
     def recipe(self, method: str) -> str:
         """The first packaged recipe for ``method`` among ``recipe_dirs``."""
@@ -89,10 +84,13 @@ class Protocol:
             # does not set (image size, position embedding, registers) are given again
             ours = {o.split("=")[0] for o in self.small_vit}
             kept = [f"backbone.{k}={v}" for k, v in recipe_backbone.items() if f"backbone.{k}" not in ours]
-            backbone = self.small_vit + kept + self.small_vit_method.get(method, []) if self.small_vit else []
+            backbone = self.small_vit + kept + self._method_sizes(method) if self.small_vit else []
         else:
-            backbone = self.small_backbone + self.small_backbone_method.get(method, [])
+            backbone = self.small_backbone + self._method_sizes(method)
         return data + self.budget + EVAL_OVERRIDES + backbone + self.extra  # later overrides win
+
+    def _method_sizes(self, method: str) -> list[str]:
+        return self.method_sizes(method) if self.method_sizes else []
 
 
 def get(name: str, root: str | None, cifar10_root: str | None) -> Protocol:
@@ -100,7 +98,7 @@ def get(name: str, root: str | None, cifar10_root: str | None) -> Protocol:
     if name == "cpu":
         return Protocol("cpu", "fashion_mnist", root, ["fashion_mnist_cpu", "fashion_mnist"], CPU_BUDGET,
                         ["backbone.name=resnet_small", "backbone.width=16"], small_vit=CPU_VIT,
-                        small_vit_method=CPU_VIT_METHOD, small_backbone_method=CPU_CNN_METHOD)
+                        method_sizes=cpu_method_sizes)
     if name == "gpu":
         data, data_root, size = ("cifar10", cifar10_root, []) if cifar10_root else (
             "fashion_mnist", root, ["augment.size=32"])

@@ -57,7 +57,7 @@ def main() -> None:
             optimizer.zero_grad()
             out.loss.backward()
             optimizer.step()
-            method.on_step_end(0.0)
+            method.end_step()
         return run
 
     t_views = timed(lambda: make_views(images), args.repeats)

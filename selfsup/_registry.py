@@ -43,6 +43,17 @@ class Registry(Generic[T]):
 
         return wrap
 
+    def unregister(self, name: str) -> Callable[..., T]:
+        """Remove ``name`` (e.g. a method a test registered) and return its factory.
+
+        Example:
+            >>> reg.unregister("one")()
+            1
+        """
+        factory = self.factory(name)  # a clear error for unknown names
+        del self._factories[name], self._descriptions[name]
+        return factory
+
     def names(self) -> list[str]:
         """All registered names, sorted."""
         return sorted(self._factories)
@@ -67,26 +78,70 @@ class Registry(Generic[T]):
         return factory(**kwargs)
 
 
+def option_signature(factory: Callable[..., Any]) -> inspect.Signature:
+    """The keyword options ``factory`` accepts, with their defaults.
+
+    For a class, those of its ``__init__``; when that ``__init__`` takes ``**options`` and passes
+    them on to its parent, the parent's options follow (keyword-only, the subclass's defaults
+    first), up the class hierarchy. So a subclass that only adds to a parent (DINOv2 over iBOT,
+    DCL over SimCLR) repeats none of its arguments, and a config key is still checked against
+    every option with a clear error. The result keeps a ``**`` parameter only when the chain ends
+    in one (then any key is accepted).
+
+    Example:
+        >>> sig = option_signature(selfsup.methods.METHODS.factory("dinov2"))
+        >>> sig.parameters["out_dim"].default, sig.parameters["cls_loss_weight"].default
+        (65536, 1.0)
+    """
+    if not inspect.isclass(factory):
+        return inspect.signature(factory)
+    params: dict[str, inspect.Parameter] = {}
+    var_keyword: inspect.Parameter | None = None
+    for cls in factory.__mro__:
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            continue
+        inherited = bool(params) or var_keyword is not None  # reached through **options: keywords only
+        var_keyword = None
+        for p in list(inspect.signature(init).parameters.values())[1:]:  # without self
+            if p.kind == p.VAR_KEYWORD:
+                var_keyword = p
+            elif p.kind != p.VAR_POSITIONAL and p.name not in params:
+                if inherited and p.kind == p.POSITIONAL_ONLY:
+                    continue
+                params[p.name] = p.replace(kind=p.KEYWORD_ONLY) if inherited else p
+        if var_keyword is None:
+            break
+    ordered = sorted(params.values(), key=lambda p: p.kind)  # stable: declaration order within a kind
+    return inspect.Signature(ordered + ([var_keyword] if var_keyword is not None else []))
+
+
 def accepted_kwargs(factory: Callable[..., Any]) -> dict[str, inspect.Parameter]:
-    """The keyword parameters ``factory`` accepts (for classes, those of ``__init__``)."""
-    target = factory.__init__ if inspect.isclass(factory) else factory
-    params = inspect.signature(target).parameters
+    """The keyword parameters ``factory`` accepts (for classes, those of ``__init__`` and of the
+    parents it passes ``**options`` to: :func:`option_signature`)."""
     return {
         name: p
-        for name, p in params.items()
-        if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        for name, p in option_signature(factory).parameters.items()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
     }
 
 
+def describe_options(factory: Callable[..., Any]) -> str:
+    """``"a, b=1, c=None"``: the options of ``factory`` with their defaults, for messages."""
+    return ", ".join(
+        name if p.default is p.empty else f"{name}={p.default!r}" for name, p in accepted_kwargs(factory).items()
+    )
+
+
 def check_kwargs(factory: Callable[..., Any], kwargs: dict[str, Any], what: str) -> None:
-    """Raise :class:`ConfigError` naming any key ``factory`` does not accept."""
-    target = factory.__init__ if inspect.isclass(factory) else factory
-    if any(p.kind == p.VAR_KEYWORD for p in inspect.signature(target).parameters.values()):
+    """Raise :class:`ConfigError` naming any key ``factory`` does not accept, the closest options
+    and all options with their defaults."""
+    if any(p.kind == p.VAR_KEYWORD for p in option_signature(factory).parameters.values()):
         return
     accepted = accepted_kwargs(factory)
     for key in kwargs:
         if key not in accepted:
             raise ConfigError(
                 f"{what} has no option {key!r}.{close_matches(key, accepted)} "
-                f"Its options are: {', '.join(accepted) or '(none)'}."
+                f"Its options (with defaults) are: {describe_options(factory) or '(none)'}."
             )

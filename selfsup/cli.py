@@ -8,10 +8,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from selfsup import cli_embed, cli_eval, cli_pictures
 from selfsup.errors import SelfSupError, user_message
+
+if TYPE_CHECKING:
+    from selfsup.methods.card import MethodCard
 
 TRAIN_FLAGS = {  # flag -> config key
     "method": "method.name", "backbone": "backbone.name", "data": "data.name", "root": "data.root",
@@ -52,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_pictures.add_parser(protocols)
     cli_embed.add_parser(commands)
 
-    commands.add_parser("list", help="list methods, backbones, data sets, view recipes and packaged recipes")
+    listing = commands.add_parser("list", help="list methods, backbones, data sets, view recipes and packaged recipes")
+    listing.add_argument("--long", action="store_true", help="print every field of each method's card")
 
     demo = commands.add_parser("demo", help="train SimCLR on the built-in data set and compare k-NN accuracies")
     demo.add_argument("--epochs", type=int)
@@ -84,8 +89,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     from selfsup import augment, backbones, data, methods
     from selfsup.config import packaged_recipes
 
+    if args.long:  # each method's whole card in place of its one line
+        print("methods:")
+        print_method_cards(methods.METHODS.cards())
+        print()
     sections = [
-        ("methods", methods.METHODS.describe()),
+        *([] if args.long else [("methods (family, year, paper; --long for the whole card)",
+                                 method_lines(methods.METHODS.cards()))]),
         ("backbones", {**backbones.BACKBONES.describe(),
                        "timm:<model>": 'any timm model by name, e.g. timm:convnext_tiny (pip install "selfsup[timm]")'}),
         ("data sets", data.describe()),
@@ -99,6 +109,20 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"  {name:<{width}}  {line}".rstrip())
         print()
     return 0
+
+
+def method_lines(cards: Mapping[str, MethodCard]) -> dict[str, str]:
+    """Name -> ``family  year  paper title`` of each method card, the columns aligned."""
+    width = max((len(card.family) for card in cards.values()), default=0)
+    return {name: f"{card.family:<{width}}  {card.year}  {card.title}" for name, card in cards.items()}
+
+
+def print_method_cards(cards: Mapping[str, MethodCard]) -> None:
+    """Every field of every method card, one ``field: value`` line each."""
+    for name, card in cards.items():
+        print(f"  {name}:")
+        for field, value in card.as_dict().items():
+            print(f"    {field}: {value}")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

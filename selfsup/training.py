@@ -8,8 +8,6 @@ holds ``config.yaml`` (resolved), ``metrics.jsonl``, ``checkpoints/last.ckpt`` a
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 import logging
 import pickle
 import os
@@ -25,10 +23,11 @@ from lightning.pytorch.utilities import rank_zero_only
 import torch
 import yaml
 
-from selfsup import augment, backbones, data, methods
-from selfsup.augment import EvalTransform, MultiView
+from selfsup import data
+from selfsup.augment import EvalTransform
 from selfsup.backbones import Backbone, export_backbone
 from selfsup.config import TrainConfig, to_dict
+from selfsup.config.build import DataFacts, build, build_backbone, build_method, build_views  # noqa: F401 (public here too)
 from selfsup.data.cache import default_cache_dir
 from selfsup.data.device_decode import DeviceDecodeView, resolve_decode_on_device
 from selfsup.engine.checkpoint import EpochCheckpoint
@@ -38,15 +37,14 @@ from selfsup.engine.logger import JsonlLogger
 from selfsup.engine.memory_format import use_channels_last
 from selfsup.engine.module import SelfSupervisedModule
 from selfsup.engine.monitor import EvaluationMonitor
+from selfsup.engine.precision import resolve_precision
 from selfsup.engine.preemption import PreemptionHandler
 from selfsup.engine.progress import RunProgressBar
 from selfsup.engine.resources import ResourceMonitor
 from selfsup.engine.throughput import Throughput, peak_memory_mb
 from selfsup.eval.features import extract_features
 from selfsup.eval.protocol import knn_eval
-from selfsup._registry import accepted_kwargs
 from selfsup.errors import ConfigError, DataError, NonFiniteLossError, SelfSupError
-from selfsup.methods import Method
 
 log = logging.getLogger("selfsup")
 RUN_NAME_VARIABLE = "SELFSUP_RUN_NAME"  # tells DDP's extra processes the run folder of rank 0
@@ -122,65 +120,9 @@ def build_loader(config: TrainConfig, train_set: Any, sampler: Any, batch_size: 
     )
 
 
-def build_backbone(config: TrainConfig, channels: int) -> Backbone:
-    """The configured backbone, adapted to ``channels`` unless the config sets ``in_channels``."""
-    options = {k: v for k, v in config.backbone.items() if k != "name"}
-    options.setdefault("in_channels", channels)
-    with _as_config_error("backbone"):
-        return backbones.get(config.backbone["name"], **options)
-
-
-def build_method(config: TrainConfig, backbone: Backbone, num_samples: int) -> Method:
-    """The configured method; ``num_samples`` (the training set's size) goes to methods that take it."""
-    options = {k: v for k, v in config.method.items() if k != "name"}
-    if "num_samples" in accepted_kwargs(methods.METHODS.factory(config.method["name"])):
-        options.setdefault("num_samples", num_samples)
-    with _as_config_error("method"):
-        return methods.get(config.method["name"], backbone=backbone, **options)
-
-
-def build_views(config: TrainConfig, method: Method, image_size: int, mean, std, seed: int) -> MultiView:
-    """The view recipe: the config's, else the method's published one, at the data's size."""
-    options = {k: v for k, v in config.augment.items() if k != "recipe"}
-    options.setdefault("size", image_size)
-    options.setdefault("mean", tuple(mean))
-    options.setdefault("std", tuple(std))
-    options["seed"] = seed
-    with _as_config_error("augment"):
-        return augment.get(config.augment.get("recipe", method.default_views), **options)
-
-
-@contextmanager
-def _as_config_error(section: str) -> Iterator[None]:
-    """Report a factory's ValueError / TypeError as a config error naming the section."""
-    try:
-        yield
-    except (ValueError, TypeError) as err:
-        if isinstance(err, SelfSupError):
-            raise
-        raise ConfigError(f"Config section {section!r}: {err}") from err
-
-
 def eval_size(config: TrainConfig, image_size: int) -> int:
     """Size the backbone sees at evaluation: the recipe's view size, else the data's."""
     return int(config.augment.get("size", image_size))
-
-
-def resolve_precision(precision: str, accelerator: str) -> str:
-    """``auto``: bf16 autocast where the hardware has it (CUDA with bf16, CPUs with AMX/AVX512-BF16)."""
-    if precision != "auto":
-        return "32-true" if precision == "32" else precision
-    use_cuda = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    if use_cuda:
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "bf16-mixed" if torch.backends.mkldnn.is_available() and _cpu_has_bf16() else "32-true"
-
-
-def _cpu_has_bf16() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def run_name(config: TrainConfig) -> str:
@@ -296,11 +238,10 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
     image_size = train_set.image_size[0]
     transform = EvalTransform(eval_size(config, image_size), train_set.mean, train_set.std)
     L.seed_everything(config.seed, workers=True, verbose=False)  # the backbone's init depends only on the seed
-    backbone = build_backbone(config, train_set.channels)
-    method = build_method(config, backbone, len(train_set))
+    parts = build(config, DataFacts.of(train_set))  # the build validation runs too (selfsup.config.build)
+    method, views = parts.method, parts.views
     if config.compile:  # in place: parameter names, checkpoints and the export stay as without it
         compile_backbone(method.backbone, training_device_type(config.accelerator))
-    views = build_views(config, method, image_size, train_set.mean, train_set.std, config.seed)
     steps_per_epoch = len(train_set) // global_batch
     if config.optimizer.warmup_epochs > config.epochs:
         log.warning("optimizer.warmup_epochs=%s is longer than the run (%d epochs): the learning rate warms up "

@@ -10,7 +10,7 @@ import torchvision.transforms.v2.functional as TF
 
 from selfsup.augment import EvalTransform, MultiView, ViewSpec, apply_view, byol, get, names, simclr
 from selfsup.augment import functional as AF
-from selfsup.augment import views
+from selfsup.augment import ops
 from selfsup.errors import ConfigError, UnknownNameError
 
 # torchvision weighs red by 0.2989 instead of ITU-R 601-2's 0.299, so ops that use the luma differ
@@ -270,7 +270,7 @@ def test_jitter_runs_its_four_ops_in_a_random_order_per_sample(monkeypatch):
 
         return op
 
-    monkeypatch.setattr(views, "_JITTER_OPS", tuple(tagging(k) for k in range(4)))
+    monkeypatch.setattr(ops, "_JITTER_OPS", tuple(tagging(k) for k in range(4)))
     n, strengths = 960, (0.1, 0.2, 0.3, 0.4)
     s = spec(size=4, jitter=strengths, jitter_p=0.5, gray_p=0.0)
     codes = apply_view(torch.zeros(n, 3, 4, 4, dtype=torch.uint8), s, torch.Generator().manual_seed(0))

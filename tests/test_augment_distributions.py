@@ -15,7 +15,7 @@ import torch
 
 from selfsup.augment import MultiView, ViewSpec, get, render_view, sample_view
 from selfsup.augment import functional as AF
-from selfsup.augment import views as views_module
+from selfsup.augment import multiview as multiview_module
 
 N = 4096
 
@@ -45,7 +45,8 @@ def draw(s: ViewSpec, height: int = 256, width: int = 256, seed: int = 0):
 @pytest.mark.parametrize("scale, ratio", [((0.08, 1.0), (3 / 4, 4 / 3)), ((0.05, 0.14), (0.5, 2.0))])
 def test_crop_area_and_aspect_ratio_stay_in_range_and_cover_it(scale, ratio):
     height = width = 256
-    x0, y0, w, h = draw(spec(scale=scale, ratio=ratio), height, width).boxes.T.double()
+    boxes = draw(spec(scale=scale, ratio=ratio), height, width)["random_resized_crop"]["boxes"]
+    x0, y0, w, h = boxes.T.double()
     assert (x0 >= 0).all() and (y0 >= 0).all() and (x0 + w <= width).all() and (y0 + h <= height).all()
     area, aspect = w * h / (height * width), w / h
     # w and h are rounded to whole pixels: at least 0.05 * 256^2 -> w, h >= 28 px -> < 4% off.
@@ -67,11 +68,11 @@ def test_rendered_crop_shows_the_drawn_box_and_flip():
     s = spec(size=16, channels=1, hflip_p=0.5, scale=(0.1, 1.0))
     params = sample_view(s, n, size, size, torch.Generator().manual_seed(1))
     out = render_view(ramp, s, params)  # float64 in: exact bilinear sampling of a linear ramp
-    x0, _, w, _ = params.boxes.T.double()
+    x0, _, w, _ = params["random_resized_crop"]["boxes"].T.double()
     torch.testing.assert_close(out.mean(dim=(1, 2, 3)), x0 + (w - 1) / 2, atol=1e-9, rtol=0)
     slope = out[:, 0, :, -1].mean(1) - out[:, 0, :, 0].mean(1)
-    assert torch.equal(slope < 0, params.flip)
-    assert_rate(params.flip, 0.5)
+    assert torch.equal(slope < 0, params["horizontal_flip"]["apply"])
+    assert_rate(params["horizontal_flip"]["apply"], 0.5)
 
 
 # ----------------------------------------------------------------------------- colour jitter
@@ -80,14 +81,14 @@ def test_rendered_crop_shows_the_drawn_box_and_flip():
 def test_jitter_factors_stay_within_their_bounds_and_cover_them():
     strengths = (0.8, 0.4, 1.5, 0.2)  # saturation strength > 1: factors start at 0
     params = draw(spec(jitter=strengths, jitter_p=0.8))
-    assert_rate(params.jitter, 0.8)
+    assert_rate(params["color_jitter"]["apply"], 0.8)
     bounds = [(max(0.0, 1 - s), 1 + s) for s in strengths[:3]] + [(-strengths[3], strengths[3])]
     for k, (low, high) in enumerate(bounds):
-        f = params.factors[:, k]
+        f = params["color_jitter"]["factors"][:, k]
         assert f.min() >= low and f.max() <= high
         assert f.min() < low + 0.01 * (high - low) and f.max() > high - 0.01 * (high - low)
         assert abs(f.mean().item() - (low + high) / 2) < 0.02 * (high - low)  # uniform
-    orders = params.order
+    orders = params["color_jitter"]["order"]
     assert torch.equal(orders.sort(dim=1).values, torch.arange(4).expand(N, 4))  # permutations
     for position in range(4):  # each op equally likely at each position
         for op in range(4):
@@ -102,9 +103,10 @@ def _rendered(s: ViewSpec, images: torch.Tensor, seed: int = 2):
 def test_rendered_brightness_is_the_drawn_factor():
     images = torch.full((N, 3, 4, 4), 0.25)
     params, out = _rendered(spec(size=4, jitter=(0.9, 0, 0, 0), jitter_p=0.5), images)
-    expected = torch.where(params.jitter, params.factors[:, 0], 1.0).view(-1, 1, 1, 1) * 0.25
+    jitter = params["color_jitter"]
+    expected = torch.where(jitter["apply"], jitter["factors"][:, 0], 1.0).view(-1, 1, 1, 1) * 0.25
     torch.testing.assert_close(out, expected.expand_as(out), atol=1e-6, rtol=0)
-    assert_rate(params.jitter, 0.5)
+    assert_rate(params["color_jitter"]["apply"], 0.5)
 
 
 def test_rendered_contrast_is_the_drawn_factor():
@@ -113,7 +115,7 @@ def test_rendered_contrast_is_the_drawn_factor():
     images[..., 2:] = 0.6
     params, out = _rendered(spec(size=4, scale=(1, 1), ratio=(1, 1), jitter=(0, 0.7, 0, 0), jitter_p=0.5), images)
     recovered = (out[:, 0, 0, 3] - out[:, 0, 0, 0]) / 0.4
-    expected = torch.where(params.jitter, params.factors[:, 1], 1.0)
+    expected = torch.where(params["color_jitter"]["apply"], params["color_jitter"]["factors"][:, 1], 1.0)
     torch.testing.assert_close(recovered, expected, atol=1e-5, rtol=0)
 
 
@@ -124,7 +126,7 @@ def test_rendered_saturation_is_the_drawn_factor():
     images = colour.view(1, 3, 1, 1).expand(N, 3, 4, 4).contiguous()
     params, out = _rendered(spec(size=4, jitter=(0, 0, 0.5, 0), jitter_p=0.5), images)
     recovered = (out[:, 0, 0, 0] - luma) / (0.5 - luma)
-    expected = torch.where(params.jitter, params.factors[:, 2], 1.0)
+    expected = torch.where(params["color_jitter"]["apply"], params["color_jitter"]["factors"][:, 2], 1.0)
     torch.testing.assert_close(recovered, expected, atol=1e-5, rtol=0)
 
 
@@ -134,10 +136,10 @@ def test_rendered_hue_shift_is_the_drawn_shift():
     assert _hsv_hue(colour.view(1, 3).double()).item() == pytest.approx(0.3)
     images = colour.view(1, 3, 1, 1).expand(N, 3, 2, 2).contiguous()
     params, out = _rendered(spec(size=2, jitter=(0, 0, 0, 0.5), jitter_p=1.0), images)
-    target = 0.3 + params.factors[:, 3].double()
+    target = 0.3 + params["color_jitter"]["factors"][:, 3].double()
     difference = torch.remainder(_hsv_hue(out[:, :, 0, 0].double()) - target + 0.5, 1.0) - 0.5
     assert difference.abs().max() < 1e-5
-    assert_rate(params.factors[:, 3] > 0, 0.5)
+    assert_rate(params["color_jitter"]["factors"][:, 3] > 0, 0.5)
 
 
 def _hsv_hue(rgb: torch.Tensor) -> torch.Tensor:
@@ -163,24 +165,24 @@ def _hsv_hue(rgb: torch.Tensor) -> torch.Tensor:
 def test_grayscale_is_applied_with_its_probability_and_where_drawn(p):
     images = torch.rand(N, 3, 4, 4, generator=torch.Generator().manual_seed(3))
     params, out = _rendered(spec(size=4, gray_p=p), images)
-    assert_rate(params.gray, p)
+    assert_rate(params["grayscale"]["apply"], p)
     is_gray = ((out[:, 0] == out[:, 1]) & (out[:, 1] == out[:, 2])).flatten(1).all(dim=1)
-    assert torch.equal(is_gray, params.gray)
+    assert torch.equal(is_gray, params["grayscale"]["apply"])
 
 
 @pytest.mark.parametrize("p", [0.2, 0.5])
 def test_solarize_is_applied_with_its_probability_and_where_drawn(p):
     images = torch.full((N, 3, 4, 4), 0.8)
     params, out = _rendered(spec(size=4, solarize_p=p), images)
-    assert_rate(params.solarize, p)
-    expected = torch.where(params.solarize, 0.2, 0.8).view(-1, 1, 1, 1).expand_as(out)
+    assert_rate(params["solarize"]["apply"], p)
+    expected = torch.where(params["solarize"]["apply"], 0.2, 0.8).view(-1, 1, 1, 1).expand_as(out)
     torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
 
 
 def test_blur_probability_and_sigma_range():
     params = draw(spec(blur_p=0.5, blur_sigma=(0.1, 2.0)))
-    assert_rate(params.blur, 0.5)
-    sigma = params.sigma
+    assert_rate(params["gaussian_blur"]["apply"], 0.5)
+    sigma = params["gaussian_blur"]["sigma"]
     assert sigma.min() >= 0.1 and sigma.max() <= 2.0
     assert sigma.min() < 0.12 and sigma.max() > 1.98 and abs(sigma.mean().item() - 1.05) < 0.03
 
@@ -196,9 +198,10 @@ def test_rendered_blur_has_the_drawn_sigma():
     offsets = torch.arange(size, dtype=torch.float64) - size // 2
     profile = out[:, 0].double().sum(dim=1)  # (n, size): mass per column
     variance = (profile * offsets**2).sum(1) / profile.sum(1)
-    weights = torch.exp(-(offsets.view(1, -1) ** 2) / (2 * params.sigma.double().view(-1, 1) ** 2))
+    sigma = params["gaussian_blur"]["sigma"].double()
+    weights = torch.exp(-(offsets.view(1, -1) ** 2) / (2 * sigma.view(-1, 1) ** 2))
     expected = (weights * offsets**2).sum(1) / weights.sum(1)
-    expected = torch.where(params.blur, expected, torch.zeros_like(expected))
+    expected = torch.where(params["gaussian_blur"]["apply"], expected, torch.zeros_like(expected))
     torch.testing.assert_close(variance, expected, atol=1e-4, rtol=1e-4)
 
 
@@ -220,7 +223,7 @@ def test_chunked_rendering_equals_whole_batch(monkeypatch):
     images = torch.randint(0, 256, (40, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(7))
     mv = get("multicrop", size=16, mean=(0.5,) * 3, std=(0.25,) * 3)
     whole = mv(images, torch.Generator().manual_seed(8))
-    monkeypatch.setattr(views_module, "_CPU_CHUNK_ELEMENTS", 3 * 16 * 16 * 7)  # chunks of 7 images
+    monkeypatch.setattr(multiview_module, "_CPU_CHUNK_ELEMENTS", 3 * 16 * 16 * 7)  # chunks of 7 images
     chunked = mv(images, torch.Generator().manual_seed(8))
     assert len(whole) == 8
     # equal up to fp32 rounding of the intermediate values (normalised pixels up to |4|, where an ulp is
@@ -235,7 +238,7 @@ def test_multicrop_global_and_local_crops_draw_their_own_scales():
     (global_spec, local_spec), counts = mv.specs, mv.counts
     assert counts == (2, 6) and (global_spec.size, local_spec.size) == (224, 96)
     for s, (low, high) in ((global_spec, (0.14, 1.0)), (local_spec, (0.05, 0.14))):
-        _, _, w, h = draw(s).boxes.T.double()
+        _, _, w, h = draw(s)["random_resized_crop"]["boxes"].T.double()
         area = w * h / 256**2
         assert area.min() >= low * 0.96 and area.max() <= high * 1.04
         assert area.min() < low + 0.05 * (high - low) and area.max() > high - 0.05 * (high - low)

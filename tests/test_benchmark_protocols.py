@@ -15,7 +15,7 @@ import torch
 
 from selfsup.config import load
 from selfsup.methods import METHODS, ViewBatch
-from selfsup.training import build_backbone, build_method, build_views
+from selfsup.config.build import DataFacts, build
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import protocols  # noqa: E402
@@ -42,8 +42,9 @@ def test_cpu_protocol_sizes_backbones_for_the_cpu():
         else:
             assert name == "resnet_small" and config.backbone["width"] == 16, method
             assert config.epochs == (11 if CPU.recipe(method).startswith("fashion_mnist_cpu/") else 8), method
-    assert set(protocols.CPU_VIT_METHOD) | set(protocols.CPU_CNN_METHOD) <= set(METHODS.names())
-    assert cpu_config("mocov2plus").method["queue_size"] == 4096
+    assert cpu_config("mocov2plus").method["queue_size"] == 4096  # the method cards' cpu sizes
+    ibot = cpu_config("ibot")
+    assert (ibot.method["out_dim"], ibot.method["hidden_dim"], ibot.augment["num_local"]) == (512, 256, 4)
     assert cpu_config("msn").backbone["pos_embed"] == "learned"  # the recipe's other ViT keys survive
 
 
@@ -60,9 +61,8 @@ def test_protocol_config_trains_one_step(protocol, method):
     torch.manual_seed(0)
     config = load(protocol.recipe(method), overrides=protocol.overrides(method))
     size = 28 if protocol is CPU else 32
-    backbone = build_backbone(config, channels=1)
-    model = build_method(config, backbone, NUM_SAMPLES)
-    views = build_views(config, model, size, (0.286,), (0.353,), seed=0)
+    parts = build(config, DataFacts(channels=1, num_samples=NUM_SAMPLES, image_size=size, mean=(0.286,), std=(0.353,)))
+    model, views = parts.method, parts.views
     # the GPU protocol's paper-sized networks cost ~2 s per 16-image step on a CPU; 4 images find the
     # same config errors
     n = BATCH.get(method, 16 if protocol is CPU else 4)

@@ -28,12 +28,13 @@ if TYPE_CHECKING:
 # torchvision or lightning), so `selfsup.methods` / `selfsup.config` are imported inside tests.
 
 NAMES = ["mocov1", "mocov2plus", "mocov3", "nnclr"]
-SMALL = {  # paper-sized heads and queues shrunk for a 16 px test
-    "mocov1": dict(proj_output_dim=16, queue_size=32),
-    "mocov2plus": dict(proj_hidden_dim=32, proj_output_dim=16, queue_size=32),
-    "mocov3": dict(proj_hidden_dim=32, proj_output_dim=16, pred_hidden_dim=32),
-    "nnclr": dict(proj_hidden_dim=32, proj_output_dim=16, pred_hidden_dim=32, queue_size=32),
-}
+
+
+def small(name: str) -> dict:
+    """The test sizes of ``name``'s method card (imported here, not at the top: see above)."""
+    import selfsup.methods
+
+    return dict(selfsup.methods.card(name).small)
 
 
 # ----------------------------------------------------------------------------- references
@@ -231,32 +232,9 @@ def test_support_set_update_is_fifo_of_normalised_rows() -> None:
 # ----------------------------------------------------------------------------- smoke tests
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_two_steps_in_engine_hook_order(name: str, tiny_backbone, two_views) -> None:
-    method = make(name, tiny_backbone, **SMALL[name])
-    groups = [g for g in method.parameter_groups(weight_decay=1e-4) if g["params"]]
-    opt = torch.optim.SGD(groups, lr=0.1)
-    before = {k: v.detach().clone() for k, v in method.named_parameters() if v.requires_grad}
-    steps = 2
-    method.configure_training(epochs=1, steps_per_epoch=steps)
-    method.on_epoch_start(0, lambda: torch.zeros(8, method.feature_dim))
-    for step in range(steps):
-        out = method.training_step(batch_of(two_views))
-        opt.zero_grad()
-        out.loss.backward()
-        method.on_after_backward(step / steps)
-        opt.step()
-        method.on_step_end(step / steps)
-        assert torch.isfinite(out.loss)
-    changed = [k for k, v in method.named_parameters()
-               if v.requires_grad and not torch.equal(v, before[k])]
-    assert any(k.startswith("backbone.") for k in changed)
-    assert out.features is not None and out.features.shape == (8, method.feature_dim)
-
-
 @pytest.mark.parametrize("name", ["mocov1", "mocov2plus", "mocov3"])
 def test_key_encoder_is_frozen_and_out_of_the_optimizer(name: str, tiny_backbone) -> None:
-    method = make(name, tiny_backbone, **SMALL[name])
+    method = make(name, tiny_backbone, **small(name))
     assert all(not p.requires_grad for p in method.target.parameters())
     in_groups = {id(p) for g in method.parameter_groups(0.0) for p in g["params"]}
     assert not in_groups & {id(p) for p in method.target.parameters()}
@@ -274,16 +252,19 @@ def test_recipes_load(name: str) -> None:
 # ----------------------------------------------------------------------------- MoCo v1 / v2+
 
 
-def _one_step(method: torch.nn.Module, views: list[torch.Tensor], progress: float) -> tuple:
-    """One optimizer step; returns (target before, online after the step, target after the hook)."""
+def _one_step(method: torch.nn.Module, views: list[torch.Tensor], step: int, steps: int) -> tuple:
+    """Optimizer step ``step`` of ``steps``; returns (target before, online after the step, target
+    after end_step)."""
     opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.1)
     target_before = [p.detach().clone() for p in method.target.parameters()]
+    method.configure_training(epochs=1, steps_per_epoch=steps)
+    method.begin_step(step)
     out = method.training_step(batch_of(views))
     opt.zero_grad()
     out.loss.backward()
     opt.step()
     online_after = [p.detach().clone() for p in method.target.online().parameters()]
-    method.on_step_end(progress)
+    method.end_step()
     return out, target_before, online_after, [p.detach() for p in method.target.parameters()]
 
 
@@ -293,7 +274,7 @@ def test_mocov1_defaults_head_views_and_constant_momentum(tiny_backbone, two_vie
     method = make("mocov1", tiny_backbone, queue_size=32)
     head = list(method.projector)
     assert len(head) == 1 and isinstance(head[0], torch.nn.Linear) and head[0].out_features == 128
-    assert method.criterion.temperature == 0.07 and method.momentum == 0.999
+    assert method.criterion.temperature == 0.07 and method.target.momentum == 0.999
     assert method.criterion.memory_bank.size == 32 and default_of("mocov1", "queue_size") == 65536
     spec = augment.get(method.default_views, size=16).specs[0]
     assert (spec.scale, spec.jitter, spec.jitter_p, spec.gray_p, spec.blur_p) == (
@@ -301,12 +282,12 @@ def test_mocov1_defaults_head_views_and_constant_momentum(tiny_backbone, two_vie
     bank = method.criterion.memory_bank
     queue_before = bank.bank.clone()
     keys = F.normalize(copy.deepcopy(method).target(two_views[1]), dim=1)
-    for progress in (0.0, 0.5):  # constant momentum whatever the progress
-        out, t0, o, t1 = _one_step(method, two_views, progress)
-        assert method.momentum == 0.999
+    for step in (0, 2):  # constant momentum whatever the progress (0, then 0.5)
+        out, t0, o, t1 = _one_step(method, two_views, step, 4)
+        assert method.target.momentum == 0.999
         for a, b, c in zip(t0, o, t1):
             torch.testing.assert_close(c, 0.999 * a + 0.001 * b, rtol=0, atol=1e-6)
-        if progress == 0.0:
+        if step == 0:
             torch.testing.assert_close(bank.bank[:8], keys, rtol=0, atol=1e-5)
             torch.testing.assert_close(bank.bank[8:], queue_before[8:])
     assert int(bank.ptr) == 16
@@ -314,7 +295,7 @@ def test_mocov1_defaults_head_views_and_constant_momentum(tiny_backbone, two_vie
 
 def test_mocov2plus_symmetric_loss_two_queues_and_cosine_momentum(tiny_backbone, two_views) -> None:
     base = 0.9
-    method = make("mocov2plus", tiny_backbone, base_momentum=base, **SMALL["mocov2plus"])
+    method = make("mocov2plus", tiny_backbone, base_momentum=base, **small("mocov2plus"))
     assert all(not isinstance(m, torch.nn.BatchNorm1d) for m in method.projector)
     # loss on a frozen copy in eval mode: both orders against their own queue
     probe = copy.deepcopy(method).eval()
@@ -329,9 +310,9 @@ def test_mocov2plus_symmetric_loss_two_queues_and_cosine_momentum(tiny_backbone,
     keys = copy.deepcopy(method)
     k0, k1 = (F.normalize(keys.target(x), dim=1) for x in (x0, x1))
     for step, steps in [(0, 4), (2, 4)]:
-        _, t0, o, t1 = _one_step(method, two_views, step / steps)
+        _, t0, o, t1 = _one_step(method, two_views, step, steps)
         tau = 1 - (1 - base) * (math.cos(math.pi * step / steps) + 1) / 2
-        assert method.momentum == pytest.approx(tau)
+        assert method.target.momentum == pytest.approx(tau)
         for a, b, c in zip(t0, o, t1):
             torch.testing.assert_close(c, tau * a + (1 - tau) * b, rtol=0, atol=1e-6)
         if step == 0:
@@ -345,7 +326,7 @@ def test_mocov2plus_symmetric_loss_two_queues_and_cosine_momentum(tiny_backbone,
 
 def test_mocov3_heads_loss_and_cosine_momentum(tiny_backbone, two_views) -> None:
     base = 0.9
-    method = make("mocov3", tiny_backbone, base_momentum=base, **SMALL["mocov3"])
+    method = make("mocov3", tiny_backbone, base_momentum=base, **small("mocov3"))
     # defaults: the official ResNet heads (2-layer projector with a last BN, no predictor output BN)
     linears = [m for m in method.projector if isinstance(m, torch.nn.Linear)]
     assert len(linears) == 2 and all(m.bias is None for m in linears)
@@ -353,7 +334,7 @@ def test_mocov3_heads_loss_and_cosine_momentum(tiny_backbone, two_views) -> None
     assert len([m for m in method.predictor if isinstance(m, torch.nn.Linear)]) == 2
     assert isinstance(method.predictor[-1], torch.nn.Linear)
     assert method.criterion.temperature == 1.0
-    vit_style = make("mocov3", tiny_backbone, proj_num_layers=3, pred_last_batch_norm=True, **SMALL["mocov3"])
+    vit_style = make("mocov3", tiny_backbone, proj_num_layers=3, pred_last_batch_norm=True, **small("mocov3"))
     assert isinstance(vit_style.predictor[-1], torch.nn.BatchNorm1d) and not vit_style.predictor[-1].affine
     assert len([m for m in vit_style.projector if isinstance(m, torch.nn.Linear)]) == 3
 
@@ -366,9 +347,9 @@ def test_mocov3_heads_loss_and_cosine_momentum(tiny_backbone, two_views) -> None
 
     predictor_before = [p.detach().clone() for p in method.predictor.parameters()]
     for step, steps in [(0, 4), (3, 4)]:
-        _, t0, o, t1 = _one_step(method, two_views, step / steps)
+        _, t0, o, t1 = _one_step(method, two_views, step, steps)
         tau = 1 - (1 - base) * (math.cos(math.pi * step / steps) + 1) / 2
-        assert method.momentum == pytest.approx(tau)
+        assert method.target.momentum == pytest.approx(tau)
         for a, b, c in zip(t0, o, t1):
             torch.testing.assert_close(c, tau * a + (1 - tau) * b, rtol=0, atol=1e-6)
     assert len(list(method.target.parameters())) == len(list(method.target.online().parameters()))
@@ -379,8 +360,8 @@ def test_mocov3_heads_loss_and_cosine_momentum(tiny_backbone, two_views) -> None
 
 
 def test_nnclr_loss_uses_support_set_neighbours_and_updates_after_the_step(tiny_backbone, two_views) -> None:
-    method = make("nnclr", tiny_backbone, temperature=0.1, **SMALL["nnclr"])
-    assert method.support_set.queue.size == 32 and default_of("nnclr", "queue_size") == 98304
+    method = make("nnclr", tiny_backbone, temperature=0.1, **small("nnclr"))
+    assert method.support_set.queue.size == small("nnclr")["queue_size"] and default_of("nnclr", "queue_size") == 98304
     queue = method.support_set.queue
     # loss on a frozen copy in eval mode, against brute-force neighbours
     probe = copy.deepcopy(method).eval()
@@ -392,7 +373,7 @@ def test_nnclr_loss_uses_support_set_neighbours_and_updates_after_the_step(tiny_
     nn0, nn1 = ref_nearest(z0.detach(), support), ref_nearest(z1.detach(), support)
     want = (ref_nnclr(nn0, p1, 0.1) + ref_nnclr(nn1, p0, 0.1)) / 2
     assert out.loss.item() == pytest.approx(want.item(), abs=1e-5, rel=1e-5)
-    probe.on_step_end(0.0)  # eval-mode batches do not enter the support set
+    probe.end_step()  # eval-mode batches do not enter the support set
     torch.testing.assert_close(probe.support_set.queue.bank, support)
 
     before = queue.bank.clone()
@@ -401,7 +382,7 @@ def test_nnclr_loss_uses_support_set_neighbours_and_updates_after_the_step(tiny_
     out = method.training_step(batch_of(two_views))
     torch.testing.assert_close(queue.bank, before)  # nothing enqueued before the step ends
     out.loss.backward()
-    method.on_step_end(0.0)
+    method.end_step()
     torch.testing.assert_close(queue.bank[:8], expected.detach(), rtol=0, atol=1e-5)
     torch.testing.assert_close(queue.bank[8:], before[8:])
     assert int(queue.ptr) == 8

@@ -298,15 +298,17 @@ def test_npid_memory_update_is_exact() -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Methods: smoke (two steps in the engine's hook order), NPID state, registry, recipes
+# Methods: SupCon's loss, NPID state, recipes (the smoke run is tests/test_methods.py's, over every method)
 # ----------------------------------------------------------------------------------------------
 
-SMALL = {
-    "dcl": dict(proj_output_dim=16),
-    "dclw": dict(proj_output_dim=16),
-    "supcon": dict(proj_output_dim=16),
-    "npid": dict(proj_output_dim=16, num_samples=32, num_negatives=16),
-}
+NAMES = ["dcl", "dclw", "npid", "supcon"]
+
+
+def small(name: str, **options: object) -> dict:
+    """The test sizes of ``name``'s method card plus ``options`` (imported here: see the top)."""
+    import selfsup.methods
+
+    return {**selfsup.methods.card(name).small, **options}
 
 
 def _views(num: int) -> list[torch.Tensor]:
@@ -320,42 +322,10 @@ def _batch(views: list[torch.Tensor], step: int = 0):
     return ViewBatch(views=views, labels=torch.arange(8) % 3, indices=torch.arange(8) + 8 * step)
 
 
-def _run_steps(method, num_views: int, steps: int = 2) -> list:
-    groups = method.parameter_groups(weight_decay=0.0)
-    opt = torch.optim.SGD([g for g in groups if g["params"]], lr=0.1)
-    method.configure_training(epochs=1, steps_per_epoch=steps)
-    method.on_epoch_start(0, lambda: torch.zeros(32, method.feature_dim))
-    outs = []
-    for step in range(steps):
-        out = method.training_step(_batch(_views(num_views), step))
-        opt.zero_grad()
-        out.loss.backward()
-        method.on_after_backward(step / steps)
-        opt.step()
-        method.on_step_end(step / steps)
-        outs.append(out)
-    return outs
-
-
-@pytest.mark.parametrize("name", sorted(SMALL))
-def test_two_steps_change_parameters_and_keep_loss_finite(name: str, tiny_backbone) -> None:
-    import selfsup.augment as augment
-    import selfsup.methods as methods
-
-    method = methods.get(name, backbone=tiny_backbone, **SMALL[name])
-    before = {k: v.detach().clone() for k, v in method.named_parameters()}
-    num_views = augment.get(method.default_views, size=16).num_views
-    outs = _run_steps(method, num_views)
-    assert all(torch.isfinite(o.loss) for o in outs)
-    changed = [k for k, v in method.named_parameters() if not torch.equal(v, before[k])]
-    assert any(k.startswith("backbone.") for k in changed)
-    assert outs[-1].features is not None and outs[-1].features.shape == (8, method.feature_dim)
-
-
 def test_supcon_method_takes_three_views_and_uses_labels(tiny_backbone) -> None:
     import selfsup.methods as methods
 
-    method = methods.get("supcon", backbone=tiny_backbone, **SMALL["supcon"]).eval()
+    method = methods.get("supcon", backbone=tiny_backbone, **small("supcon")).eval()
     views = _views(3)
     out = method.training_step(_batch(views))
     z = [method.projector(method.backbone(v)).detach() for v in views]
@@ -366,7 +336,7 @@ def test_npid_method_updates_memory_after_the_step(tiny_backbone) -> None:
     import selfsup.methods as methods
 
     # the official random start (memory_init='features' needs on_epoch_start first: tests/test_npid_memory_init.py)
-    method = methods.get("npid", backbone=tiny_backbone, memory_momentum=0.5, memory_init="random", **SMALL["npid"])
+    method = methods.get("npid", backbone=tiny_backbone, memory_momentum=0.5, memory_init="random", **small("npid", num_samples=32))
     memory0 = method.criterion.memory.clone()
     opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.1)
     batch = _batch(_views(1), step=1)  # indices 8..15
@@ -376,7 +346,7 @@ def test_npid_method_updates_memory_after_the_step(tiny_backbone) -> None:
     opt.zero_grad()
     out.loss.backward()
     opt.step()
-    method.on_step_end(0.0)
+    method.end_step()
     memory = method.criterion.memory
     want = F.normalize(0.5 * memory0[8:16] + 0.5 * f, dim=1)
     torch.testing.assert_close(memory[8:16], want, atol=1e-5, rtol=1e-5)
@@ -398,7 +368,7 @@ def test_npid_needs_num_samples_and_recipe_has_one_view(tiny_backbone) -> None:
 
 
 @pytest.mark.parametrize("dataset", ["cifar10", "fashion_mnist"])
-@pytest.mark.parametrize("name", sorted(SMALL))
+@pytest.mark.parametrize("name", NAMES)
 def test_recipes_load(dataset: str, name: str) -> None:
     import selfsup.config
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from distributed import run_distributed
+from method_sizes import small
 
 import selfsup.augment as augment
 import selfsup.methods as methods
@@ -21,11 +22,6 @@ from selfsup.nn import cosine_momentum
 from selfsup.nn.dino_head import DINOHead
 from selfsup.nn.sinkhorn import sinkhorn
 
-SMALL = {  # paper-sized heads, prototypes and queues shrunk for 16 px tests
-    "dino": dict(out_dim=32, hidden_dim=16, bottleneck_dim=8),
-    "ressl": dict(proj_hidden_dim=16, proj_output_dim=8, queue_size=32),
-    "swav": dict(proj_hidden_dim=16, proj_output_dim=8, num_prototypes=10, freeze_prototypes_iters=0),
-}
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
 
@@ -41,24 +37,25 @@ def batch_of(views: list[torch.Tensor]) -> ViewBatch:
     return ViewBatch(views=views, labels=torch.arange(n) % 3, indices=torch.arange(n))
 
 
-def engine_steps(method, views, steps=2, lr=0.1, epochs=1, steps_per_epoch=None, weight_decay=0.0):
+def engine_steps(method, views, steps=2, lr=0.1, epochs=1, steps_per_epoch=None, weight_decay=0.0, first_step=0):
     """The engine's hook order: configure_training, then per step on_epoch_start (at epoch starts),
-    training_step, backward, on_after_backward, optimizer step, on_step_end."""
+    begin_step, training_step, backward, on_after_backward, optimizer step, end_step. The steps
+    are ``first_step, first_step + 1, ...`` of the run (a later call continues a run)."""
     steps_per_epoch = steps_per_epoch or steps
-    total = epochs * steps_per_epoch
     method.configure_training(epochs, steps_per_epoch)
     groups = [g for g in method.parameter_groups(weight_decay) if g["params"]]
     opt = torch.optim.SGD(groups, lr=lr)
     outs = []
-    for step in range(steps):
+    for step in range(first_step, first_step + steps):
         if step % steps_per_epoch == 0:
             method.on_epoch_start(step // steps_per_epoch, lambda: torch.zeros(0))
+        progress = method.begin_step(step)
         out = method.training_step(batch_of(views))
         opt.zero_grad()
         out.loss.backward()
-        method.on_after_backward(progress=step / total)
+        method.on_after_backward(progress)
         opt.step()
-        method.on_step_end(progress=step / total)
+        method.end_step()
         outs.append(out)
     return outs
 
@@ -159,18 +156,18 @@ def test_dino_head_normalised_bottleneck_and_unit_last_layer():
 
 
 def test_dino_teacher_temperature_schedule(tiny_backbone):
-    method = methods.get("dino", backbone=tiny_backbone, **SMALL["dino"])
+    method = methods.get("dino", backbone=tiny_backbone, **small("dino"))
     assert method.teacher_temperature(0) == pytest.approx(0.04)
     assert method.teacher_temperature(15) == pytest.approx(0.04 + 0.03 * 15 / 29)  # linspace(.04, .07, 30)
     assert method.teacher_temperature(29) == pytest.approx(0.07)
     assert method.teacher_temperature(500) == pytest.approx(0.07)
-    short = methods.get("dino", backbone=tiny_backbone, warmup_teacher_temp_epochs=3, **SMALL["dino"])
+    short = methods.get("dino", backbone=tiny_backbone, warmup_teacher_temp_epochs=3, **small("dino"))
     outs = engine_steps(short, views_of(batch=4), steps=4, epochs=4, steps_per_epoch=1)
     assert [o.logs["teacher_temp"] for o in outs] == pytest.approx([0.04, 0.055, 0.07, 0.07])
 
 
 def test_dino_smoke_multicrop_and_teacher_sees_only_globals(tiny_backbone):
-    method = methods.get("dino", backbone=tiny_backbone, **SMALL["dino"])
+    method = methods.get("dino", backbone=tiny_backbone, **small("dino"))
     views = views_of(n_global=2, n_local=2)
     before = {k: v.detach().clone() for k, v in method.named_parameters() if v.requires_grad}
     seen = []
@@ -184,12 +181,13 @@ def test_dino_smoke_multicrop_and_teacher_sees_only_globals(tiny_backbone):
 
 
 def test_dino_step_matches_formula_ema_and_centre(tiny_backbone):
-    method = methods.get("dino", backbone=tiny_backbone, base_momentum=0.9, **SMALL["dino"])
+    method = methods.get("dino", backbone=tiny_backbone, base_momentum=0.9, **small("dino"))
     method.configure_training(epochs=1, steps_per_epoch=4)
     views = views_of(n_global=2, n_local=1)
     opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.1)
     teacher_before = [p.detach().clone() for p in method.teacher.parameters()]
     reference = copy.deepcopy(method)
+    method.begin_step(1)  # the second of 4 steps: momentum for progress 0.25, still epoch 0
     out = method.training_step(batch_of(views))
     # the loss from the networks' outputs with the reference loop
     with torch.no_grad():
@@ -204,22 +202,22 @@ def test_dino_step_matches_formula_ema_and_centre(tiny_backbone):
     opt.step()
     student = list(method.backbone.parameters()) + list(method.head.parameters())
     student_after = [p.detach().clone() for p in student]
-    method.on_step_end(progress=0.25)
+    method.end_step()
     m = cosine_momentum(0.25, 0.9, 1.0)
-    assert method.momentum == pytest.approx(m)
+    assert method.teacher.momentum == pytest.approx(m) and method.state_logs() == {"momentum": method.teacher.momentum}
     for t0, o, t1 in zip(teacher_before, student_after, method.teacher.parameters()):
         torch.testing.assert_close(t1, m * t0 + (1 - m) * o, rtol=0, atol=1e-6)
 
 
 def test_dino_last_layer_frozen_during_first_epoch(tiny_backbone):
-    method = methods.get("dino", backbone=tiny_backbone, **SMALL["dino"])
+    method = methods.get("dino", backbone=tiny_backbone, **small("dino"))
     last, mlp_out = method.head.last_layer.weight_v, method.head.mlp[-1].weight
     start, mlp_start = last.detach().clone(), mlp_out.detach().clone()
     engine_steps(method, views_of(batch=4), steps=2, epochs=2, steps_per_epoch=2, weight_decay=1e-2)
     torch.testing.assert_close(last, start, rtol=0, atol=0)  # epoch 0: no gradient, so no update at all
     assert not torch.equal(mlp_out, mlp_start)  # while the rest of the head trains
-    assert method.epoch == 1
-    engine_steps(method, views_of(batch=4), steps=1, epochs=2, steps_per_epoch=2)  # first step of epoch 1
+    engine_steps(method, views_of(batch=4), steps=1, epochs=2, steps_per_epoch=2, first_step=2)  # epoch 1 starts
+    assert method.progress.epoch == 1
     assert not torch.equal(last, start)
     assert torch.equal(method.head.last_layer.weight_g, torch.ones_like(method.head.last_layer.weight_g))
 
@@ -330,7 +328,7 @@ def test_swav_loss_matches_reference_given_codes():
 
 
 def test_swav_smoke_multicrop_prototypes_normalised(tiny_backbone):
-    method = methods.get("swav", backbone=tiny_backbone, **SMALL["swav"])
+    method = methods.get("swav", backbone=tiny_backbone, **small("swav"))
     before = {k: v.detach().clone() for k, v in method.named_parameters() if v.requires_grad}
     outs = engine_steps(method, views_of(n_global=2, n_local=2), steps=2)
     assert all(torch.isfinite(o.loss) for o in outs)
@@ -341,7 +339,7 @@ def test_swav_smoke_multicrop_prototypes_normalised(tiny_backbone):
 
 
 def test_swav_step_loss_is_swapped_prediction_of_sinkhorn_codes(tiny_backbone):
-    method = methods.get("swav", backbone=tiny_backbone, **SMALL["swav"]).eval()
+    method = methods.get("swav", backbone=tiny_backbone, **small("swav")).eval()
     views = views_of(n_global=2, n_local=1)
     out = method.training_step(batch_of(views))
     with torch.no_grad():
@@ -355,7 +353,7 @@ def test_swav_step_loss_is_swapped_prediction_of_sinkhorn_codes(tiny_backbone):
 
 
 def test_swav_prototypes_frozen_for_the_first_iterations(tiny_backbone):
-    options = {**SMALL["swav"], "freeze_prototypes_iters": 2}
+    options = small("swav", freeze_prototypes_iters=2)
     method = methods.get("swav", backbone=tiny_backbone, **options)
     start = method.prototypes.weight.detach().clone()
     engine_steps(method, views_of(batch=4), steps=2, epochs=1, steps_per_epoch=3)
@@ -363,21 +361,24 @@ def test_swav_prototypes_frozen_for_the_first_iterations(tiny_backbone):
     torch.testing.assert_close(method.prototypes.weight, start, rtol=0, atol=1e-6)
     method.configure_training(1, 3)
     opt = torch.optim.SGD([method.prototypes.weight], lr=0.5)
+    progress = method.begin_step(2)  # third step: no longer frozen
     method.training_step(batch_of(views_of(batch=4))).loss.backward()
-    method.on_after_backward(progress=2 / 3)  # third step: no longer frozen
+    method.on_after_backward(progress)
     opt.step()
     assert not torch.allclose(method.prototypes.weight, start)
     assert not torch.allclose(method.prototypes.weight.norm(dim=1), torch.ones(10))
-    method.on_step_end(progress=2 / 3)
+    method.end_step()
     torch.testing.assert_close(method.prototypes.weight.norm(dim=1), torch.ones(10))
 
 
 def test_swav_queue_starts_at_its_epoch_fills_and_is_used_once_full(tiny_backbone):
-    method = methods.get("swav", backbone=tiny_backbone, queue_size=8, epoch_queue_starts=1, **SMALL["swav"])
+    method = methods.get("swav", backbone=tiny_backbone, **small("swav", queue_size=8, epoch_queue_starts=1))
     views = views_of(batch=4)
     engine_steps(method, views, steps=1, epochs=3, steps_per_epoch=1)
     assert torch.count_nonzero(method.queue) == 0  # nothing queued during epoch 0
-    assert method.epoch == 1 and method.queue_active
+    assert not method.queue_active
+    method.begin_step(1)
+    assert method.progress.epoch == 1 and method.queue_active
     reference = copy.deepcopy(method)
     method.train()
     method.training_step(batch_of(views))  # epoch 1: the queue takes the assignment views' projections
@@ -439,7 +440,7 @@ def test_ressl_loss_matches_reference():
 
 
 def test_ressl_smoke(tiny_backbone, two_views):
-    method = methods.get("ressl", backbone=tiny_backbone, **SMALL["ressl"])
+    method = methods.get("ressl", backbone=tiny_backbone, **small("ressl"))
     before = {k: v.detach().clone() for k, v in method.named_parameters() if v.requires_grad}
     outs = engine_steps(method, two_views, steps=2)
     assert all(torch.isfinite(o.loss) for o in outs)
@@ -449,7 +450,7 @@ def test_ressl_smoke(tiny_backbone, two_views):
 
 
 def test_ressl_queue_and_ema_update(tiny_backbone, two_views):
-    options = {**SMALL["ressl"], "base_momentum": 0.9, "final_momentum": 1.0}
+    options = small("ressl", queue_size=32, base_momentum=0.9, final_momentum=1.0)  # 32: the wrap below
     method = methods.get("ressl", backbone=tiny_backbone, **options)
     method.queue.ptr.fill_(30)  # 8 keys from 30 wrap around: rows 30, 31, 0..5
     queue0 = method.queue.bank.clone()
@@ -471,8 +472,10 @@ def test_ressl_queue_and_ema_update(tiny_backbone, two_views):
     opt.step()
     online = list(method.backbone.parameters()) + list(method.projector.parameters())
     online_after = [p.detach().clone() for p in online]
-    method.on_step_end(progress=0.5)
+    method.configure_training(epochs=1, steps_per_epoch=2)
+    method.begin_step(1)  # progress 0.5
+    method.end_step()
     m = cosine_momentum(0.5, 0.9, 1.0)
-    assert method.momentum == pytest.approx(m)
+    assert method.teacher.momentum == pytest.approx(m)
     for t0, o, t1 in zip(teacher_before, online_after, method.teacher.parameters()):
         torch.testing.assert_close(t1, m * t0 + (1 - m) * o, rtol=0, atol=1e-6)

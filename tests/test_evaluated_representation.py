@@ -13,51 +13,12 @@ import pytest
 import torch
 import yaml
 
+from method_sizes import small
 from selfsup import augment, backbones, methods
 from selfsup._registry import accepted_kwargs
 from selfsup.backbones.vit import VisionTransformer
 from selfsup.methods.base import ViewBatch
 
-SMALL = {  # every registered method, its heads, queues and clusters shrunk to a 16-image batch
-    "a2mim": dict(mask_patch_size=8),
-    "aim": dict(head_blocks=1, head_width=32),
-    "barlowtwins": dict(proj_hidden_dim=32, proj_output_dim=32),
-    "byol": dict(proj_hidden_dim=32, pred_hidden_dim=32, proj_output_dim=16),
-    "cae": dict(min_block_patches=4, regressor_depth=1, decoder_depth=1),
-    "dcl": dict(proj_output_dim=16),
-    "dclw": dict(proj_output_dim=16),
-    "deepcluster": dict(num_clusters=4, pca_dim=8, kmeans_iterations=3),
-    "deepclusterv2": dict(proj_hidden_dim=32, proj_output_dim=16, num_prototypes=[4, 4], kmeans_iterations=3),
-    "densecl": dict(proj_output_dim=16, queue_size=64, lambda_warmup_steps=5),
-    "dino": dict(out_dim=64, hidden_dim=32, bottleneck_dim=16),
-    "dinov2": dict(out_dim=64, hidden_dim=32, bottleneck_dim=16),
-    "ibot": dict(out_dim=64, patch_out_dim=64, hidden_dim=32, bottleneck_dim=16),
-    "ijepa": dict(predictor_dim=32, predictor_depth=1, predictor_heads=2, min_keep=2),
-    "mae": dict(decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=4),
-    "maskfeat": dict(cell_size=2, min_block_patches=4),
-    "mocov1": dict(proj_output_dim=16, queue_size=64),
-    "mocov2": dict(proj_output_dim=16, queue_size=64),
-    "mocov2plus": dict(proj_hidden_dim=32, proj_output_dim=16, queue_size=64),
-    "mocov3": dict(proj_hidden_dim=32, proj_output_dim=16, pred_hidden_dim=32),
-    "msn": dict(num_prototypes=64, hidden_dim=32, output_dim=16),
-    "nnclr": dict(proj_hidden_dim=32, proj_output_dim=16, pred_hidden_dim=32, queue_size=64),
-    "npid": dict(proj_output_dim=16, num_negatives=8),
-    "odc": dict(neck_hidden_dim=32, neck_output_dim=16, num_clusters=4, min_cluster_size=1, kmeans_iterations=3),
-    "pmsn": dict(num_prototypes=64, hidden_dim=32, output_dim=16),
-    "relativeloc": dict(hidden_dim=32, patch_size=4, gap=1, jitter=1),  # 4 px patches: one ViT token each
-    "ressl": dict(proj_hidden_dim=32, proj_output_dim=16, queue_size=64),
-    "rotation": {},
-    "simclr": dict(proj_output_dim=16),
-    "simmim": dict(mask_patch_size=8),
-    "simsiam": dict(proj_dim=32, pred_hidden_dim=8),
-    "supcon": dict(proj_output_dim=16),
-    "swav": dict(proj_hidden_dim=32, proj_output_dim=16, num_prototypes=8, freeze_prototypes_iters=0),
-    "tico": dict(proj_hidden_dim=32, proj_output_dim=16),
-    "vicreg": dict(proj_hidden_dim=32, proj_output_dim=32),
-    "wmse": dict(proj_hidden_dim=32, proj_output_dim=8, w_size=16),
-}
-VIEWS = {"dino": dict(local_size=8), "ibot": dict(local_size=8), "dinov2": dict(local_size=8),
-         "swav": dict(local_size=8), "msn": dict(num_focal=2), "pmsn": dict(num_focal=2)}
 PATCH_TRAINED = {"a2mim", "aim", "cae", "densecl", "ijepa", "maskfeat", "simmim"}
 MEAN, STD, BATCH = (0.5,) * 3, (0.25,) * 3, 16
 
@@ -67,10 +28,7 @@ def tiny_vit(**options) -> VisionTransformer:
 
 
 def build(name: str, vit: VisionTransformer):
-    options = dict(SMALL[name])
-    if "num_samples" in accepted_kwargs(methods.METHODS.factory(name)):
-        options["num_samples"] = BATCH
-    return methods.get(name, backbone=vit, **options)
+    return methods.get(name, backbone=vit, **small(name, num_samples=BATCH))
 
 
 def one_step(name: str, images: torch.Tensor):
@@ -81,7 +39,7 @@ def one_step(name: str, images: torch.Tensor):
     vit = tiny_vit()
     method = build(name, vit)
     recipe = method.default_views
-    view_options = {"size": 16, "mean": MEAN, "std": STD, "seed": 0, **VIEWS.get(name, {})}
+    view_options = {"size": 16, "mean": MEAN, "std": STD, "seed": 0, **methods.card(name).small_views}
     accepted = accepted_kwargs(augment.RECIPES.factory(recipe))
     make_views = augment.get(recipe, **{k: v for k, v in view_options.items() if k in accepted})
     method.configure_training(1, 1)
@@ -124,11 +82,7 @@ def images() -> torch.Tensor:
     return torch.randint(0, 256, (BATCH, 3, 16, 16), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
 
 
-def test_every_registered_method_is_covered():
-    assert set(SMALL) == set(methods.names())
-
-
-@pytest.mark.parametrize("name", sorted(SMALL))
+@pytest.mark.parametrize("name", methods.names())
 def test_the_evaluated_representation_receives_gradient_from_the_loss(name):
     batch = images()
     method, out, captured = one_step(name, batch)
@@ -146,7 +100,7 @@ def test_the_evaluated_representation_receives_gradient_from_the_loss(name):
     assert (name in PATCH_TRAINED) == (reads_patches and not reads_cls)
 
 
-@pytest.mark.parametrize("name", sorted(SMALL))
+@pytest.mark.parametrize("name", methods.names())
 def test_online_probe_features_are_pooled_as_evaluation_pools(name):
     """StepOutput.features (the online probe's input) pool the tokens as ``backbone(images)`` does."""
     batch = images()

@@ -14,12 +14,8 @@ from selfsup.losses.ibot import SinkhornDistillationLoss, iBOTPatchLoss
 from selfsup.losses.ijepa import JEPALoss
 from selfsup.losses.koleo import KoLeoLoss
 from selfsup.methods import ViewBatch
-from selfsup.nn.block_mask import block_mask, ibot_masks
 from selfsup.nn.jepa_blocks import block_size, jepa_masks
-
-HEAD = dict(out_dim=32, hidden_dim=16, bottleneck_dim=8)
-SMALL = {"ibot": HEAD, "dinov2": HEAD,
-         "ijepa": dict(predictor_dim=24, predictor_depth=2, min_keep=2)}
+from method_sizes import small
 
 
 def vit():
@@ -39,19 +35,20 @@ def batch_of(views):
 
 
 def engine_steps(method, views, steps=2, lr=0.1):
-    """The engine's hook order: configure_training, on_epoch_start, then per step training_step,
-    backward, on_after_backward, optimizer step, on_step_end(progress)."""
+    """The engine's hook order: configure_training, on_epoch_start, then per step begin_step,
+    training_step, backward, on_after_backward, optimizer step, end_step."""
     method.configure_training(1, steps)
     opt = torch.optim.SGD([g for g in method.parameter_groups(0.0) if g["params"]], lr=lr)
     method.on_epoch_start(0, lambda: torch.zeros(0))
     outs = []
     for step in range(steps):
+        progress = method.begin_step(step)
         out = method.training_step(batch_of(views))
         opt.zero_grad()
         out.loss.backward()
-        method.on_after_backward(step / steps)
+        method.on_after_backward(progress)
         opt.step()
-        method.on_step_end(step / steps)
+        method.end_step()
         outs.append(out)
     return outs
 
@@ -153,30 +150,6 @@ def test_jepa_loss_matches_loop_reference():
 # ---------------------------------------------------------------- masking generators
 
 
-def test_block_mask_never_exceeds_and_nearly_reaches_the_target():
-    g = torch.Generator().manual_seed(5)
-    fractions = []
-    for _ in range(40):
-        target = 0.3 * 196
-        mask = block_mask(14, 14, target, generator=g)
-        assert int(mask.sum()) <= target
-        fractions.append(mask.float().mean().item())
-    assert abs(sum(fractions) / len(fractions) - 0.3) < 0.04
-
-
-def test_ibot_masks_masks_half_the_images_with_ratios_in_range():
-    g = torch.Generator().manual_seed(6)
-    masks = ibot_masks(200, 14, 14, generator=g)
-    per_image = masks.float().mean(1)
-    masked = per_image > 0
-    assert 0.4 < masked.float().mean().item() < 0.6
-    assert per_image.max().item() <= 0.5 + 1e-9 and per_image[masked].min().item() > 0.04
-    strat = ibot_masks(8, 14, 14, stratified=True, min_block=4, max_block_fraction=0.5, generator=g)
-    counts = strat.sum(1)
-    assert int((counts > 0).sum()) == 4
-    assert counts.max().item() <= int(196 * 0.5)
-
-
 def test_jepa_masks_sizes_in_range_and_context_disjoint_from_targets():
     g = torch.Generator().manual_seed(7)
     for _ in range(20):
@@ -200,7 +173,7 @@ def test_jepa_masks_sizes_in_range_and_context_disjoint_from_targets():
 
 
 def test_ibot_student_never_sees_masked_patch_pixels(monkeypatch):
-    method = methods.get("ibot", backbone=vit(), **SMALL["ibot"])
+    method = methods.get("ibot", backbone=vit(), **small("ibot"))
     fixed = torch.zeros(6, 16, dtype=torch.bool)
     fixed[:, [0, 1, 4, 5]] = True
     monkeypatch.setattr(method, "sample_masks", lambda b, gh, gw: fixed.clone())
@@ -215,7 +188,7 @@ def test_ibot_student_never_sees_masked_patch_pixels(monkeypatch):
 
 
 def test_ijepa_target_patches_never_reach_the_context_encoder():
-    method = methods.get("ijepa", backbone=vit(), **SMALL["ijepa"])
+    method = methods.get("ijepa", backbone=vit(), **small("ijepa"))
     seen = []
     method.predictor.register_forward_hook(lambda mod, args, out: seen.append((args[0].clone(), args[1].clone())))
     images = views_of(1, 0)[0]
@@ -236,7 +209,7 @@ def test_ijepa_target_patches_never_reach_the_context_encoder():
 def test_methods_reject_non_vit_backbones():
     for name in ("ibot", "ijepa", "dinov2"):
         with pytest.raises(TypeError, match="VisionTransformer"):
-            methods.get(name, backbone=backbones.get("resnet_tiny", width=4), **SMALL[name])
+            methods.get(name, backbone=backbones.get("resnet_tiny", width=4), **small(name))
 
 
 # ---------------------------------------------------------------- state and smoke runs
@@ -245,7 +218,7 @@ def test_methods_reject_non_vit_backbones():
 @pytest.mark.parametrize("name,extra", [("ibot", {}), ("ibot", {"shared_head": False, "patch_out_dim": 24}),
                                         ("dinov2", {}), ("ijepa", {})])
 def test_two_step_smoke_on_tiny_vit(name, extra):
-    method = methods.get(name, backbone=vit(), **SMALL[name], **extra)
+    method = methods.get(name, backbone=vit(), **small(name, **extra))
     before = copy.deepcopy(method.backbone.state_dict())
     views = views_of(1, 0, batch=4) if name == "ijepa" else views_of(batch=4)
     outs = engine_steps(method, views)
@@ -254,25 +227,26 @@ def test_two_step_smoke_on_tiny_vit(name, extra):
 
 
 def test_ibot_teacher_ema_centres_and_frozen_last_layer():
-    method = methods.get("ibot", backbone=vit(), **SMALL["ibot"])
+    method = methods.get("ibot", backbone=vit(), **small("ibot"))
     method.configure_training(1, 2)
     views = views_of()
+    progress = method.begin_step(0)
     out = method.training_step(batch_of(views))
     assert float(method.criterion.center.abs().sum()) > 0 and float(method.patch_criterion.center.abs().sum()) > 0
     out.loss.backward()
-    method.on_after_backward(0.0)
+    method.on_after_backward(progress)
     assert method.head.cls_head.last_layer.weight_v.grad is None  # frozen during the first epoch
     with torch.no_grad():
         for p in method.backbone.parameters():
             p.add_(0.01)
     teacher_before = {k: v.clone() for k, v in method.teacher["backbone"].state_dict().items()}
-    method.on_step_end(0.0)
+    method.end_step()
     for (k, t), (_, s) in zip(method.teacher["backbone"].named_parameters(), method.backbone.named_parameters()):
         torch.testing.assert_close(t, 0.996 * teacher_before[k] + 0.004 * s)
 
 
 def test_dinov2_adds_koleo_on_student_class_tokens():
-    method = methods.get("dinov2", backbone=vit(), **SMALL["dinov2"]).eval()  # eval: centres stay put
+    method = methods.get("dinov2", backbone=vit(), **small("dinov2")).eval()  # eval: centres stay put
     views = views_of()
     torch.manual_seed(3)
     with_koleo = method.training_step(batch_of(views))
@@ -285,19 +259,21 @@ def test_dinov2_adds_koleo_on_student_class_tokens():
 
 
 def test_dinov2_sinkhorn_centering_leaves_centres_and_uses_codes():
-    method = methods.get("dinov2", backbone=vit(), centering="sinkhorn_knopp", **SMALL["dinov2"])
+    method = methods.get("dinov2", backbone=vit(), centering="sinkhorn_knopp", **small("dinov2"))
     assert isinstance(method.criterion, SinkhornDistillationLoss)
     engine_steps(method, views_of())
     assert float(method.patch_criterion.center.abs().sum()) == 0.0
 
 
 def test_ijepa_target_encoder_follows_linear_momentum():
-    method = methods.get("ijepa", backbone=vit(), **SMALL["ijepa"])
+    method = methods.get("ijepa", backbone=vit(), **small("ijepa"))
     with torch.no_grad():
         for p in method.backbone.parameters():
             p.add_(0.01)
     before = [t.clone() for t in method.target_encoder.parameters()]
-    method.on_step_end(0.5)
-    assert method.momentum == pytest.approx(0.998)
+    method.configure_training(epochs=1, steps_per_epoch=2)
+    method.begin_step(1)  # progress 0.5
+    method.end_step()
+    assert method.target_encoder.momentum == pytest.approx(0.998)
     for b, t, s in zip(before, method.target_encoder.parameters(), method.backbone.parameters()):
         torch.testing.assert_close(t, 0.998 * b + 0.002 * s)

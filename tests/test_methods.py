@@ -1,4 +1,9 @@
-"""Smoke and state tests for every registered method: two optimizer steps on a tiny backbone."""
+"""Smoke and state tests for every registered method: two optimizer steps on a tiny backbone.
+
+The smoke test runs over ``methods.names()`` (as timm's tests run over ``list_models``), each
+method on the tiny backbone and with the sizes of its card (:mod:`method_sizes`); the state tests
+check the foundation methods' EMA targets, queues and losses against their formulas.
+"""
 from __future__ import annotations
 
 import copy
@@ -9,14 +14,11 @@ import torch
 import torch.nn.functional as F
 
 import selfsup.methods as methods
+from method_sizes import MEAN, STD, small, small_views, tiny_backbone
+from selfsup.augment import EvalTransform
 from selfsup.methods import ViewBatch
 
-SMALL = {  # paper-sized heads and queues shrunk for a 16 px test
-    "simclr": dict(proj_output_dim=16),
-    "mocov2": dict(proj_output_dim=16, queue_size=32),
-    "byol": dict(proj_hidden_dim=32, proj_output_dim=16, pred_hidden_dim=32),
-    "simsiam": dict(proj_dim=32, pred_hidden_dim=8),
-}
+FOUNDATION = ["simclr", "mocov2", "byol", "simsiam"]
 
 
 def batch_of(views):
@@ -27,36 +29,58 @@ def batch_of(views):
 def train_steps(method, views, steps=2, lr=0.1):
     groups = method.parameter_groups(weight_decay=0.0)
     opt = torch.optim.SGD([g for g in groups if g["params"]], lr=lr)
+    method.configure_training(epochs=1, steps_per_epoch=steps)
     losses = []
     for step in range(steps):
+        method.begin_step(step)
         out = method.training_step(batch_of(views))
         opt.zero_grad()
         out.loss.backward()
         opt.step()
-        method.on_step_end(progress=step / steps)
+        method.end_step()
         losses.append(out.loss.detach())
     return losses, out
 
 
 def test_foundation_methods_are_registered():
-    assert set(SMALL) <= set(methods.names())
+    assert set(FOUNDATION) <= set(methods.names())
 
 
-@pytest.mark.parametrize("name", sorted(SMALL))
-def test_two_steps_change_parameters_and_keep_loss_finite(name, tiny_backbone, two_views):
-    method = methods.get(name, backbone=tiny_backbone, **SMALL[name])
+@pytest.mark.parametrize("name", methods.names())
+def test_two_steps_in_engine_order_train_the_backbone(name):
+    """Every registered method: its own view recipe at 16 px, its card's tiny backbone and sizes,
+    two optimizer steps in the engine's hook order; the loss and logs stay finite, and the backbone
+    and a head train."""
+    torch.manual_seed(0)
+    n = 16
+    method = methods.get(name, backbone=tiny_backbone(name), **small(name, num_samples=n))
+    make_views = small_views(name)
+    images = torch.randint(0, 256, (n, 3, 16, 16), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    plain = EvalTransform(16, MEAN, STD)(images)
+    opt = torch.optim.SGD([g for g in method.parameter_groups(0.0) if g["params"]], lr=0.05)
     before = {k: v.detach().clone() for k, v in method.named_parameters() if v.requires_grad}
-    losses, out = train_steps(method, two_views)
-    assert all(torch.isfinite(loss) for loss in losses)
-    changed = [k for k, v in method.named_parameters() if v.requires_grad and not torch.equal(v, before[k])]
-    assert any(k.startswith("backbone.") for k in changed)
-    assert out.features is not None and out.features.shape == (8, method.feature_dim)
-    assert method.embed(two_views[0]).shape == (8, method.feature_dim)
+    method.configure_training(epochs=1, steps_per_epoch=2)
+    method.on_epoch_start(0, lambda: torch.no_grad()(method.backbone)(plain))
+    for step in range(2):
+        progress = method.begin_step(step)
+        out = method.training_step(ViewBatch(make_views(images), torch.arange(n) % 4, torch.arange(n)))
+        assert torch.isfinite(out.loss), f"{name}: step {step} loss {out.loss}"
+        assert all(math.isfinite(float(value)) for value in out.logs.values()), out.logs
+        opt.zero_grad()
+        out.loss.backward()
+        method.on_after_backward(progress)
+        opt.step()
+        method.end_step()
+    changed = {k for k, v in method.named_parameters() if k in before and not torch.equal(v, before[k])}
+    assert any(k.startswith("backbone.") for k in changed), f"{name}: the backbone did not train"
+    assert any(not k.startswith("backbone.") for k in changed), f"{name}: no head trained"
+    assert out.features is None or out.features.shape == (n, method.feature_dim)
+    assert method.embed(plain).shape == (n, method.feature_dim)
 
 
 @pytest.mark.parametrize("name", ["byol", "mocov2"])
 def test_target_network_is_frozen_and_out_of_the_optimizer(name, tiny_backbone):
-    method = methods.get(name, backbone=tiny_backbone, **SMALL[name])
+    method = methods.get(name, backbone=tiny_backbone, **small(name))
     assert all(not p.requires_grad for p in method.target.parameters())
     in_groups = {id(p) for g in method.parameter_groups(0.0) for p in g["params"]}
     assert not in_groups & {id(p) for p in method.target.parameters()}
@@ -66,30 +90,32 @@ def _ema_expectation(method, online, views, step, steps):
     """Run one step and return (target params after the hook, expected from the EMA formula)."""
     opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.1)
     target_before = [p.detach().clone() for p in method.target.parameters()]
+    method.configure_training(epochs=1, steps_per_epoch=steps)
+    method.begin_step(step)
     out = method.training_step(batch_of(views))
     opt.zero_grad()
     out.loss.backward()
     opt.step()
     online_after = [p.detach().clone() for p in online()]
-    method.on_step_end(progress=step / steps)
+    method.end_step()
     return target_before, online_after, [p.detach() for p in method.target.parameters()]
 
 
 def test_byol_target_follows_cosine_momentum(tiny_backbone, two_views):
     base = 0.9
-    method = methods.get("byol", backbone=tiny_backbone, base_momentum=base, **SMALL["byol"])
+    method = methods.get("byol", backbone=tiny_backbone, base_momentum=base, **small("byol"))
     online = lambda: list(method.backbone.parameters()) + list(method.projector.parameters())  # noqa: E731
     for step, steps in [(0, 4), (2, 4)]:
         before, online_after, target_after = _ema_expectation(method, online, two_views, step, steps)
         tau = 1 - (1 - base) * (math.cos(math.pi * step / steps) + 1) / 2  # BYOL Sec. 3.2
-        assert method.momentum == pytest.approx(tau)
+        assert method.target.momentum == pytest.approx(tau)
         for t0, o, t1 in zip(before, online_after, target_after):
             torch.testing.assert_close(t1, tau * t0 + (1 - tau) * o, rtol=0, atol=1e-6)
         assert any(not torch.equal(t0, t1) for t0, t1 in zip(before, target_after))
 
 
 def test_byol_loss_is_two_minus_two_cosine(tiny_backbone, two_views):
-    method = methods.get("byol", backbone=tiny_backbone, **SMALL["byol"]).eval()
+    method = methods.get("byol", backbone=tiny_backbone, **small("byol")).eval()
     out = method.training_step(batch_of(two_views))
     x0, x1 = two_views
     p = [method.predictor(method.projector(method.backbone(x))) for x in (x0, x1)]
@@ -100,7 +126,7 @@ def test_byol_loss_is_two_minus_two_cosine(tiny_backbone, two_views):
 
 def test_moco_key_encoder_and_queue_update(tiny_backbone, two_views):
     m = 0.99
-    method = methods.get("mocov2", backbone=tiny_backbone, momentum=m, **SMALL["mocov2"])
+    method = methods.get("mocov2", backbone=tiny_backbone, momentum=m, **small("mocov2"))
     bank = method.criterion.memory_bank
     queue_before = bank.bank.clone()
     online = lambda: list(method.backbone.parameters()) + list(method.projector.parameters())  # noqa: E731
@@ -116,7 +142,7 @@ def test_moco_key_encoder_and_queue_update(tiny_backbone, two_views):
 
 
 def test_moco_loss_is_infonce_against_the_queue(tiny_backbone, two_views):
-    method = methods.get("mocov2", backbone=tiny_backbone, temperature=0.2, **{**SMALL["mocov2"]}).eval()
+    method = methods.get("mocov2", backbone=tiny_backbone, temperature=0.2, **small("mocov2")).eval()
     queue = method.criterion.memory_bank.bank.clone()
     out = method.training_step(batch_of(two_views))
     q = F.normalize(method.projector(method.backbone(two_views[0])), dim=1)
@@ -130,7 +156,7 @@ def test_moco_loss_is_infonce_against_the_queue(tiny_backbone, two_views):
 
 
 def test_simsiam_stop_gradient_and_fixed_predictor_lr(tiny_backbone, two_views):
-    method = methods.get("simsiam", backbone=tiny_backbone, **SMALL["simsiam"])
+    method = methods.get("simsiam", backbone=tiny_backbone, **small("simsiam"))
     groups = method.parameter_groups(weight_decay=1e-4)
     fixed = {id(p) for g in groups if g.get("fixed_lr") for p in g["params"]}
     assert fixed == {id(p) for p in method.predictor.parameters()}
@@ -146,7 +172,7 @@ def test_simsiam_stop_gradient_and_fixed_predictor_lr(tiny_backbone, two_views):
 
 
 def test_simclr_loss_matches_ntxent_on_projections(tiny_backbone, two_views):
-    method = methods.get("simclr", backbone=tiny_backbone, temperature=0.5, **SMALL["simclr"]).eval()
+    method = methods.get("simclr", backbone=tiny_backbone, temperature=0.5, **small("simclr")).eval()
     out = method.training_step(batch_of(two_views))
     z = F.normalize(method.projector(method.backbone(torch.cat(two_views))), dim=1)
     n2 = len(z)

@@ -18,8 +18,8 @@ from selfsup.losses.aim import AIMLoss
 from selfsup.methods import ViewBatch
 from selfsup.nn.a2mim_masking import fill_with_mean_colour, random_block_mask
 from selfsup.nn.prefix_causal_mask import prefix_causal_mask, sample_prefix_lengths
+from method_sizes import small
 
-SMALL = {"aim": dict(head_width=16, head_blocks=2), "a2mim": dict(mask_patch_size=8)}
 
 
 def _vit() -> selfsup.backbones.Backbone:
@@ -82,7 +82,7 @@ def test_aim_loss_matches_reference_and_ignores_prefix() -> None:
 
 
 def test_aim_trunk_is_causal_after_the_prefix() -> None:
-    method = methods.get("aim", backbone=_vit(), **SMALL["aim"]).eval()
+    method = methods.get("aim", backbone=_vit(), **small("aim")).eval()
     images = _batch(2).views[0]
     prefix = torch.tensor([5, 5])
     out = method.trunk(images, prefix)
@@ -97,7 +97,7 @@ def test_aim_trunk_is_causal_after_the_prefix() -> None:
 
 
 def test_aim_loss_reads_only_non_prefix_targets(monkeypatch: pytest.MonkeyPatch) -> None:
-    method = methods.get("aim", backbone=_vit(), **SMALL["aim"])
+    method = methods.get("aim", backbone=_vit(), **small("aim"))
     monkeypatch.setattr("selfsup.methods.aim.sample_prefix_lengths", lambda b, n, device=None: torch.full((b,), 6))
     images = _batch(2).views[0]
     loss = method.training_step(ViewBatch([images], torch.zeros(2), torch.arange(2))).loss
@@ -195,7 +195,7 @@ def test_block_mask_ratio_and_mean_fill() -> None:
 
 
 def test_a2mim_masked_pixels_never_reach_the_encoder() -> None:
-    method = methods.get("a2mim", backbone=_vit(), **SMALL["a2mim"]).eval()
+    method = methods.get("a2mim", backbone=_vit(), **small("a2mim")).eval()
     images = _batch(2).views[0]
     mask = method.sample_mask(images)
     out = method.encode(fill_with_mean_colour(images, mask), mask)
@@ -206,7 +206,7 @@ def test_a2mim_masked_pixels_never_reach_the_encoder() -> None:
 
 
 def test_a2mim_mask_token_only_on_masked_patches() -> None:
-    method = methods.get("a2mim", backbone=_vit(), **SMALL["a2mim"]).eval()
+    method = methods.get("a2mim", backbone=_vit(), **small("a2mim")).eval()
     images = _batch(2).views[0]
     empty = torch.zeros(2, 1, 16, 16)
     assert torch.allclose(method.encode(images, empty), method.backbone.forward_tokens(images), atol=1e-6)
@@ -218,7 +218,7 @@ def test_a2mim_rejects_other_backbones_and_bad_sizes() -> None:
     class Other(torch.nn.Module):
         feature_dim = 8
 
-    with pytest.raises(TypeError, match="VisionTransformer and selfsup ResNet"):
+    with pytest.raises(TypeError, match="A2MIM accepts only these backbone kinds: resnet .*; vit = VisionTransformer"):
         methods.get("a2mim", backbone=Other())
     with pytest.raises(ValueError):
         methods.get("a2mim", backbone=_vit(), mask_patch_size=6)
@@ -267,19 +267,20 @@ def test_a2mim_resnet_masked_pixels_never_reach_the_network() -> None:
 # ----------------------------------------------------------------------------- smoke
 @pytest.mark.parametrize("name", ["aim", "a2mim"])
 def test_two_steps_in_engine_order(name: str) -> None:
-    method = methods.get(name, backbone=_vit(), **SMALL[name])
+    method = methods.get(name, backbone=_vit(), **small(name))
     before = {k: v.clone() for k, v in method.backbone.state_dict().items()}
     optimizer = torch.optim.AdamW([p for g in method.parameter_groups(0.05) for p in g["params"]], lr=1e-3)
     method.configure_training(epochs=1, steps_per_epoch=2)
     method.on_epoch_start(0, lambda: torch.zeros(0))
     for step in range(2):
+        progress = method.begin_step(step)
         out = method.training_step(_batch(seed=step))
         assert torch.isfinite(out.loss)
         optimizer.zero_grad()
         out.loss.backward()
-        method.on_after_backward(step / 2)
+        method.on_after_backward(progress)
         optimizer.step()
-        method.on_step_end(step / 2)
+        method.end_step()
     changed = [k for k, v in method.backbone.state_dict().items() if not torch.equal(v, before[k])]
     assert "blocks.0.qkv.weight" in changed and "patch_embed.weight" in changed
     assert method.embed(torch.randn(2, 3, 16, 16)).shape == (2, method.feature_dim)

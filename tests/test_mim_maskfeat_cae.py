@@ -12,13 +12,8 @@ import selfsup.methods as methods
 from selfsup.losses.cae import CAELoss
 from selfsup.losses.maskfeat import MaskedFeatureLoss
 from selfsup.methods import ViewBatch
-from selfsup.nn.block_masking import block_mask, block_masks
 from selfsup.nn.hog import HOG
-
-SMALL = {  # paper defaults shrunk for a 4x4 patch grid of 16 px images with 4 px patches
-    "maskfeat": dict(cell_size=2, min_block_patches=4),
-    "cae": dict(min_block_patches=4, regressor_depth=1, decoder_depth=1),
-}
+from method_sizes import small
 
 
 def tiny_vit():
@@ -101,31 +96,6 @@ def test_hog_vertical_edge_votes_one_bin_and_is_unit_norm_per_cell():
     torch.testing.assert_close(norms, torch.ones_like(norms))
 
 
-# ---------------------------------------------------------------- block-wise masking
-
-
-def test_block_mask_exact_count_for_cae_and_never_over_for_beit():
-    g = torch.Generator().manual_seed(0)
-    for _ in range(20):
-        assert int(block_mask(14, 14, 98, exact=True, generator=g).sum()) == 98
-    counts = torch.stack([block_mask(14, 14, 78, generator=g).sum() for _ in range(100)])
-    assert int(counts.max()) == 78  # BEiT's generator never overshoots...
-    assert counts.float().mean() > 0.97 * 78  # ...and falls short only by a block that did not fit
-    small = block_masks(64, 4, 4, 0.5, min_num_patches=4, exact=True)
-    assert small.shape == (64, 16) and bool((small.sum(1) == 8).all())
-
-
-def test_block_mask_is_reproducible_and_made_of_blocks():
-    a = block_mask(8, 8, 26, min_num_patches=4, generator=torch.Generator().manual_seed(5))
-    b = block_mask(8, 8, 26, min_num_patches=4, generator=torch.Generator().manual_seed(5))
-    assert torch.equal(a, b)
-    # a single block (num_masked below twice the smallest block) is a filled rectangle
-    one = block_mask(8, 8, 6, min_num_patches=6, generator=torch.Generator().manual_seed(2))
-    rows, cols = one.nonzero().unbind(1)
-    box = one[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
-    assert bool(box.all()) and int(one.sum()) == box.numel()
-
-
 # ---------------------------------------------------------------- MaskFeat
 
 
@@ -151,7 +121,7 @@ def test_maskfeat_loss_matches_loop_reference_and_reads_only_masked_positions():
 
 
 def test_maskfeat_masked_patches_never_reach_the_encoder_and_ratio():
-    method = methods.get("maskfeat", backbone=tiny_vit(), **SMALL["maskfeat"]).eval()
+    method = methods.get("maskfeat", backbone=tiny_vit(), **small("maskfeat")).eval()
     x = images()
     torch.manual_seed(3)
     mask = method.sample_mask(x)
@@ -167,7 +137,7 @@ def test_maskfeat_masked_patches_never_reach_the_encoder_and_ratio():
 
 
 def test_maskfeat_step_is_the_masked_mse_to_the_hog_of_each_patch():
-    method = methods.get("maskfeat", backbone=tiny_vit(), **SMALL["maskfeat"])
+    method = methods.get("maskfeat", backbone=tiny_vit(), **small("maskfeat"))
     assert method.head.out_features == 3 * 9 * 2 * 2  # channels x bins x (4 px patch / 2 px cell)^2
     x = images()
     torch.manual_seed(7)
@@ -211,7 +181,7 @@ def test_cae_loss_matches_loop_reference():
 
 
 def test_cae_masking_partition_and_what_each_branch_reads():
-    method = methods.get("cae", backbone=tiny_vit(), **SMALL["cae"]).eval()
+    method = methods.get("cae", backbone=tiny_vit(), **small("cae")).eval()
     x = images()
     torch.manual_seed(4)
     mask = method.sample_mask(x)
@@ -237,7 +207,7 @@ def test_cae_masking_partition_and_what_each_branch_reads():
 
 
 def test_cae_alignment_target_is_the_encoder_without_gradient():
-    method = methods.get("cae", backbone=tiny_vit(), **SMALL["cae"]).eval()
+    method = methods.get("cae", backbone=tiny_vit(), **small("cae")).eval()
     x = images()
     torch.manual_seed(4)
     mask = method.sample_mask(x)
@@ -258,7 +228,7 @@ def test_cae_alignment_target_is_the_encoder_without_gradient():
 
 @pytest.mark.parametrize("name", ["maskfeat", "cae"])
 def test_two_steps_in_engine_order_change_parameters(name):
-    method = methods.get(name, backbone=tiny_vit(), **SMALL[name])
+    method = methods.get(name, backbone=tiny_vit(), **small(name))
     before = {k: v.detach().clone() for k, v in method.backbone.named_parameters()}
     heads = {k: v.detach().clone() for k, v in method.named_parameters() if not k.startswith("backbone.")}
     method.configure_training(1, 2)
@@ -268,13 +238,14 @@ def test_two_steps_in_engine_order_change_parameters(name):
     for step in range(2):
         if step == 0:
             method.on_epoch_start(0, lambda: torch.zeros(0))
+        progress = method.begin_step(step)
         out = method.training_step(batch_of(x))
         assert torch.isfinite(out.loss)
         opt.zero_grad()
         out.loss.backward()
-        method.on_after_backward(progress=step / 2)
+        method.on_after_backward(progress)
         opt.step()
-        method.on_step_end(progress=step / 2)
+        method.end_step()
     assert any(not torch.equal(before[k], v) for k, v in method.backbone.named_parameters() if v.requires_grad)
     assert heads and all(not torch.equal(heads[k], v) for k, v in method.named_parameters() if k.endswith("head.weight"))
     assert method.embed(x).shape == (8, method.feature_dim)

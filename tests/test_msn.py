@@ -13,10 +13,9 @@ import selfsup.backbones as backbones
 import selfsup.methods as methods
 from selfsup.losses.msn import MSNLoss, power_law_prior
 from selfsup.methods import ViewBatch
-from selfsup.nn.patch_drop import num_kept_patches, random_keep_indices
+from selfsup.nn.masking import random_masking
 from selfsup.nn.prototypes import CosinePrototypes
-
-SMALL = dict(num_prototypes=12, hidden_dim=16, output_dim=8)
+from method_sizes import small
 
 
 def tiny_vit() -> backbones.Backbone:
@@ -37,19 +36,20 @@ def batch_of(views: list[torch.Tensor]) -> ViewBatch:
 
 
 def engine_steps(method: methods.Method, views: list[torch.Tensor], steps: int = 2, lr: float = 0.1) -> list:
-    """The engine's hook order: configure_training, on_epoch_start, then per step training_step,
-    backward, on_after_backward, optimizer step, on_step_end(progress = step / total)."""
+    """The engine's hook order: configure_training, on_epoch_start, then per step begin_step,
+    training_step, backward, on_after_backward, optimizer step, end_step."""
     method.configure_training(1, steps)
     method.on_epoch_start(0, lambda: torch.zeros(0))
     opt = torch.optim.SGD([g for g in method.parameter_groups(0.0) if g["params"]], lr=lr)
     outs = []
     for step in range(steps):
+        progress = method.begin_step(step)
         out = method.training_step(batch_of(views))
         opt.zero_grad()
         out.loss.backward()
-        method.on_after_backward(progress=step / steps)
+        method.on_after_backward(progress)
         opt.step()
-        method.on_step_end(progress=step / steps)
+        method.end_step()
         outs.append(out)
     return outs
 
@@ -164,20 +164,11 @@ def test_pmsn_regularizer_is_zero_at_the_prior_and_positive_elsewhere():
 # ----------------------------------------------------------------------------- masking
 
 
-def test_kept_patch_count_is_exact_and_indices_are_distinct():
-    assert num_kept_patches(16, 0.15) == 13 and num_kept_patches(196, 0.15) == 166 and num_kept_patches(20, 0.25) == 15
-    keep = random_keep_indices(64, 16, 0.25, generator=torch.Generator().manual_seed(0))
-    assert keep.shape == (64, 12)
-    assert all(len(set(row.tolist())) == 12 for row in keep) and keep.min() >= 0 and keep.max() < 16
-    # every patch is dropped for some sample: masks differ across samples
-    assert len({tuple(sorted(row.tolist())) for row in keep}) > 1
-
-
 def test_dropped_patches_never_reach_the_encoder_and_kept_ones_do():
-    method = methods.get("msn", backbone=tiny_vit(), mask_ratio=0.5, **SMALL)
+    method = methods.get("msn", backbone=tiny_vit(), mask_ratio=0.5, **small("msn"))
     x = torch.randn(2, 3, 16, 16)
     torch.manual_seed(7)
-    keep = random_keep_indices(2, 16, 0.5)
+    keep, _, _ = random_masking(2, 16, 0.5)
     assert keep.shape == (2, 8)  # exactly half the patches of each sample enter the encoder
     dropped = sorted(set(range(16)) - set(keep[0].tolist()))
     torch.manual_seed(7)
@@ -195,10 +186,10 @@ def test_dropped_patches_never_reach_the_encoder_and_kept_ones_do():
 
 
 def test_training_loss_ignores_dropped_patches_of_the_masked_anchor():
-    method = methods.get("msn", backbone=tiny_vit(), mask_ratio=0.5, **SMALL)
+    method = methods.get("msn", backbone=tiny_vit(), mask_ratio=0.5, **small("msn"))
     views = msn_views(batch=4, num_focal=1)
     torch.manual_seed(11)
-    keep = random_keep_indices(4, 16, 0.5)  # the first random draw of a training step
+    keep, _, _ = random_masking(4, 16, 0.5)  # the first random draw of a training step
     dropped = sorted(set(range(16)) - set(keep[1].tolist()))
 
     def loss_with(views_: list[torch.Tensor]) -> torch.Tensor:
@@ -217,7 +208,7 @@ def test_training_loss_ignores_dropped_patches_of_the_masked_anchor():
 
 
 def test_only_the_random_anchors_are_masked_focal_views_are_not():
-    method = methods.get("msn", backbone=tiny_vit(), **SMALL)
+    method = methods.get("msn", backbone=tiny_vit(), **small("msn"))
     assert method.num_masked_views(msn_views(num_random=1, num_focal=3)) == 1
     assert method.num_masked_views(msn_views(num_random=2, num_focal=1)) == 2
     assert method.num_masked_views(msn_views(num_random=1, num_focal=0)) == 1
@@ -236,8 +227,8 @@ def test_only_the_random_anchors_are_masked_focal_views_are_not():
 
 def test_msn_needs_a_vit_and_patch_multiple_views():
     with pytest.raises(TypeError, match="VisionTransformer"):
-        methods.get("msn", backbone=backbones.get("resnet_tiny", width=4), **SMALL)
-    method = methods.get("pmsn", backbone=tiny_vit(), **SMALL)
+        methods.get("msn", backbone=backbones.get("resnet_tiny", width=4), **small("msn"))
+    method = methods.get("pmsn", backbone=tiny_vit(), **small("pmsn"))
     bad = msn_views(num_focal=0) + [torch.randn(4, 3, 6, 6)]
     with pytest.raises(ValueError, match="multiples of the patch size"):
         method.training_step(batch_of(bad))
@@ -248,25 +239,26 @@ def test_msn_needs_a_vit_and_patch_multiple_views():
 
 @pytest.mark.parametrize("name", ["msn", "pmsn"])
 def test_two_engine_steps_train_backbone_prototypes_and_ema_target(name):
-    method = methods.get(name, backbone=tiny_vit(), **SMALL)
+    method = methods.get(name, backbone=tiny_vit(), **small(name))
     before = {k: v.detach().clone() for k, v in method.state_dict().items()}
     method.configure_training(1, 2)
     method.on_epoch_start(0, lambda: torch.zeros(0))
     opt = torch.optim.SGD([g for g in method.parameter_groups(0.0) if g["params"]], lr=0.1)
     views = msn_views()
     for step in range(2):
+        progress = method.begin_step(step)
         out = method.training_step(batch_of(views))
         assert torch.isfinite(out.loss) and out.features.shape == (4, 192)
         opt.zero_grad()
         out.loss.backward()
         assert all(p.grad is None for p in method.teacher.parameters())
-        method.on_after_backward(progress=step / 2)
+        method.on_after_backward(progress)
         opt.step()
         online = {k: v.detach().clone() for k, v in method.named_parameters()}
         target_before = {k: v.detach().clone() for k, v in method.teacher.named_parameters()}
-        method.on_step_end(progress=step / 2)
+        method.end_step()
         m = 0.996 + 0.004 * (step / 2) / 1.25
-        assert method.momentum == pytest.approx(m)
+        assert method.teacher.momentum == pytest.approx(m) and method.state_logs() == {"momentum": method.teacher.momentum}
         for key, value in method.teacher.named_parameters():  # exact EMA of the online networks
             want = m * target_before[key] + (1 - m) * online[key]
             assert torch.allclose(value, want, atol=1e-7), key
@@ -277,14 +269,14 @@ def test_two_engine_steps_train_backbone_prototypes_and_ema_target(name):
 
 
 def test_momentum_schedule_is_linear_over_one_and_a_quarter_runs():
-    method = methods.get("msn", backbone=tiny_vit(), **SMALL)
-    assert method.momentum_at(0.0) == pytest.approx(0.996)
-    assert method.momentum_at(0.5) == pytest.approx(0.996 + 0.004 * 0.4)
-    assert method.momentum_at(1.0) == pytest.approx(0.9992)
+    method = methods.get("msn", backbone=tiny_vit(), **small("msn"))
+    assert method.teacher.momentum_at(0.0) == pytest.approx(0.996)
+    assert method.teacher.momentum_at(0.5) == pytest.approx(0.996 + 0.004 * 0.4)
+    assert method.teacher.momentum_at(1.0) == pytest.approx(0.9992)
 
 
 def test_prototypes_have_their_own_group_without_weight_decay():
-    method = methods.get("msn", backbone=tiny_vit(), **SMALL)
+    method = methods.get("msn", backbone=tiny_vit(), **small("msn"))
     groups = {g["name"]: g for g in method.parameter_groups(0.04)}
     assert groups["prototypes"]["params"] == [method.prototypes.weight]
     assert groups["prototypes"]["weight_decay"] == 0.0 and groups["prototypes"]["lars_exclude"]
@@ -293,9 +285,10 @@ def test_prototypes_have_their_own_group_without_weight_decay():
     assert len(grouped) == len(set(grouped))
     trainable = {id(p) for p in method.parameters() if p.requires_grad}
     assert set(grouped) == trainable  # every trainable parameter once, the frozen target nowhere
-    bound = 1 / math.sqrt(SMALL["output_dim"])
-    fresh = methods.get("msn", backbone=tiny_vit(), **SMALL).prototypes.weight
-    assert fresh.abs().max() <= bound and fresh.shape == (12, 8)
+    sizes = small("msn")
+    bound = 1 / math.sqrt(sizes["output_dim"])
+    fresh = methods.get("msn", backbone=tiny_vit(), **sizes).prototypes.weight
+    assert fresh.abs().max() <= bound and fresh.shape == (sizes["num_prototypes"], sizes["output_dim"])
 
 
 def test_pmsn_defaults_and_msn_defaults_are_the_papers():

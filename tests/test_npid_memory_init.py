@@ -44,11 +44,12 @@ def _batch(step: int = 0):
 
 def _train_step(method, step: int = 0) -> torch.Tensor:
     opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.1)
+    method.begin_step(step)
     out = method.training_step(_batch(step))
     opt.zero_grad()
     out.loss.backward()
     opt.step()
-    method.on_step_end(step / 3)
+    method.end_step()
     return out.loss.detach()
 
 

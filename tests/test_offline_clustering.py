@@ -16,6 +16,7 @@ from selfsup.nn.odc_memory import ODCMemory
 from selfsup.nn.pca import pca_whiten
 from selfsup.nn.sobel import Sobel
 from distributed import run_distributed
+from method_sizes import small
 
 N = 32  # size of the fake training set of the smoke tests
 
@@ -182,12 +183,7 @@ def test_cluster_ce_two_processes_equal_one_process(tmp_path):
 
 
 # ----------------------------------------------------------------------------- methods
-SMALL = {
-    "deepcluster": dict(num_clusters=4, pca_dim=8, num_samples=N),
-    "deepclusterv2": dict(proj_hidden_dim=16, proj_output_dim=8, num_prototypes=[4, 3, 5], num_samples=N),
-    "odc": dict(neck_hidden_dim=16, neck_output_dim=8, num_clusters=4, min_cluster_size=2,
-                centroids_update_interval=2, num_samples=N),
-}
+NAMES = ["deepcluster", "deepclusterv2", "odc"]
 
 
 def fake_images():
@@ -210,20 +206,21 @@ def engine_steps(method, batches, epoch=0):
     opt = torch.optim.SGD([g for g in method.parameter_groups(0.0) if g["params"]], lr=0.1)
     losses = []
     for step, b in enumerate(batches):
+        progress = method.begin_step(step)
         out = method.training_step(b)
         opt.zero_grad()
         out.loss.backward()
-        method.on_after_backward(step / len(batches))
+        method.on_after_backward(progress)
         opt.step()
-        method.on_step_end(step / len(batches))
+        method.end_step()
         losses.append(out.loss.detach())
     return losses, out
 
 
-@pytest.mark.parametrize("name", sorted(SMALL))
+@pytest.mark.parametrize("name", NAMES)
 def test_two_steps_change_backbone_and_keep_loss_finite(name):
     torch.manual_seed(0)
-    method = methods.get(name, backbone=selfsup.backbones.get("resnet_tiny", width=4), **SMALL[name])
+    method = methods.get(name, backbone=selfsup.backbones.get("resnet_tiny", width=4), **small(name, num_samples=N))
     before = {k: v.detach().clone() for k, v in method.backbone.named_parameters()}
     views = 2 if name == "deepclusterv2" else 1
     losses, out = engine_steps(method, [batch(torch.arange(0, 8), views), batch(torch.arange(8, 16), views)])
@@ -236,14 +233,14 @@ def test_methods_need_num_samples_and_clustering_first():
     backbone = selfsup.backbones.get("resnet_tiny", width=4)
     with pytest.raises(ValueError, match="num_samples"):
         methods.get("deepcluster", backbone=backbone, num_clusters=4)
-    method = methods.get("deepcluster", backbone=backbone, **SMALL["deepcluster"])
+    method = methods.get("deepcluster", backbone=backbone, **small("deepcluster", num_samples=N))
     with pytest.raises(RuntimeError, match="on_epoch_start"):
         method.training_step(batch(torch.arange(4), 1))
 
 
 def test_deepcluster_epoch_start_sets_labels_weights_and_fresh_classifier():
     torch.manual_seed(0)
-    method = methods.get("deepcluster", backbone=selfsup.backbones.get("resnet_tiny", width=4), **SMALL["deepcluster"])
+    method = methods.get("deepcluster", backbone=selfsup.backbones.get("resnet_tiny", width=4), **small("deepcluster", num_samples=N))
     with torch.no_grad():
         method.classifier.weight.fill_(1.0)
         method.classifier.bias.fill_(1.0)
@@ -267,7 +264,8 @@ def test_deepcluster_epoch_start_sets_labels_weights_and_fresh_classifier():
 
 def test_deepclusterv2_memory_prototypes_and_labels():
     torch.manual_seed(0)
-    method = methods.get("deepclusterv2", backbone=selfsup.backbones.get("resnet_tiny", width=4), **SMALL["deepclusterv2"])
+    options = small("deepclusterv2", num_samples=N, num_prototypes=[4, 3, 5])  # three heads of different sizes
+    method = methods.get("deepclusterv2", backbone=selfsup.backbones.get("resnet_tiny", width=4), **options)
     feats = features_of(method)()
     method.on_epoch_start(0, lambda: feats)
     method.eval()
@@ -276,7 +274,7 @@ def test_deepclusterv2_memory_prototypes_and_labels():
         torch.testing.assert_close(method.memory[j], z, atol=1e-5, rtol=1e-5)
     for h, k in enumerate([4, 3, 5]):
         protos = method.prototypes(h)
-        assert protos.shape == (k, 8)
+        assert protos.shape == (k, options["proj_output_dim"])
         torch.testing.assert_close(protos.norm(dim=1), torch.ones(k))
         assert torch.equal(method.labels[h], ref_assign(method.memory[h % 2], protos, "cosine"))
     # loss: mean over heads and crops of CE(z . prototypes / 0.1, label)
@@ -295,7 +293,7 @@ def test_deepclusterv2_memory_prototypes_and_labels():
         want = F.normalize(method.projector(method.backbone(torch.cat(b.views))), dim=1).chunk(2)
     out.loss.backward()
     opt.step()
-    method.on_step_end(0.0)
+    method.end_step()
     others = torch.ones(N, dtype=torch.bool)
     others[b.indices] = False
     for j in range(2):
@@ -305,7 +303,8 @@ def test_deepclusterv2_memory_prototypes_and_labels():
 
 def test_odc_memory_update_relabel_and_centroids():
     torch.manual_seed(0)
-    method = methods.get("odc", backbone=selfsup.backbones.get("resnet_tiny", width=4), **SMALL["odc"])
+    options = small("odc", num_samples=N, centroids_update_interval=2)  # centroids recomputed within the test
+    method = methods.get("odc", backbone=selfsup.backbones.get("resnet_tiny", width=4), **options)
     method.on_epoch_start(0, features_of(method))
     mem = method.memory
     assert bool(mem.initialized)
@@ -316,13 +315,15 @@ def test_odc_memory_update_relabel_and_centroids():
     opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.1)
     b = batch(torch.tensor([2, 4, 6, 8, 10, 12]), 1)
     feats_before, centroids_before = mem.features.clone(), mem.centroids.clone()
+    method.configure_training(epochs=2, steps_per_epoch=1)
+    method.begin_step(0)
     out = method.training_step(b)
     _, z = method._pending
     out.loss.backward()
     opt.step()
     method.min_cluster_size = 0
     mem.min_cluster = 0  # isolate the sample update from the small-cluster step
-    method.on_step_end(0.0)
+    method.end_step()
     want = F.normalize(0.5 * feats_before[b.indices] + 0.5 * F.normalize(z, dim=1), dim=1)
     torch.testing.assert_close(mem.features[b.indices], want, atol=1e-6, rtol=1e-6)
     assert torch.equal(mem.labels[b.indices], (want @ centroids_before.T).argmax(1))
@@ -331,9 +332,10 @@ def test_odc_memory_update_relabel_and_centroids():
     raw = torch.where(counts > 0, counts.clamp(min=1) ** -0.5, torch.zeros_like(counts))
     torch.testing.assert_close(method.class_weights, (raw / raw.sum()).float())
     method.on_epoch_start(1, lambda: pytest.fail("ODC clusters the data set only once"))
+    method.begin_step(1)
     out = method.training_step(batch(torch.tensor([1, 3]), 1))
     out.loss.backward()
-    method.on_step_end(0.5)  # step 2: all centroids recomputed from the memory
+    method.end_step()  # step 2: all centroids recomputed from the memory
     for j in range(4):
         if (mem.labels == j).any():
             torch.testing.assert_close(mem.centroids[j], mem.features[mem.labels == j].mean(0))

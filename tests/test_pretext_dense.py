@@ -1,11 +1,10 @@
-"""Rotation prediction, relative patch location and DenseCL: construction, losses, state, smoke.
+"""Rotation prediction, relative patch location and DenseCL: construction, losses, state (their
+smoke run is the generic one over every method in tests/test_methods.py).
 
 References are written from the papers' formulas with explicit loops in float64: RotNet
 (arXiv 1803.07728), context prediction (arXiv 1505.05192), DenseCL (arXiv 2011.09157, Eq. 2-3).
 """
 from __future__ import annotations
-
-import math
 
 import pytest
 import torch
@@ -18,13 +17,8 @@ from selfsup.methods import ViewBatch
 from selfsup.nn.dense_match import match_locations
 from selfsup.nn.patch_grid import NEIGHBOURS, crop_patches, paper_patch_layout, sample_patch_grid
 from selfsup.nn.rotation import rotate_batch
+from method_sizes import small
 
-SMALL = {
-    "rotation": dict(),
-    "relativeloc": dict(patch_size=4, gap=1, jitter=1, hidden_dim=16),
-    "densecl": dict(proj_output_dim=8, queue_size=32, lambda_warmup_steps=0),
-}
-VIEWS = {"rotation": 1, "relativeloc": 1, "densecl": 2}
 
 
 def _views(count: int, n: int = 8, size: int = 16, seed: int = 1) -> list[torch.Tensor]:
@@ -145,7 +139,7 @@ def test_crop_patches_equals_slicing_and_paper_layout() -> None:
 
 
 def test_relativeloc_loss_matches_pair_classification_reference() -> None:
-    method = methods.get("relativeloc", backbone=_tiny(), **SMALL["relativeloc"]).eval()
+    method = methods.get("relativeloc", backbone=_tiny(), **small("relativeloc")).eval()
     views = _views(1)
     torch.manual_seed(5)
     out = method.training_step(_batch(views))
@@ -239,16 +233,18 @@ def _densecl_reference(method, views, global_queue, dense_queue):
 def test_densecl_loss_queues_momentum_and_lambda_warmup() -> None:
     m = 0.9
     method = methods.get("densecl", backbone=_tiny(), momentum=m,
-                         **{**SMALL["densecl"], "lambda_warmup_steps": 1})
+                         **small("densecl", lambda_warmup_steps=1))
     method.eval()  # deterministic BatchNorm, so the reference sees the same network
     method.global_loss.train()
     method.dense_loss.train()  # queues still update
     views = _views(2)
     gq, dq = method.global_loss.memory_bank.bank.clone(), method.dense_loss.queue.bank.clone()
     opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.1)
+    method.configure_training(epochs=1, steps_per_epoch=2)
     for step in range(2):
         global_ref, dense_ref, keys, pooled = _densecl_reference(method, views, gq, dq)
         target_before = [p.clone() for p in method.target.parameters()]
+        method.begin_step(step)
         out = method.training_step(_batch(views))
         lam = 0.0 if step == 0 else 0.5  # lambda = 0 during the one warm-up step
         assert float(out.logs["lambda"]) == lam
@@ -265,37 +261,14 @@ def test_densecl_loss_queues_momentum_and_lambda_warmup() -> None:
         opt.zero_grad()
         out.loss.backward()
         opt.step()
-        method.on_step_end(progress=step / 2)
+        method.end_step()
         online = [*method.backbone.parameters(), *method.projector.parameters(),
                   *method.dense_projector.parameters()]
         for t0, o, t1 in zip(target_before, online, method.target.parameters()):
             torch.testing.assert_close(t1, m * t0 + (1 - m) * o.detach(), rtol=0, atol=1e-6)
-    assert int(method.steps_done) == 2
-    assert "steps_done" in method.state_dict() and "dense_loss.queue.bank" in method.state_dict()
+    assert method.state_logs() == {"momentum": m}  # constant
+    assert "dense_loss.queue.bank" in method.state_dict()
+    assert not any("steps_done" in key for key in method.state_dict())  # the step comes from the engine
     assert all(not p.requires_grad for p in method.target.parameters())
     in_groups = {id(p) for g in method.parameter_groups(0.0) for p in g["params"]}
     assert not in_groups & {id(p) for p in method.target.parameters()}
-
-
-# ------------------------------------------------------------------------------------ smoke tests
-@pytest.mark.parametrize("name", sorted(SMALL))
-def test_two_steps_in_engine_order(name: str) -> None:
-    assert name in methods.names()
-    method = methods.get(name, backbone=_tiny(), **SMALL[name])
-    views = _views(VIEWS[name], n=8, size=16)
-    opt = torch.optim.SGD([g for g in method.parameter_groups(0.0) if g["params"]], lr=0.1)
-    before = {k: v.detach().clone() for k, v in method.named_parameters() if v.requires_grad}
-    method.configure_training(epochs=1, steps_per_epoch=2)
-    method.on_epoch_start(0, lambda: torch.zeros(0, method.feature_dim))
-    for step in range(2):
-        out = method.training_step(_batch(views))
-        assert torch.isfinite(out.loss)
-        opt.zero_grad()
-        out.loss.backward()
-        method.on_after_backward(progress=step / 2)
-        opt.step()
-        method.on_step_end(progress=step / 2)
-    changed = [k for k, v in method.named_parameters() if v.requires_grad and not torch.equal(v, before[k])]
-    assert any(k.startswith("backbone.") for k in changed)
-    assert out.features is not None and out.features.shape == (8, method.feature_dim)
-    assert all(math.isfinite(float(v)) for v in out.logs.values())

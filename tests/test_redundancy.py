@@ -278,15 +278,18 @@ def test_tico_gradient_flows_only_through_current_batch() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Methods: smoke test in the engine's hook order, and state
+# Methods: defaults and state (the smoke run is tests/test_methods.py's, over every method)
 # ---------------------------------------------------------------------------------------------
 
-SMALL = {
-    "barlowtwins": dict(proj_hidden_dim=32, proj_output_dim=16),
-    "vicreg": dict(proj_hidden_dim=32, proj_output_dim=16),
-    "wmse": dict(proj_hidden_dim=32, proj_output_dim=4, w_size=8),
-    "tico": dict(proj_hidden_dim=32, proj_output_dim=16),
-}
+NAMES = ["barlowtwins", "tico", "vicreg", "wmse"]
+
+
+def small(name: str, **options: object) -> dict:
+    """The test sizes of ``name``'s method card plus ``options`` (selfsup.methods is imported in the
+    tests only, as the two-process test's children import this module)."""
+    import selfsup.methods
+
+    return {**selfsup.methods.card(name).small, **options}
 
 
 def _batch(views: list[torch.Tensor]):
@@ -296,37 +299,12 @@ def _batch(views: list[torch.Tensor]):
     return ViewBatch(views=views, labels=torch.arange(n) % 3, indices=torch.arange(n))
 
 
-@pytest.mark.parametrize("name", sorted(SMALL))
-def test_two_steps_in_engine_order(name: str, tiny_backbone, two_views) -> None:
-    import selfsup.methods as methods
-
-    method = methods.get(name, backbone=tiny_backbone, **SMALL[name])
-    before = {k: v.detach().clone() for k, v in method.named_parameters()}
-    groups = [g for g in method.parameter_groups(weight_decay=1e-4) if g["params"]]
-    opt = torch.optim.SGD(groups, lr=0.05)
-    steps = 2
-    method.configure_training(epochs=1, steps_per_epoch=steps)
-    method.on_epoch_start(0, lambda: torch.zeros(8, method.feature_dim))
-    for step in range(steps):
-        out = method.training_step(_batch(two_views))
-        opt.zero_grad()
-        out.loss.backward()
-        method.on_after_backward(step / steps)
-        opt.step()
-        method.on_step_end(step / steps)
-        assert torch.isfinite(out.loss)
-    changed = [k for k, v in method.named_parameters() if not torch.equal(v, before[k])]
-    assert any(k.startswith("backbone.") for k in changed)
-    assert any(k.startswith("projector.") for k in changed)
-    assert out.features is not None and out.features.shape == (8, method.feature_dim)
-
-
 def test_registered_with_paper_defaults(tiny_backbone) -> None:
     import inspect
 
     import selfsup.methods as methods
 
-    assert set(SMALL) <= set(methods.names())
+    assert set(NAMES) <= set(methods.names())
     defaults = {
         "barlowtwins": dict(proj_hidden_dim=8192, proj_output_dim=8192, lambd=0.0051, scale_loss=1.0),
         "vicreg": dict(proj_hidden_dim=8192, proj_output_dim=8192, sim_weight=25.0, var_weight=25.0, cov_weight=1.0),
@@ -335,20 +313,20 @@ def test_registered_with_paper_defaults(tiny_backbone) -> None:
                      base_momentum=0.99, final_momentum=1.0),
     }
     for name, want in defaults.items():
-        params = inspect.signature(type(methods.get(name, backbone=tiny_backbone, **SMALL[name])).__init__).parameters
+        params = inspect.signature(type(methods.get(name, backbone=tiny_backbone, **small(name))).__init__).parameters
         assert {k: params[k].default for k in want} == want, name
-    bt = methods.get("barlowtwins", backbone=tiny_backbone, **SMALL["barlowtwins"])
+    bt = methods.get("barlowtwins", backbone=tiny_backbone, **small("barlowtwins", proj_output_dim=16))
     linears = [m for m in bt.projector if isinstance(m, torch.nn.Linear)]
     assert [m.out_features for m in linears] == [32, 32, 16]  # three layers, as the paper's 8192 x 3
     assert all(m.bias is None for m in linears)  # the official projector has no biases
-    vic = methods.get("vicreg", backbone=tiny_backbone, **SMALL["vicreg"])
+    vic = methods.get("vicreg", backbone=tiny_backbone, **small("vicreg"))
     assert len([m for m in vic.projector if isinstance(m, torch.nn.Linear)]) == 3
 
 
 def test_tico_method_covariance_state(tiny_backbone, two_views) -> None:
     import selfsup.methods as methods
 
-    method = methods.get("tico", backbone=tiny_backbone, beta=0.5, **{k: v for k, v in SMALL["tico"].items()})
+    method = methods.get("tico", backbone=tiny_backbone, beta=0.5, **small("tico"))
     c = torch.zeros(16, 16)
     for _ in range(2):
         with torch.no_grad():  # train-mode BatchNorm: the online projections of view 0 the step computes
@@ -364,7 +342,7 @@ def test_tico_method_covariance_state(tiny_backbone, two_views) -> None:
 def test_wmse_method_uses_all_views(tiny_backbone, two_views) -> None:
     import selfsup.methods as methods
 
-    method = methods.get("wmse", backbone=tiny_backbone, **SMALL["wmse"])
+    method = methods.get("wmse", backbone=tiny_backbone, **small("wmse", proj_output_dim=4, w_size=8))  # 8 images
     views = two_views + [two_views[0].flip(-1)]
     torch.manual_seed(0)
     out = method.training_step(_batch(views))

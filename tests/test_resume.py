@@ -9,12 +9,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from method_sizes import ENGINE_RESNET, engine_args, stateful_methods
 from selfsup.cli import main
 from selfsup.engine.data_position import DataPosition
 
-BASE = ["--data", "digits", "--backbone", "resnet_tiny", "--batch-size", "64", "--precision", "32-true",
-        "backbone.width=4", "augment.size=16", "progress_bar=false", "monitor.knn_every=0",
-        "data.eval_split=none", "--epochs", "2", "checkpoint_every_steps=7", "optimizer.warmup_epochs=1"]
+BASE = ["--data", "digits", "--batch-size", "64", "--precision", "32-true", "augment.size=16",
+        "progress_bar=false", "monitor.knn_every=0", "data.eval_split=none", "--epochs", "2",
+        "checkpoint_every_steps=7", "optimizer.warmup_epochs=1"]
 
 
 class Killed(Exception):
@@ -57,41 +58,28 @@ def assert_same_state(a, b):
                 torch.testing.assert_close(va[name], vb[name], rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("method, options", [
-    ("simclr", ["method.proj_output_dim=16"]),
-    ("mocov2", ["method.proj_output_dim=16", "method.queue_size=100"]),
-    ("byol", ["method.proj_hidden_dim=32", "method.pred_hidden_dim=32", "method.proj_output_dim=16"]),
-])
-def test_kill_between_checkpoints_then_resume_is_exact(tmp_path, monkeypatch, method, options):
-    straight, resumed = run_straight_and_killed(tmp_path, monkeypatch, ["--method", method, *options])
+def test_kill_between_checkpoints_then_resume_is_exact(tmp_path, monkeypatch):
+    """A method without state of its own (SimCLR): weights, optimizer state and data position."""
+    extra = ["--method", "simclr", *ENGINE_RESNET, "method.proj_output_dim=16"]
+    straight, resumed = run_straight_and_killed(tmp_path, monkeypatch, extra)
     assert straight["global_step"] == resumed["global_step"]
     assert_same_state(straight, resumed)
 
 
-STATEFUL = {  # every method with state beyond its parameters, shrunk for the test
-    "mocov1": ["method.proj_output_dim=16", "method.queue_size=100"],
-    "mocov2plus": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.queue_size=100"],
-    "mocov3": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.pred_hidden_dim=32"],
-    "nnclr": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.pred_hidden_dim=32",
-              "method.queue_size=100"],
-    "npid": ["method.proj_output_dim=16", "method.num_negatives=32"],
-    "dino": ["method.out_dim=64", "method.hidden_dim=32", "method.bottleneck_dim=16"],
-    "ressl": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.queue_size=100"],
-    "swav": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.num_prototypes=20",
-             "method.freeze_prototypes_iters=5", "method.queue_size=64", "method.epoch_queue_starts=1"],
-    "tico": ["method.proj_hidden_dim=32", "method.proj_output_dim=16"],
-    "deepcluster": ["method.num_clusters=20", "method.pca_dim=8", "method.kmeans_iterations=3"],
-    "deepclusterv2": ["method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.num_prototypes=[20, 20]",
-                      "method.kmeans_iterations=3"],
-    "odc": ["method.neck_hidden_dim=32", "method.neck_output_dim=16", "method.num_clusters=20",
-            "method.min_cluster_size=2", "method.kmeans_iterations=3"],
-    "densecl": ["method.proj_output_dim=16", "method.queue_size=100", "method.lambda_warmup_steps=5"],
-    "relativeloc": ["method.hidden_dim=32"],
-    "wmse": ["method.proj_hidden_dim=32", "method.proj_output_dim=8", "method.w_size=32"],
-}
+STATEFUL = stateful_methods()  # every method with state beyond its parameters, read from the built methods
 
 
-@pytest.mark.parametrize("method", sorted(STATEFUL))
+def test_the_stateful_list_is_derived_and_covers_every_kind_of_state():
+    """EMA teachers (BYOL, DINO, iBOT, DINOv2, I-JEPA, MSN), queues (MoCo), memories and k-means
+    labels (NPID, DeepCluster, ODC), running statistics (TiCo); not the stateless SimCLR."""
+    assert {"byol", "dino", "ibot", "dinov2", "ijepa", "msn", "pmsn", "mocov2", "npid", "deepcluster", "odc",
+            "tico", "swav"} <= set(STATEFUL)
+    assert not {"simclr", "barlowtwins", "mae", "rotation"} & set(STATEFUL)
+
+
+@pytest.mark.parametrize("method", STATEFUL)
 def test_every_stateful_method_resumes_exactly(tmp_path, monkeypatch, method):
-    straight, resumed = run_straight_and_killed(tmp_path, monkeypatch, ["--method", method, *STATEFUL[method]])
+    extra = ["--method", method, *engine_args(method)]
+    straight, resumed = run_straight_and_killed(tmp_path, monkeypatch, extra)
+    assert straight["global_step"] == resumed["global_step"]
     assert_same_state(straight, resumed)

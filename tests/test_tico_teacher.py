@@ -16,7 +16,12 @@ import torch.nn.functional as F
 
 from selfsup.losses.tico import TiCoLoss
 
-SMALL = dict(proj_hidden_dim=32, proj_output_dim=16)
+
+def small(**options: object) -> dict:
+    """TiCo's test sizes from its method card, plus ``options`` (selfsup.methods imported lazily)."""
+    import selfsup.methods as methods
+
+    return {**methods.card("tico").small, **options}
 
 
 def _batch(views: list[torch.Tensor]):
@@ -29,7 +34,7 @@ def _batch(views: list[torch.Tensor]):
 def _method(backbone, **kwargs):
     import selfsup.methods as methods
 
-    return methods.get("tico", backbone=backbone, **SMALL, **kwargs)
+    return methods.get("tico", backbone=backbone, **small(**kwargs))
 
 
 def test_target_is_frozen_copy_that_follows_online_at_cosine_rate(tiny_backbone, two_views) -> None:
@@ -47,25 +52,27 @@ def test_target_is_frozen_copy_that_follows_online_at_cosine_rate(tiny_backbone,
     assert not in_groups & {id(p) for p in target.values()}
 
     opt = torch.optim.SGD([g for g in method.parameter_groups(weight_decay=0.0) if g["params"]], lr=0.5)
+    method.configure_training(epochs=1, steps_per_epoch=4)
+    assert method.state_logs() == {"momentum": 0.9}  # the base momentum before any step
+    progress = 0.25
+    method.begin_step(1)  # the second of 4 steps
     out = method.training_step(_batch(two_views))
-    assert out.logs["momentum"] == 0.9
     opt.zero_grad()
     out.loss.backward()
     assert all(p.grad is None for p in target.values())
     old_target = {k: v.detach().clone() for k, v in target.items()}
     opt.step()
-    assert all(torch.equal(target[k], old_target[k]) for k in target)  # only on_step_end moves it
-    progress = 0.25
-    method.on_step_end(progress)
+    assert all(torch.equal(target[k], old_target[k]) for k in target)  # only end_step moves it
+    method.end_step()
     m = 1.0 - (1.0 - 0.9) * (math.cos(math.pi * progress) + 1) / 2  # BYOL Sec. 3.2
-    assert method.momentum == pytest.approx(m, abs=1e-12)
+    assert method.target.momentum == pytest.approx(m, abs=1e-12)
     moved = 0
     for k in target:
         want = m * old_target[k] + (1 - m) * online[k].detach()
         torch.testing.assert_close(target[k], want, rtol=0, atol=1e-6, msg=k)
         moved += not torch.equal(target[k], old_target[k])
     assert moved > 0  # the online step changed something the target had to follow
-    assert method.training_step(_batch(two_views)).logs["momentum"] == pytest.approx(m)
+    assert method.state_logs()["momentum"] == pytest.approx(m)  # what the engine logs with the step
 
 
 def test_second_branch_is_the_target_and_sends_no_gradient(tiny_backbone, two_views) -> None:
@@ -84,7 +91,7 @@ def test_second_branch_is_the_target_and_sends_no_gradient(tiny_backbone, two_vi
         z0 = method.projector(method.backbone(two_views[0]))
         z1 = method.target["projector"](method.target["backbone"](two_views[1]))
         features = method.backbone(two_views[0])
-    ref = TiCoLoss(SMALL["proj_output_dim"], gather_distributed=False)
+    ref = TiCoLoss(small()["proj_output_dim"], gather_distributed=False)
     ref.covariance.copy_(c_prev)
     assert out.loss.item() == pytest.approx(ref(z0, z1).item(), rel=1e-5, abs=1e-6)
     torch.testing.assert_close(method.criterion.covariance, ref.covariance)  # C from the online branch

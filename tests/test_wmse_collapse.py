@@ -32,10 +32,12 @@ def test_persistent_singular_sub_batches_stop_the_run(tiny_backbone) -> None:
                          collapse_window=3, collapse_share=0.5)
     method.configure_training(epochs=2, steps_per_epoch=2)
     for step in range(2):
+        method.begin_step(step)
         out = method.training_step(_batch(seed=step))
         assert out.logs["whiten_shrunk"] == 1.0 and out.logs["whiten_shrunk_window"] == 1.0
         assert torch.isfinite(out.loss)
-        method.on_step_end(progress=step / 4)
+        method.end_step()
+    method.begin_step(2)
     with pytest.raises(SelfSupError, match=r"W-MSE collapsed at optimizer step 2 \(epoch 1\)") as err:
         method.training_step(_batch(seed=2))
     message = str(err.value)

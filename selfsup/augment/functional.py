@@ -360,3 +360,98 @@ def normalize(images: Tensor, mean: Sequence[float], std: Sequence[float], out: 
     shift = torch.tensor([-m / v for m, v in zip(mean, std)], device=images.device, dtype=images.dtype)
     shift = shift.view(1, -1, 1, 1)
     return torch.addcmul(shift, images, scale, out=out)
+
+
+def sample_erase_boxes(
+    height: int,
+    width: int,
+    batch: int,
+    scale: Sequence[float] = (0.02, 0.4),
+    ratio: Sequence[float] = (0.3, 1 / 0.3),
+    *,
+    generator: torch.Generator,
+) -> tuple[Tensor, Tensor]:
+    """Draw random-erasing boxes for a batch, vectorised over samples and tries.
+
+    Zhong et al. 2020, "Random Erasing Data Augmentation", arXiv 1708.04896, Algorithm 1: the
+    box area is a fraction of the image area uniform in ``scale`` and its aspect ratio ``h / w``
+    lies in ``ratio``; ``h = round(sqrt(area * r))``, ``w = round(sqrt(area / r))`` and the box
+    position is uniform over the positions that keep it inside the image. The ratio is drawn
+    log-uniformly (as torchvision's ``RandomErasing``; the paper draws it uniformly, which favours
+    tall boxes). Each sample gets 10 tries and keeps the first that fits; a sample with no fitting
+    try is not erased.
+
+    Returns:
+        int64 ``(batch, 4)`` boxes ``(x0, y0, w, h)`` and bool ``(batch,)``, True where a box fits.
+
+    Example:
+        >>> boxes, found = sample_erase_boxes(32, 32, 5, generator=torch.Generator().manual_seed(0))
+        >>> boxes.shape, bool(found.all())
+        (torch.Size([5, 4]), True)
+    """
+    tries = 10
+    area = height * width * uniform(scale[0], scale[1], (batch, tries), generator)
+    r = torch.exp(uniform(math.log(ratio[0]), math.log(ratio[1]), (batch, tries), generator))
+    h = torch.round(torch.sqrt(area * r)).long()
+    w = torch.round(torch.sqrt(area / r)).long()
+    valid = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = torch.argmax(valid.int(), dim=1, keepdim=True)
+    w = torch.where(valid.any(dim=1), w.gather(1, first).squeeze(1), 0)
+    h = torch.where(valid.any(dim=1), h.gather(1, first).squeeze(1), 0)
+    u = uniform(0.0, 1.0, (batch, 2), generator)
+    x0 = torch.floor(u[:, 0] * (width - w + 1)).long().clamp_(max=width - w)
+    y0 = torch.floor(u[:, 1] * (height - h + 1)).long().clamp_(max=height - h)
+    return torch.stack([x0, y0, w, h], dim=1), valid.any(dim=1)
+
+
+def box_mask(boxes: Tensor, height: int, width: int) -> Tensor:
+    """bool ``(B, 1, height, width)``, True inside each sample's box ``(x0, y0, w, h)``.
+
+    Example:
+        >>> box_mask(torch.tensor([[1, 0, 2, 1]]), 2, 4).int().tolist()
+        [[[[0, 1, 1, 0], [0, 0, 0, 0]]]]
+    """
+    x0, y0, w, h = boxes.to(torch.long).unbind(dim=1)
+    cols = torch.arange(width, device=boxes.device).view(1, -1)
+    rows = torch.arange(height, device=boxes.device).view(1, -1)
+    inside_x = (cols >= x0.view(-1, 1)) & (cols < (x0 + w).view(-1, 1))  # (B, W)
+    inside_y = (rows >= y0.view(-1, 1)) & (rows < (y0 + h).view(-1, 1))  # (B, H)
+    return (inside_y.unsqueeze(2) & inside_x.unsqueeze(1)).unsqueeze(1)
+
+
+_MASK32 = 0xFFFFFFFF
+
+
+def hash_uniform(seeds: Tensor, shape: Sequence[int]) -> Tensor:
+    """Uniform noise in [0, 1) of ``shape`` per sample, a pure function of the sample's seed and
+    the element's position: ``(B, *shape)`` float32 on the seeds' device.
+
+    A counter-based generator (a 32-bit integer hash of seed and position, constants below 2^31
+    so every product fits in int64), so the noise of a sample does not depend on which other
+    samples share its batch or chunk.
+
+    Example:
+        >>> a = hash_uniform(torch.tensor([1, 2]), (3, 2, 2))
+        >>> a.shape, bool(torch.equal(a[1], hash_uniform(torch.tensor([2]), (3, 2, 2))[0]))
+        (torch.Size([2, 3, 2, 2]), True)
+    """
+    count = math.prod(shape)
+    position = torch.arange(count, device=seeds.device, dtype=torch.int64).view(1, -1)
+    h = (seeds.to(torch.int64).view(-1, 1) & 0x7FFFFFFF) * 0x3C6EF372 + position
+    for multiplier in (0x7FEB352D, 0x2C1B3C6D, 0x297A2D39):
+        h = h & _MASK32
+        h = ((h ^ (h >> 16)) * multiplier) & _MASK32
+    h = h ^ (h >> 15)
+    return (h.to(torch.float64) * (1.0 / 2**32)).to(torch.float32).view(-1, *shape)
+
+
+def erase(images: Tensor, boxes: Tensor, fill: Tensor) -> Tensor:
+    """Replace each sample's box ``(x0, y0, w, h)`` by ``fill`` (broadcast to the batch; e.g.
+    ``(B, C, H, W)`` noise or ``(1, C, 1, 1)`` colours).
+
+    Example:
+        >>> erase(torch.zeros(1, 1, 2, 2), torch.tensor([[0, 0, 1, 2]]), torch.ones(1, 1, 1, 1)).flatten().tolist()
+        [1.0, 0.0, 1.0, 0.0]
+    """
+    inside = box_mask(boxes.to(images.device), images.shape[-2], images.shape[-1])
+    return torch.where(inside, fill.to(device=images.device, dtype=images.dtype), images)

@@ -7,7 +7,6 @@ registered factory they configure. YAML is read with a ``yaml.SafeLoader`` (no c
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import re
 import types
 import typing
@@ -15,11 +14,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Union
 
-import torch
 import yaml
 
 from selfsup._registry import check_kwargs
 from selfsup.config.schema import TrainConfig
+from selfsup.engine.optim import OPTIMIZERS
+from selfsup.engine.precision import PRECISION_ALIASES, PRECISIONS
+from selfsup.engine.schedule import SCALING_RULES
 from selfsup.errors import ConfigError, close_matches
 
 class _Loader(yaml.SafeLoader):
@@ -210,42 +211,38 @@ def load(
     return config
 
 
-def _dry_build(config: TrainConfig) -> None:
-    """Build backbone, method and view recipe on the meta device (no memory, no data), so a value
-    their constructors reject (temperature 0, momentum 1.5, a probability of 2) stops the run
-    before any work starts, naming the config section."""
-    from selfsup import augment, backbones, methods
+def one_of(values: tuple[str, ...]) -> str:
+    """``"one of a, b, c"`` for an error message.
 
-    def options(section: dict[str, Any], name_key: str) -> dict[str, Any]:
-        return {k: v for k, v in section.items() if k != name_key}
+    Example:
+        >>> one_of(("sgd", "lars"))
+        'one of sgd, lars'
+    """
+    return f"one of {', '.join(values)}"
+
+
+def _dry_build(config: TrainConfig) -> None:
+    """Run training's build (:func:`selfsup.config.build.build`) on the meta device with stand-in
+    data facts (no memory, no data), so what it rejects (temperature 0, momentum 1.5, a probability
+    of 2, a method and view recipe that disagree on their global views) stops the run before any work
+    starts, with the same error training would give."""
+    from selfsup.config.build import DataFacts, build
 
     try:
-        with torch.device("meta"):
-            backbone_options = options(config.backbone, "name")
-            backbone_options.setdefault("in_channels", config.data.channels or 3)
-            section = "backbone"
-            backbone = backbones.get(config.backbone["name"], **backbone_options)
-            section = "method"
-            method_options = options(config.method, "name")
-            factory = methods.METHODS.factory(config.method["name"])
-            if "num_samples" in inspect.signature(factory).parameters:
-                method_options.setdefault("num_samples", 1_000_000)  # the real size is checked when built
-            method = factory(backbone=backbone, **method_options)
-        section = "augment"
-        recipe_options = options(config.augment, "recipe")
-        recipe_options.setdefault("size", 32)
-        augment.get(config.augment.get("recipe", method.default_views), **recipe_options)
-    except (ValueError, TypeError) as err:
-        if isinstance(err, ConfigError) and str(err).startswith("Config"):
-            raise
-        raise ConfigError(f"Config section {section!r}: {err}") from err
+        build(config, DataFacts.stand_in(config), meta=True)
     except (NotImplementedError, RuntimeError):
-        pass  # a constructor that needs real data (not meta tensors); the real build checks it
+        pass  # a constructor that needs real data (not meta tensors); training's build checks it
 
 
 def validate(config: TrainConfig) -> None:
-    """Check names, factory options and value ranges before any work starts."""
+    """Check names, factory options and value ranges before any work starts.
+
+    The allowed values of the enumerated keys are read from where they are used (declared once):
+    :data:`~selfsup.engine.optim.OPTIMIZERS`, :data:`~selfsup.engine.schedule.SCALING_RULES`,
+    :data:`~selfsup.data.folder.DECODERS`, :data:`~selfsup.engine.precision.PRECISIONS`.
+    """
     from selfsup import augment, backbones, data, methods
+    from selfsup.data.folder import DECODERS
 
     registries = {"method": methods.METHODS, "backbone": backbones.BACKBONES, "augment": augment.RECIPES}
     for section, name_key in NAMED_SECTIONS.items():
@@ -274,20 +271,19 @@ def validate(config: TrainConfig) -> None:
         ("optimizer.weight_decay", config.optimizer.weight_decay >= 0, ">= 0"),
         ("optimizer.warmup_epochs", config.optimizer.warmup_epochs >= 0, ">= 0"),
         ("optimizer.final_lr_fraction", 0 <= config.optimizer.final_lr_fraction <= 1, "in [0, 1]"),
-        ("optimizer.name", config.optimizer.name in ("sgd", "lars", "adamw"), "one of sgd, lars, adamw"),
-        ("optimizer.lr_scaling", config.optimizer.lr_scaling in ("linear", "sqrt", "none"), "one of linear, sqrt, none"),
+        ("optimizer.name", config.optimizer.name in OPTIMIZERS, one_of(OPTIMIZERS)),
+        ("optimizer.lr_scaling", config.optimizer.lr_scaling in SCALING_RULES, one_of(SCALING_RULES)),
         ("monitor.knn_k", config.monitor.knn_k >= 1, ">= 1"),
         ("monitor.knn_temperature", config.monitor.knn_temperature > 0, "> 0"),
         ("monitor.knn_every", config.monitor.knn_every >= 0, ">= 0"),
         ("data.num_workers", config.data.num_workers >= 0, ">= 0"),
         ("data.val_fraction", 0 <= config.data.val_fraction < 1, "in [0, 1)"),
         ("data.channels", config.data.channels in (None, 1, 3), "1 or 3"),
-        ("data.decoder", config.data.decoder in ("auto", "torchvision", "pil"), "one of auto, torchvision, pil"),
+        ("data.decoder", config.data.decoder in DECODERS, one_of(DECODERS)),
         ("data.decode_on_device", config.data.decode_on_device in (True, False, "auto"), "auto, true or false"),
         ("data.prefetch_factor", config.data.prefetch_factor is None or config.data.prefetch_factor >= 1,
          "null (PyTorch's default) or an integer >= 1"),
-        ("precision", config.precision in ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "64-true"),
-         "one of auto, 32-true, bf16-mixed, 16-mixed, 64-true"),
+        ("precision", config.precision in PRECISIONS or config.precision in PRECISION_ALIASES, one_of(PRECISIONS)),
     ]
     for key, ok, expected in checks:
         if not ok:

@@ -13,6 +13,7 @@ from typing import Any
 
 from selfsup.engine.monitor import MonitorConfig
 from selfsup.engine.optim import OptimizerConfig
+from selfsup.errors import ConfigError
 
 
 @dataclass
@@ -68,6 +69,33 @@ class DataConfig:
     prefetch_factor: int | None = None
 
 
+CUSTOM_RECIPE = "custom"
+"""The view recipe made from ``augment.views`` (op lists): :func:`selfsup.augment.recipes_custom.custom`."""
+
+
+def augment_section(section: dict[str, Any]) -> dict[str, Any]:
+    """The ``augment`` section with ``recipe: custom`` filled in when it lists its own ``views``.
+
+    ``augment.recipe`` names a recipe (its other keys are the recipe's options); ``augment.views``
+    instead lists the views as op lists (``[{ops: [...], count: n}, ...]``, see
+    :mod:`selfsup.augment.recipes_custom`), which only the ``custom`` recipe takes.
+
+    Example:
+        >>> augment_section({"views": [{"ops": ["random_resized_crop"]}]})["recipe"]
+        'custom'
+    """
+    if "views" not in section:
+        return section
+    recipe = section.get("recipe", CUSTOM_RECIPE)
+    if recipe != CUSTOM_RECIPE:
+        raise ConfigError(
+            f"Config keys 'augment.views' and 'augment.recipe' ({recipe!r}) contradict each other: augment.views "
+            f"lists the views as op lists and replaces the named recipe. Leave augment.recipe out (or set it to "
+            f"{CUSTOM_RECIPE!r}), or drop augment.views to use {recipe!r}."
+        )
+    return {**section, "recipe": CUSTOM_RECIPE}
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run; saved as ``config.yaml`` in the run folder.
@@ -99,3 +127,6 @@ class TrainConfig:
     max_skipped_steps: int = 0
     log_every_n_steps: int = 10
     progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        self.augment = augment_section(self.augment)

@@ -3,11 +3,13 @@
 It owns what is the same for every method: turning the uint8 batch (copied to the device by
 Lightning with ``non_blocking=True`` on CUDA, from pinned memory; with ``data.decode_on_device``
 a batch of JPEG bytes decoded here) into views on the device,
-the optimizer step with the warm-up + cosine schedule, the method's after-step hook (EMA,
-queues), the online linear probe on detached features (its own optimizer), the non-finite loss
-guard, logging, and saving the view generator's state in checkpoints so a resumed run draws the
-same augmentations. It uses manual optimisation so the step order is explicit:
-forward -> check -> backward -> step -> ``method.on_step_end(progress)``.
+the optimizer step with the warm-up + cosine schedule, the method's step driving (the global
+step, epoch and fraction of training in ``method.begin_step``, EMA teachers, queues and the other
+after-step state in ``method.end_step``), the online linear probe on detached features (its own
+optimizer), the non-finite loss guard, logging, and saving the view generator's state in
+checkpoints so a resumed run draws the same augmentations. It uses manual optimisation so the step
+order is explicit: ``method.begin_step(step)`` -> forward -> check -> backward ->
+``method.on_after_backward(progress)`` -> step -> ``method.end_step()``.
 """
 from __future__ import annotations
 
@@ -126,7 +128,8 @@ class SelfSupervisedModule(L.LightningModule):
         images, labels, indices = batch
         if isinstance(images, EncodedImages):  # data.decode_on_device: JPEG bytes, decoded here (nvjpeg on CUDA)
             images = images.decode(self.device)
-        step = self.current_epoch * self.steps_per_epoch + batch_idx
+        step = self.current_epoch * self.steps_per_epoch + batch_idx  # also right after a resume
+        progress = self.method.begin_step(step)
         out = self.method.training_step(ViewBatch(self.make_views(images), labels, indices))
         loss = out.loss
         optimizers = self.optimizers()
@@ -144,14 +147,14 @@ class SelfSupervisedModule(L.LightningModule):
         if bad:
             return self.skip_step(step, f"the gradient of {bad} is not finite (loss {loss.item():.6g})",
                                   out.logs, optimizers)
-        self.method.on_after_backward(progress=step / self.total_steps)
+        self.method.on_after_backward(progress)
         optimizers[0].step()
         if probe_loss is not None and "probe/train_loss" in logs:
             optimizers[1].step()
-        self.method.on_step_end(progress=step / self.total_steps)
+        self.method.end_step()
 
         logs.update({"train/loss": loss.detach(), "train/lr_factor": factor})
-        logs.update({f"train/{k}": v for k, v in out.logs.items()})
+        logs.update({f"train/{k}": v for k, v in {**self.method.state_logs(), **out.logs}.items()})
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=len(images))
         self.log("train/loss_epoch", loss.detach(), on_step=False, on_epoch=True, prog_bar=True,
                  batch_size=len(images), sync_dist=True)

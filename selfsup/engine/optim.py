@@ -9,13 +9,16 @@ from torch.optim import Optimizer
 from selfsup.engine.lars import LARS
 from selfsup.engine.schedule import scaled_lr
 
+OPTIMIZERS = ("sgd", "lars", "adamw")
+"""Accepted values of ``optimizer.name`` (the config's validation reads this tuple)."""
+
 
 @dataclass
 class OptimizerConfig:
     """Optimizer and learning-rate schedule.
 
     Attributes:
-        name: ``sgd``, ``lars`` or ``adamw``.
+        name: one of :data:`OPTIMIZERS`: ``sgd``, ``lars`` or ``adamw``.
         lr: base learning rate, scaled by ``lr_scaling`` with the global batch size.
         lr_scaling: ``linear`` (lr * batch / 256), ``sqrt`` (lr * sqrt(batch)) or ``none``.
         momentum: SGD / LARS momentum.
@@ -67,4 +70,4 @@ def build_optimizer(groups: list[dict], config: OptimizerConfig, batch_size: int
         for group in groups:
             group.pop("lars_exclude", None)
         return torch.optim.AdamW(groups, lr=lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
-    raise ValueError(f"optimizer.name must be sgd, lars or adamw; got {config.name!r}")
+    raise ValueError(f"optimizer.name must be one of {', '.join(OPTIMIZERS)}; got {config.name!r}")

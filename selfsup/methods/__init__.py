@@ -1,8 +1,14 @@
 """Self-supervised methods: one short file each on the shared :class:`Method` base.
 
+Each method class declares a :class:`MethodCard` (paper, family, views, backbones, test sizes);
+``card(name)`` reads it, and :func:`is_stateful` tells whether a built method keeps state outside
+the gradient.
+
 Example:
     >>> method = selfsup.methods.get("simclr", backbone=selfsup.backbones.get("resnet18"))
-    >>> selfsup.methods.names()  # ['byol', 'mocov2', 'simclr', 'simsiam']
+    >>> selfsup.methods.names()[:3]  # ['a2mim', 'aim', 'barlowtwins']
+    >>> selfsup.methods.card("simclr").title
+    'A Simple Framework for Contrastive Learning of Visual Representations'
 """
 from __future__ import annotations
 
@@ -12,14 +18,16 @@ from typing import Any
 
 from selfsup.backbones.base import Backbone
 from selfsup.methods.base import Method, StepOutput, ViewBatch, decay_groups
+from selfsup.methods.card import ANY_BACKBONE, BACKBONE_KINDS, FAMILIES, MethodCard, backbone_kind
 from selfsup.methods.registry import METHODS
+from selfsup.methods.stateful import is_stateful, state_outside_gradient
 
 # importing a method module registers it: import every module of this package
 for _module in pkgutil.iter_modules(__path__):
-    if _module.name not in ("base", "registry"):
+    if _module.name not in ("base", "registry", "table"):  # table: run as python -m selfsup.methods.table
         importlib.import_module(f"{__name__}.{_module.name}")
 from selfsup.methods.byol import BYOL  # noqa: E402
-from selfsup.methods.moco import MoCoV2  # noqa: E402
+from selfsup.methods.mocov2 import MoCoV2  # noqa: E402
 from selfsup.methods.simclr import SimCLR  # noqa: E402
 from selfsup.methods.simsiam import SimSiam  # noqa: E402
 
@@ -38,5 +46,16 @@ def names() -> list[str]:
     return METHODS.names()
 
 
-__all__ = ["BYOL", "METHODS", "Method", "MoCoV2", "SimCLR", "SimSiam", "StepOutput", "ViewBatch",
-           "decay_groups", "get", "names"]
+def card(name: str) -> MethodCard:
+    """The card of method ``name``: paper, family, views, backbones, test and benchmark sizes.
+
+    Example:
+        >>> card("mae").backbones
+        ('vit',)
+    """
+    return METHODS.card(name)
+
+
+__all__ = ["ANY_BACKBONE", "BACKBONE_KINDS", "BYOL", "FAMILIES", "METHODS", "Method", "MethodCard", "MoCoV2",
+           "SimCLR", "SimSiam", "StepOutput", "ViewBatch", "backbone_kind", "card", "decay_groups", "get",
+           "is_stateful", "names", "state_outside_gradient"]

@@ -8,13 +8,12 @@ https://github.com/facebookresearch/moco. MoCo v2+ is solo-learn's symmetric var
 """
 from __future__ import annotations
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 from selfsup.backbones.base import Backbone
 from selfsup.losses import NTXentLoss
 from selfsup.methods.base import Method, StepOutput, ViewBatch
-from selfsup.nn import MomentumTeacher, cosine_momentum
+from selfsup.nn import MomentumTeacher
 
 __all__ = ["MomentumContrast"]
 
@@ -26,7 +25,8 @@ class MomentumContrast(Method):
     encoder (a frozen copy of backbone + projector updated by EMA after every optimizer step,
     MoCo Eq. 2), the InfoNCE loss against a queue (:class:`~selfsup.losses.NTXentLoss` with a
     memory bank, MoCo Eq. 1 and Alg. 1) and the momentum schedule
-    ``m = final - (final - base) (cos(pi p) + 1) / 2`` (constant when ``base == final``).
+    ``m = final - (final - base) (cos(pi p) + 1) / 2`` (constant when ``final`` is None or equals
+    ``base``), both owned by the :class:`~selfsup.nn.MomentumTeacher` that the base class updates.
 
     Asymmetric (MoCo v1 / v2, ``symmetric=False``): queries from view 0, keys from view 1, one
     queue of view-1 keys. Symmetric (solo-learn's MoCo v2+): the loss is averaged over both view
@@ -40,13 +40,13 @@ class MomentumContrast(Method):
         temperature: InfoNCE temperature ``T``.
         queue_size: Number of queued negative keys ``K`` (per queue).
         base_momentum: Key-encoder momentum at the start of training.
-        final_momentum: Momentum at the end (equal to ``base_momentum`` for a constant rate).
+        final_momentum: Momentum at the end (None for a constant ``base_momentum``).
         symmetric: Average the loss over both view orders (two queues).
 
     Example:
         >>> head = MLP([64, 128], batch_norm=False)
         >>> moco = MomentumContrast(backbone, head, proj_output_dim=128, temperature=0.07,
-        ...                         queue_size=4096, base_momentum=0.999, final_momentum=0.999)
+        ...                         queue_size=4096, base_momentum=0.999, final_momentum=None)
     """
 
     default_views = "mocov2"
@@ -60,21 +60,15 @@ class MomentumContrast(Method):
         temperature: float,
         queue_size: int,
         base_momentum: float,
-        final_momentum: float,
+        final_momentum: float | None,
         symmetric: bool = False,
     ) -> None:
         super().__init__(backbone)
-        if not 0.0 <= base_momentum <= final_momentum <= 1.0:
-            raise ValueError(
-                "MoCo needs 0 <= base_momentum <= final_momentum <= 1, got "
-                f"base_momentum={base_momentum}, final_momentum={final_momentum}"
-            )
         if queue_size < 1:
             raise ValueError(f"MoCo queue_size must be >= 1, got {queue_size}")
         self.projector = projector
-        self.target = MomentumTeacher({"backbone": self.backbone, "projector": self.projector})
-        self.base_momentum, self.final_momentum = base_momentum, final_momentum
-        self.momentum = base_momentum
+        self.target = MomentumTeacher({"backbone": self.backbone, "projector": self.projector},
+                                      base_momentum=base_momentum, final_momentum=final_momentum, owner="MoCo")
         self.symmetric = symmetric
 
         def make_loss() -> NTXentLoss:
@@ -94,25 +88,13 @@ class MomentumContrast(Method):
             >>> out.loss.backward()
         """
         x0, x1 = batch.views[0], batch.views[1]
-        logs: dict[str, Tensor | float] = {"momentum": self.momentum}
         if not self.symmetric:
             features = self.backbone(x0)
             loss = self.criterion(self.projector(features), self.target(x1))
-            return StepOutput(loss=loss, features=features, logs=logs)
+            return StepOutput(loss=loss, features=features)
         assert self.criterion_reverse is not None
         # one view per call, for queries and keys alike (BatchNorm statistics per view, as solo-learn)
         features = self.backbone(x0)
         q0, q1 = self.projector(features), self.projector(self.backbone(x1))
         loss = (self.criterion(q0, self.target(x1)) + self.criterion_reverse(q1, self.target(x0))) / 2
-        return StepOutput(loss=loss, features=features, logs=logs)
-
-    @torch.no_grad()
-    def on_step_end(self, progress: float) -> None:
-        """Set the momentum for ``progress`` and move the key encoder towards the query encoder.
-
-        Example:
-            >>> optimizer.step()
-            >>> method.on_step_end(progress=step / total_steps)
-        """
-        self.momentum = cosine_momentum(progress, self.base_momentum, self.final_momentum)
-        self.target.momentum_update(self.momentum)
+        return StepOutput(loss=loss, features=features)

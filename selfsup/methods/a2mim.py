@@ -15,12 +15,13 @@ from selfsup.backbones.small_resnet import SmallResNet
 from selfsup.backbones.vit import VisionTransformer
 from selfsup.losses.a2mim import A2MIMLoss
 from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods.card import MethodCard
 from selfsup.methods.registry import METHODS
 from selfsup.nn.a2mim_masking import fill_with_mean_colour, random_block_mask
 from selfsup.nn.patches import unpatchify
 
 
-@METHODS.register("a2mim", "A2MIM (2022): mean-colour masking, mask token added mid-network, L1 + Fourier loss")
+@METHODS.register("a2mim")
 class A2MIM(Method):
     """Reconstruct the pixels of masked blocks from a mean-colour-filled image (ViT variant).
 
@@ -64,7 +65,14 @@ class A2MIM(Method):
         >>> out = method.training_step(ViewBatch(views=[torch.randn(4, 3, 16, 16)], labels=y, indices=i))
     """
 
-    default_views = "crop_flip"
+    card = MethodCard(
+        label="A2MIM", year=2022, authors="Li et al.",
+        title="Architecture-Agnostic Masked Image Modeling -- From ViT back to CNN",
+        paper="https://arxiv.org/abs/2205.13943", code="https://github.com/Westlake-AI/openmixup",
+        family="masked image modelling", views="crop_flip", backbones=("resnet", "vit"),
+        summary="mean-colour masking, mask token added mid-network, L1 + Fourier loss",
+        small=dict(mask_patch_size=8),
+    )
     representation = "avg"
 
     def __init__(

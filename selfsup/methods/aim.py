@@ -12,13 +12,14 @@ from selfsup.backbones.base import Backbone
 from selfsup.backbones.vit import VisionTransformer
 from selfsup.losses.aim import AIMLoss
 from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods.card import MethodCard
 from selfsup.methods.registry import METHODS
 from selfsup.nn.aim_head import AIMHead
 from selfsup.nn.patches import patchify, sincos_position_embedding
 from selfsup.nn.prefix_causal_mask import prefix_causal_mask, sample_prefix_lengths
 
 
-@METHODS.register("aim", "AIM (2024): predict the next patch in raster order under prefix causal attention")
+@METHODS.register("aim")
 class AIM(Method):
     """Autoregressive next-patch prediction with a ViT under prefix causal attention.
 
@@ -51,7 +52,14 @@ class AIM(Method):
         >>> out = method.training_step(ViewBatch(views=[torch.randn(4, 3, 16, 16)], labels=y, indices=i))
     """
 
-    default_views = "crop_flip"
+    card = MethodCard(
+        label="AIM", year=2024, authors="El-Nouby et al.",
+        title="Scalable Pre-training of Large Autoregressive Image Models", paper="https://arxiv.org/abs/2401.08541",
+        code="https://github.com/apple/ml-aim", family="autoregressive", views="crop_flip", backbones=("vit",),
+        summary="predict the next patch in raster order under prefix causal attention",
+        small=dict(head_blocks=1, head_width=32),
+        cpu=dict(head_width=96, head_blocks=2),
+    )
     representation = "avg"
 
     def __init__(
@@ -65,11 +73,6 @@ class AIM(Method):
         head_pos_embed: bool = True,
     ) -> None:
         super().__init__(backbone)
-        if not isinstance(backbone, VisionTransformer):
-            raise TypeError(
-                f"AIM needs a VisionTransformer backbone (it runs the blocks under a prefix causal "
-                f"attention mask); got {type(backbone).__name__}. Use e.g. --backbone vit_tiny."
-            )
         channels = backbone.patch_embed.in_channels
         self.head = AIMHead(self.feature_dim, backbone.patch_size ** 2 * channels, head_width, head_blocks, head_mlp_ratio)
         self.criterion = AIMLoss(norm_pix=norm_pix)

@@ -10,13 +10,12 @@ import torch
 from selfsup.backbones.base import Backbone
 from selfsup.losses.barlow_twins import BarlowTwinsLoss
 from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods.card import ANY_BACKBONE, MethodCard
 from selfsup.methods.registry import METHODS
 from selfsup.nn import MLP
 
 
-@METHODS.register(
-    "barlowtwins", "Barlow Twins (2021): cross-correlation of two views' embeddings driven to the identity"
-)
+@METHODS.register("barlowtwins")
 class BarlowTwins(Method):
     """Two views, a 3-layer projector and the Barlow Twins loss on the global batch.
 
@@ -31,7 +30,14 @@ class BarlowTwins(Method):
         >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
     """
 
-    default_views = "byol"
+    card = MethodCard(
+        label="Barlow Twins", year=2021, authors="Zbontar et al.",
+        title="Barlow Twins: Self-Supervised Learning via Redundancy Reduction",
+        paper="https://arxiv.org/abs/2103.03230", code="https://github.com/facebookresearch/barlowtwins",
+        family="redundancy reduction", views="byol", backbones=ANY_BACKBONE,
+        summary="cross-correlation of two views' embeddings driven to the identity",
+        small=dict(proj_hidden_dim=32, proj_output_dim=32),
+    )
 
     def __init__(
         self,

@@ -2,14 +2,22 @@
 
 A method is a plain ``nn.Module``. Devices, precision, distribution, logging and checkpoints live
 in :mod:`selfsup.engine`, so a method file holds only its algorithm, and a method also works in a
-hand-written PyTorch loop::
+hand-written PyTorch loop (``loader`` yields uint8 images, labels and indices)::
 
-    method = selfsup.methods.get("simclr", backbone=selfsup.backbones.get("resnet18"))
-    make_views = selfsup.augment.get(method.default_views, size=32)
-    for step, (images, labels, indices) in enumerate(loader):
-        out = method.training_step(ViewBatch(make_views(images), labels, indices))
-        out.loss.backward(); optimizer.step(); optimizer.zero_grad()
-        method.on_step_end(progress=step / total_steps)
+    method = selfsup.methods.get("byol", backbone=selfsup.backbones.get("resnet18"))
+    make_views = selfsup.augment.get(method.default_views, size=32, mean=(0.485, 0.456, 0.406),
+                                     std=(0.229, 0.224, 0.225))  # the data's channel statistics
+    optimizer = torch.optim.SGD(method.parameters(), lr=0.05, momentum=0.9)
+    method.configure_training(epochs, steps_per_epoch=len(loader))
+    for epoch in range(epochs):
+        for i, (images, labels, indices) in enumerate(loader):
+            progress = method.begin_step(epoch * len(loader) + i)  # step, epoch, fraction
+            out = method.training_step(ViewBatch(make_views(images), labels, indices))
+            optimizer.zero_grad()
+            out.loss.backward()
+            method.on_after_backward(progress)  # e.g. DINO's last layer kept frozen early on
+            optimizer.step()
+            method.end_step()  # EMA teachers, queues, prototypes
 """
 from __future__ import annotations
 
@@ -22,6 +30,9 @@ from torch import Tensor, nn
 
 from selfsup.backbones.base import Backbone
 from selfsup.backbones.vit import POOLS, VisionTransformer
+from selfsup.methods.card import BACKBONE_KINDS, MethodCard, backbone_kind
+from selfsup.methods.progress import TrainingProgress
+from selfsup.nn.momentum import MomentumTeacher
 
 
 @dataclass
@@ -61,14 +72,22 @@ class StepOutput:
 class Method(nn.Module):
     """Base class of all self-supervised methods.
 
-    Subclasses set ``default_views`` (a recipe in :mod:`selfsup.augment`), build their heads in
-    ``__init__(backbone, **hyperparameters)`` and implement :meth:`training_step`. Methods with
-    state outside the gradient (EMA teachers, queues, prototypes) update it in :meth:`on_step_end`,
-    which the engine calls after every optimizer step with the training progress in [0, 1]. The
-    other hooks, in the order the engine calls them: :meth:`configure_training` once,
-    :meth:`on_epoch_start` each epoch, :meth:`on_after_backward` each step. A method that needs the
-    data set's size (a memory bank per image) takes a ``num_samples`` argument, which the engine
-    fills in.
+    Subclasses declare a :class:`~selfsup.methods.card.MethodCard` (``card = MethodCard(...)``:
+    paper, family, default view recipe, accepted backbone kinds, test and benchmark sizes), build
+    their heads in ``__init__(backbone, **hyperparameters)`` and implement :meth:`training_step`.
+    ``default_views`` is read from the card, and the backbone's kind is checked against
+    ``card.backbones`` here, once, with an error naming the accepted kinds. Methods with
+    state outside the gradient (queues, prototypes) update it in :meth:`on_step_end`, which runs
+    after every optimizer step. Momentum teachers (:class:`~selfsup.nn.MomentumTeacher` attributes)
+    need no hook: the base class moves them along their schedules and logs their momentum. Whoever
+    drives training (the engine, or a hand-written loop as above) calls, in this order:
+    :meth:`configure_training` once, :meth:`on_epoch_start` each epoch, and each step
+    :meth:`begin_step`, :meth:`training_step`, :meth:`on_after_backward` and :meth:`end_step`.
+    :attr:`progress` (a :class:`~selfsup.methods.progress.TrainingProgress`: step, epoch, fraction
+    of the run) is the step being trained, read by schedules in :meth:`training_step` and passed
+    to the hooks; methods keep no step counters, so a resumed run continues exactly. A method that
+    needs the data set's size (a memory bank per image) takes a ``num_samples`` argument, which the
+    engine fills in.
 
     ``representation`` names the pooled ViT output the method's loss trains: ``"cls"`` (the final
     class token; the default, for methods whose heads read it) or ``"avg"`` (the mean of the final
@@ -82,7 +101,9 @@ class Method(nn.Module):
         >>> method.embed(torch.zeros(2, 3, 32, 32)).shape  # torch.Size([2, 64])
     """
 
-    #: name of the view recipe the method was published with
+    #: what the method is (paper, family, views, backbones, sizes); every registered method declares one
+    card: ClassVar[MethodCard | None] = None
+    #: name of the view recipe the method was published with (set from ``card.views``)
     default_views: ClassVar[str] = "simclr"
     #: the pooled ViT output the loss trains, which evaluation and exports read: "cls" or "avg"
     representation: ClassVar[str] = "cls"
@@ -95,9 +116,19 @@ class Method(nn.Module):
                 f"of its pooled output); got {type(backbone).__name__}. Wrap your encoder or use "
                 "selfsup.backbones.get(...)."
             )
+        check_backbone_kind(type(self), backbone)
         use_representation(backbone, self.representation, type(self).__name__)
         self.backbone = backbone
         self.epochs, self.steps_per_epoch = 1, 1
+        #: the step being trained (set by :meth:`begin_step`; step 0 of a one-step run before)
+        self.progress = TrainingProgress(0, 1, 1)
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        """Read ``default_views`` from a card the subclass declares itself."""
+        super().__init_subclass__(**kwargs)
+        card = cls.__dict__.get("card")
+        if isinstance(card, MethodCard):
+            cls.default_views = card.views
 
     @property
     def feature_dim(self) -> int:
@@ -119,10 +150,12 @@ class Method(nn.Module):
     def configure_training(self, epochs: int, steps_per_epoch: int) -> None:
         """Told once by the engine (or a hand-written loop) how long training runs.
 
-        Methods whose hyper-parameters are given in epochs (DINO's teacher-temperature warm-up,
-        SwAV's prototype freezing) convert them with ``self.epochs`` and ``self.steps_per_epoch``.
+        :meth:`begin_step` turns a step number into :attr:`progress` with these; methods whose
+        hyper-parameters are given in epochs (DINO's teacher-temperature warm-up) read
+        ``self.progress.epoch``.
         """
         self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
+        self.progress = self._progress_at(0)
 
     def on_epoch_start(self, epoch: int, train_features: Callable[[], Tensor]) -> None:
         """Called before each training epoch (0-based).
@@ -132,15 +165,61 @@ class Method(nn.Module):
         that cluster the data set (DeepCluster, ODC) call it, the others ignore it.
         """
 
-    def on_after_backward(self, progress: float) -> None:
-        """Called after the backward pass, before the optimizer step (e.g. to zero the gradients
+    def begin_step(self, step: int) -> TrainingProgress:
+        """Start optimizer step ``step`` (0-based over the whole run, also after a resume).
+
+        Sets :attr:`progress` from ``step`` and :meth:`configure_training`'s lengths and moves
+        every momentum teacher's momentum to its scheduled value (the one :meth:`end_step` applies
+        and :meth:`state_logs` reports). The engine calls it before :meth:`training_step`.
+
+        Example:
+            >>> method.configure_training(epochs=10, steps_per_epoch=100)
+            >>> method.begin_step(250)
+            TrainingProgress(step=250, steps_per_epoch=100, total_steps=1000)
+        """
+        self.progress = self._progress_at(step)
+        for teacher in self.momentum_teachers():
+            teacher.set_fraction(self.progress.fraction)
+        return self.progress
+
+    def _progress_at(self, step: int) -> TrainingProgress:
+        steps_per_epoch = max(1, int(self.steps_per_epoch))
+        return TrainingProgress(step, steps_per_epoch, max(1, int(self.epochs)) * steps_per_epoch)
+
+    @torch.no_grad()
+    def end_step(self) -> None:
+        """Finish the step after the optimizer step: every momentum teacher takes its EMA step,
+        then :meth:`on_step_end` updates the method's own state. The engine calls it."""
+        for teacher in self.momentum_teachers():
+            teacher.momentum_update()
+        self.on_step_end(self.progress)
+
+    def momentum_teachers(self) -> list[MomentumTeacher]:
+        """The :class:`~selfsup.nn.MomentumTeacher` modules of this method (EMA targets)."""
+        return [module for module in self.modules() if isinstance(module, MomentumTeacher)]
+
+    def state_logs(self) -> dict[str, float]:
+        """Values of the shared state to log with each step: each teacher's ``"momentum"``.
+
+        Example:
+            >>> byol.state_logs()
+            {'momentum': 0.99}
+        """
+        logs: dict[str, float] = {}
+        for teacher in self.momentum_teachers():
+            logs.update(teacher.logs())
+        return logs
+
+    def on_after_backward(self, progress: TrainingProgress) -> None:
+        """Called after the backward pass, before the optimizer step (e.g. to drop the gradients
         of a layer kept frozen early in training, as DINO and SwAV do)."""
 
-    def on_step_end(self, progress: float) -> None:
-        """Update state after an optimizer step.
+    def on_step_end(self, progress: TrainingProgress) -> None:
+        """Update the method's own state after an optimizer step (queues, prototypes, memory).
 
-        ``progress`` is ``k / K`` for the k-th optimizer step (0-based) of a run of ``K`` steps,
-        so it is 0 after the first step, as in the schedules of BYOL and DINO.
+        ``progress.fraction`` is ``k / K`` for the k-th optimizer step (0-based) of a run of ``K``
+        steps, so it is 0 after the first step, as in the schedules of BYOL and DINO. Momentum
+        teachers were already updated by :meth:`end_step`.
         """
 
     def parameter_groups(self, weight_decay: float) -> list[dict]:
@@ -152,6 +231,32 @@ class Method(nn.Module):
         ``fixed_lr=True`` to keep its learning rate out of the schedule (SimSiam's predictor).
         """
         return decay_groups(self.named_parameters(), weight_decay)
+
+
+def check_backbone_kind(method: type[Method], backbone: nn.Module) -> None:
+    """Raise a TypeError naming ``method``, the backbone's class and the kinds its card accepts,
+    when ``backbone`` is not of one of them (methods without a card accept any backbone).
+
+    Example:
+        >>> check_backbone_kind(selfsup.methods.METHODS.factory("mae"), selfsup.backbones.get("resnet_tiny"))
+        Traceback (most recent call last):
+        TypeError: MAE accepts only these backbone kinds: vit = VisionTransformer (...); ...
+    """
+    card = method.card
+    kind = backbone_kind(backbone)
+    if card is None or kind in card.backbones:
+        return
+    accepted = "; ".join(f"{k} = {BACKBONE_KINDS[k]}" for k in card.backbones)
+    name = card.label if card.label == method.__name__ else f"{card.label} ({method.__name__})"
+    raise TypeError(
+        f"{name} accepts only these backbone kinds: {accepted}. Got "
+        f"{type(backbone).__name__} (kind {kind!r}); choose another backbone, e.g. "
+        f"{_EXAMPLE_BACKBONE[card.backbones[0]]}."
+    )
+
+
+_EXAMPLE_BACKBONE = {"resnet": "--backbone resnet18", "vit": "--backbone vit_tiny backbone.patch_size=4",
+                     "swin": "--backbone swin_tiny", "other": "--backbone timm:convnext_tiny"}
 
 
 def use_representation(backbone: nn.Module, representation: str, method: str) -> None:

@@ -10,11 +10,12 @@ import torch
 from selfsup.backbones.base import Backbone
 from selfsup.losses import NegativeCosineSimilarity
 from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods.card import ANY_BACKBONE, MethodCard
 from selfsup.methods.registry import METHODS
-from selfsup.nn import MLP, MomentumTeacher, cosine_momentum
+from selfsup.nn import MLP, MomentumTeacher
 
 
-@METHODS.register("byol", "BYOL (2020): online network + predictor regress an EMA target network")
+@METHODS.register("byol")
 class BYOL(Method):
     """An online network (backbone, projector, predictor) predicts a momentum target's projection.
 
@@ -27,10 +28,18 @@ class BYOL(Method):
     Example:
         >>> method = BYOL(selfsup.backbones.get("resnet18", cifar_stem=True))
         >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
-        >>> out.loss.backward(); optimizer.step(); method.on_step_end(progress=0.01)
+        >>> out.loss.backward(); optimizer.step(); method.end_step()  # the target follows
     """
 
-    default_views = "byol"
+    card = MethodCard(
+        label="BYOL", year=2020, authors="Grill et al.",
+        title="Bootstrap Your Own Latent: A New Approach to Self-Supervised Learning",
+        paper="https://arxiv.org/abs/2006.07733",
+        code="https://github.com/deepmind/deepmind-research/tree/master/byol", family="distillation", views="byol",
+        backbones=ANY_BACKBONE,
+        summary="online network + predictor regress an EMA target network",
+        small=dict(proj_hidden_dim=32, pred_hidden_dim=32, proj_output_dim=16),
+    )
 
     def __init__(
         self,
@@ -43,16 +52,10 @@ class BYOL(Method):
         final_momentum: float = 1.0,
     ) -> None:
         super().__init__(backbone)
-        if not 0.0 <= base_momentum <= final_momentum <= 1.0:
-            raise ValueError(
-                "BYOL needs 0 <= base_momentum <= final_momentum <= 1, got "
-                f"base_momentum={base_momentum}, final_momentum={final_momentum}"
-            )
         self.projector = MLP([self.feature_dim, proj_hidden_dim, proj_output_dim])
         self.predictor = MLP([proj_output_dim, pred_hidden_dim, proj_output_dim])
-        self.target = MomentumTeacher({"backbone": self.backbone, "projector": self.projector})
-        self.base_momentum, self.final_momentum = base_momentum, final_momentum
-        self.momentum = base_momentum
+        self.target = MomentumTeacher({"backbone": self.backbone, "projector": self.projector},
+                                      base_momentum=base_momentum, final_momentum=final_momentum, owner="BYOL")
         self.criterion = NegativeCosineSimilarity()
 
     def training_step(self, batch: ViewBatch) -> StepOutput:
@@ -62,9 +65,4 @@ class BYOL(Method):
         t0, t1 = self.target(torch.cat([x0, x1])).chunk(2)
         # 2 - 2 cos, averaged over the two view orders (the paper sums them; same minimiser)
         loss = 2 + (self.criterion(p0, t1) + self.criterion(p1, t0))
-        return StepOutput(loss=loss, features=features[: len(x0)], logs={"momentum": self.momentum})
-
-    @torch.no_grad()
-    def on_step_end(self, progress: float) -> None:
-        self.momentum = cosine_momentum(progress, self.base_momentum, self.final_momentum)
-        self.target.momentum_update(self.momentum)
+        return StepOutput(loss=loss, features=features[: len(x0)])

@@ -12,6 +12,7 @@ from selfsup.backbones.base import Backbone
 from selfsup.backbones.vit import VisionTransformer
 from selfsup.losses.cae import CAELoss
 from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods.card import MethodCard
 from selfsup.methods.registry import METHODS
 from selfsup.nn.block_masking import block_masks
 from selfsup.nn.cae_regressor import CAEDecoder, LatentRegressor
@@ -22,7 +23,7 @@ def _gather(x: Tensor, index: Tensor) -> Tensor:
     return torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
-@METHODS.register("cae", "CAE (2022): regress masked latents by cross-attention, align them, decode normalised pixels")
+@METHODS.register("cae")
 class CAE(Method):
     """Context autoencoder: encode the visible patches, regress the masked patches' latents from
     them, align those with the encoder's own latents of the masked patches, decode the masked
@@ -70,7 +71,15 @@ class CAE(Method):
         >>> out = method.training_step(ViewBatch(views=[images], labels=y, indices=i))
     """
 
-    default_views = "crop_flip"
+    card = MethodCard(
+        label="CAE", year=2022, authors="Chen et al.",
+        title="Context Autoencoder for Self-Supervised Representation Learning",
+        paper="https://arxiv.org/abs/2202.03026", code="https://github.com/Atten4Vis/CAE",
+        family="masked image modelling", views="crop_flip", backbones=("vit",),
+        summary="regress masked latents by cross-attention, align them, decode normalised pixels",
+        small=dict(min_block_patches=4, regressor_depth=1, decoder_depth=1),
+        cpu=dict(regressor_depth=2, decoder_depth=2),
+    )
     representation = "avg"
 
     def __init__(
@@ -87,11 +96,6 @@ class CAE(Method):
         norm_pix: bool = True,
     ) -> None:
         super().__init__(backbone)
-        if not isinstance(backbone, VisionTransformer):
-            raise TypeError(
-                f"CAE needs a VisionTransformer backbone (it encodes the visible patches only), got "
-                f"{type(backbone).__name__}; use e.g. --backbone vit_tiny"
-            )
         if not 0.0 < mask_ratio < 1.0 or min_block_patches < 1 or regressor_depth < 1 or decoder_depth < 0:
             raise ValueError(
                 "CAE needs 0 < mask_ratio < 1, min_block_patches >= 1, regressor_depth >= 1 and decoder_depth >= 0; "

@@ -5,61 +5,64 @@ Reference implementation: https://github.com/raminnakhli/Decoupled-Contrastive-L
 """
 from __future__ import annotations
 
+from typing import Any
+
 from selfsup.backbones.base import Backbone
 from selfsup.losses.dcl import DCLLoss, DCLWLoss
+from selfsup.methods.card import ANY_BACKBONE, MethodCard
 from selfsup.methods.registry import METHODS
 from selfsup.methods.simclr import SimCLR
 
 
-@METHODS.register("dcl", "DCL (2021): SimCLR with the positive pair removed from the denominator")
+@METHODS.register("dcl")
 class DCL(SimCLR):
     """SimCLR's views, backbone and projector trained with the decoupled contrastive loss.
 
     Only the criterion differs from :class:`~selfsup.methods.simclr.SimCLR`:
     :class:`~selfsup.losses.dcl.DCLLoss` (negatives of the whole, gathered batch; temperature 0.1,
-    the reference implementation's default).
+    the reference implementation's default and SimCLR's). The options are SimCLR's.
 
     Example:
         >>> method = DCL(selfsup.backbones.get("resnet18", cifar_stem=True), temperature=0.1)
         >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
     """
 
-    def __init__(
-        self,
-        backbone: Backbone,
-        *,
-        proj_hidden_dim: int | None = None,
-        proj_output_dim: int = 128,
-        temperature: float = 0.1,
-        gather_distributed: bool = True,
-    ) -> None:
-        super().__init__(backbone, proj_hidden_dim=proj_hidden_dim, proj_output_dim=proj_output_dim,
-                         temperature=temperature, gather_distributed=gather_distributed)
-        self.criterion = DCLLoss(temperature=temperature, gather_distributed=gather_distributed)
+    card = MethodCard(
+        label="DCL", year=2021, authors="Yeh et al.",
+        title="Decoupled Contrastive Learning", paper="https://arxiv.org/abs/2110.06848", code=None,
+        family="contrastive", views="simclr", backbones=ANY_BACKBONE,
+        summary="SimCLR with the positive pair removed from the denominator",
+        small=dict(proj_output_dim=16),
+    )
+
+    def __init__(self, backbone: Backbone, **options: Any) -> None:
+        """``options`` are :class:`~selfsup.methods.simclr.SimCLR`'s."""
+        super().__init__(backbone, **options)
+        self.criterion = DCLLoss(temperature=self.temperature, gather_distributed=self.gather_distributed)
 
 
-@METHODS.register("dclw", "DCLW (2021): DCL with a von Mises-Fisher weight (sigma 0.5) on the positive")
+@METHODS.register("dclw")
 class DCLW(SimCLR):
     """SimCLR's views, backbone and projector trained with DCLW (:class:`~selfsup.losses.dcl.DCLWLoss`).
 
     Yeh et al. 2021 (arXiv 2110.06848): the positive term of DCL weighted by
-    ``2 - exp(s_i / sigma) / E[exp(s / sigma)]`` with ``sigma = 0.5``; temperature 0.1.
+    ``2 - exp(s_i / sigma) / E[exp(s / sigma)]`` with ``sigma = 0.5``; temperature 0.1. The
+    options are SimCLR's plus ``sigma``.
 
     Example:
         >>> method = DCLW(selfsup.backbones.get("resnet18", cifar_stem=True), sigma=0.5)
         >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
     """
 
-    def __init__(
-        self,
-        backbone: Backbone,
-        *,
-        proj_hidden_dim: int | None = None,
-        proj_output_dim: int = 128,
-        temperature: float = 0.1,
-        sigma: float = 0.5,
-        gather_distributed: bool = True,
-    ) -> None:
-        super().__init__(backbone, proj_hidden_dim=proj_hidden_dim, proj_output_dim=proj_output_dim,
-                         temperature=temperature, gather_distributed=gather_distributed)
-        self.criterion = DCLWLoss(temperature=temperature, sigma=sigma, gather_distributed=gather_distributed)
+    card = MethodCard(
+        label="DCLW", year=2021, authors="Yeh et al.",
+        title="Decoupled Contrastive Learning", paper="https://arxiv.org/abs/2110.06848", code=None,
+        family="contrastive", views="simclr", backbones=ANY_BACKBONE,
+        summary="DCL with a von Mises-Fisher weight (sigma 0.5) on the positive",
+        small=dict(proj_output_dim=16),
+    )
+
+    def __init__(self, backbone: Backbone, *, sigma: float = 0.5, **options: Any) -> None:
+        """``sigma`` is DCLW's; ``options`` are :class:`~selfsup.methods.simclr.SimCLR`'s."""
+        super().__init__(backbone, **options)
+        self.criterion = DCLWLoss(temperature=self.temperature, sigma=sigma, gather_distributed=self.gather_distributed)

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from selfsup.backbones.base import Backbone
 from selfsup.losses.cluster_ce import ClusterCrossEntropyLoss, cluster_size_weights
 from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods.card import ANY_BACKBONE, MethodCard
 from selfsup.methods.registry import METHODS
 from selfsup.nn.broadcast import broadcast_from_rank0
 from selfsup.nn.kmeans import kmeans
@@ -46,7 +47,7 @@ class SobelBackbone(Backbone):
         return self.net(self.sobel(images))
 
 
-@METHODS.register("deepcluster", "DeepCluster (2018): k-means of the data set each epoch, classify its pseudo-labels")
+@METHODS.register("deepcluster")
 class DeepCluster(Method):
     """Alternate k-means on the whole training set and classification of the cluster indices.
 
@@ -71,7 +72,14 @@ class DeepCluster(Method):
         >>> method.on_epoch_start(0, lambda: features_of_the_training_set)
     """
 
-    default_views = "crop_flip"
+    card = MethodCard(
+        label="DeepCluster", year=2018, authors="Caron et al.",
+        title="Deep Clustering for Unsupervised Learning of Visual Features", paper="https://arxiv.org/abs/1807.05520",
+        code="https://github.com/facebookresearch/deepcluster", family="clustering", views="crop_flip",
+        backbones=ANY_BACKBONE,
+        summary="k-means of the data set each epoch, classify its pseudo-labels",
+        small=dict(num_clusters=4, pca_dim=8, kmeans_iterations=3),
+    )
     labels: Tensor
     class_weights: Tensor
     clustered: Tensor

@@ -14,7 +14,8 @@ from torch import Tensor
 
 from selfsup.backbones.base import Backbone
 from selfsup.losses.cluster_ce import ClusterCrossEntropyLoss
-from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods.base import Method, StepOutput, TrainingProgress, ViewBatch
+from selfsup.methods.card import ANY_BACKBONE, MethodCard
 from selfsup.methods.registry import METHODS
 from selfsup.nn import MLP
 from selfsup.nn.broadcast import broadcast_from_rank0
@@ -22,7 +23,7 @@ from selfsup.nn.distributed import gather_no_grad, world_size
 from selfsup.nn.kmeans import kmeans
 
 
-@METHODS.register("deepclusterv2", "DeepCluster-v2 (2020): k-means of a projection memory, prototypes = centroids")
+@METHODS.register("deepclusterv2")
 class DeepClusterV2(Method):
     """Predict k-means assignments of a memory of projections with prototypes set to the centroids.
 
@@ -46,7 +47,14 @@ class DeepClusterV2(Method):
         >>> method.on_epoch_start(0, lambda: features_of_the_training_set)
     """
 
-    default_views = "mocov2"
+    card = MethodCard(
+        label="DeepCluster-v2", year=2020, authors="Caron et al.",
+        title="Unsupervised Learning of Visual Features by Contrasting Cluster Assignments",
+        paper="https://arxiv.org/abs/2006.09882", code="https://github.com/facebookresearch/swav", family="clustering",
+        views="mocov2", backbones=ANY_BACKBONE,
+        summary="k-means of a projection memory, prototypes = centroids",
+        small=dict(proj_hidden_dim=32, proj_output_dim=16, num_prototypes=[4, 4], kmeans_iterations=3),
+    )
     memory: Tensor
     labels: Tensor
     memory_ready: Tensor
@@ -130,7 +138,7 @@ class DeepClusterV2(Method):
         return StepOutput(loss=loss, features=feats[:n])
 
     @torch.no_grad()
-    def on_step_end(self, progress: float) -> None:
+    def on_step_end(self, progress: TrainingProgress) -> None:
         if self._pending is None:
             return
         indices, z = self._pending

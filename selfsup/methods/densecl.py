@@ -12,13 +12,14 @@ from selfsup.backbones.base import Backbone
 from selfsup.losses.densecl import DenseContrastiveLoss
 from selfsup.losses.ntxent import NTXentLoss
 from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods.card import ANY_BACKBONE, MethodCard
 from selfsup.methods.registry import METHODS
 from selfsup.nn.dense_match import match_locations
 from selfsup.nn.mlp import MLP
 from selfsup.nn.momentum import MomentumTeacher
 
 
-@METHODS.register("densecl", "DenseCL (2021): MoCo v2 plus a dense InfoNCE between matched locations")
+@METHODS.register("densecl")
 class DenseCL(Method):
     """MoCo v2 with a second, dense contrastive branch on the backbone's feature map.
 
@@ -34,7 +35,7 @@ class DenseCL(Method):
     optimizer steps. The key encoder (backbone and both heads) is a momentum copy updated with
     momentum 0.999 after every step; temperature 0.2. All defaults are the paper's / official
     code's (ResNet-50 on ImageNet). The official code's shuffled BatchNorm is not implemented
-    (as for :class:`~selfsup.methods.moco.MoCoV2`); keys of all processes enter both queues.
+    (as for :class:`~selfsup.methods.mocov2.MoCoV2`); keys of all processes enter both queues.
 
     Args:
         backbone: Encoder with ``feature_dim`` and ``feature_map`` (all ResNets here).
@@ -52,9 +53,15 @@ class DenseCL(Method):
         >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
     """
 
-    default_views = "mocov2"
+    card = MethodCard(
+        label="DenseCL", year=2021, authors="Wang et al.",
+        title="Dense Contrastive Learning for Self-Supervised Visual Pre-Training",
+        paper="https://arxiv.org/abs/2011.09157", code="https://github.com/WXinlong/DenseCL", family="contrastive",
+        views="mocov2", backbones=ANY_BACKBONE,
+        summary="MoCo v2 plus a dense InfoNCE between matched locations",
+        small=dict(proj_output_dim=16, queue_size=100, lambda_warmup_steps=5),
+    )
     representation = "avg"  # with a ViT: the global branch pools the patch map (feature_map().mean)
-    steps_done: torch.Tensor
 
     def __init__(
         self,
@@ -69,8 +76,6 @@ class DenseCL(Method):
         lambda_warmup_steps: int = 1000,
     ) -> None:
         super().__init__(backbone)
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"DenseCL momentum must be in [0, 1], got {momentum}")
         if not 0.0 <= loss_lambda <= 1.0:
             raise ValueError(f"DenseCL loss_lambda must be in [0, 1], got {loss_lambda}")
         if queue_size < 1 or lambda_warmup_steps < 0:
@@ -87,9 +92,9 @@ class DenseCL(Method):
         )
         # called piece by piece (the dense head reads the feature map), updated as a whole
         self.target = MomentumTeacher(
-            {"backbone": self.backbone, "projector": self.projector, "dense_projector": self.dense_projector}
+            {"backbone": self.backbone, "projector": self.projector, "dense_projector": self.dense_projector},
+            base_momentum=momentum, final_momentum=None, owner="DenseCL",
         )
-        self.momentum = momentum
         self.loss_lambda = loss_lambda
         self.lambda_warmup_steps = lambda_warmup_steps
         self.global_loss = NTXentLoss(
@@ -97,17 +102,16 @@ class DenseCL(Method):
             gather_distributed=True,
         )
         self.dense_loss = DenseContrastiveLoss(temperature, queue_size, proj_output_dim)
-        self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
 
-    def current_lambda(self) -> torch.Tensor:
-        """The dense-loss weight now: 0 during the warm-up, then ``loss_lambda`` (no host sync).
+    def current_lambda(self) -> float:
+        """The dense-loss weight of the current step (``self.progress``): 0 during the first
+        ``lambda_warmup_steps`` steps, then ``loss_lambda``.
 
         Example:
-            >>> float(DenseCL(backbone, lambda_warmup_steps=0).current_lambda())
+            >>> DenseCL(backbone, lambda_warmup_steps=0).current_lambda()
             0.5
         """
-        warm = self.steps_done >= self.lambda_warmup_steps
-        return torch.where(warm, self.loss_lambda, 0.0).float()
+        return self.loss_lambda if self.progress.step >= self.lambda_warmup_steps else 0.0
 
     def training_step(self, batch: ViewBatch) -> StepOutput:
         """Global MoCo loss on views 0 / 1 plus the dense loss between matched locations.
@@ -135,9 +139,3 @@ class DenseCL(Method):
         loss = (1 - lam) * loss_global + lam * loss_dense
         logs = {"loss_global": loss_global.detach(), "loss_dense": loss_dense.detach(), "lambda": lam}
         return StepOutput(loss=loss, features=features, logs=logs)
-
-    @torch.no_grad()
-    def on_step_end(self, progress: float) -> None:
-        """Momentum update of the key encoder and both of its heads; count the step."""
-        self.target.momentum_update(self.momentum)
-        self.steps_done.add_(1)

@@ -9,14 +9,16 @@ import torch
 
 from selfsup.backbones.base import Backbone
 from selfsup.losses.dino import DINOLoss
-from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods.base import Method, StepOutput, TrainingProgress, ViewBatch
+from selfsup.methods.card import ANY_BACKBONE, MethodCard
 from selfsup.methods.registry import METHODS
-from selfsup.nn import MomentumTeacher, cosine_momentum
+from selfsup.nn import MomentumTeacher
 from selfsup.nn.dino_head import DINOHead
 from selfsup.nn.multicrop import forward_by_resolution
+from selfsup.nn.schedules import warmup_temperature
 
 
-@METHODS.register("dino", "DINO (2021): multi-crop self-distillation to an EMA teacher, centred and sharpened")
+@METHODS.register("dino")
 class DINO(Method):
     """A student (backbone + DINO head) matches a momentum teacher's centred, sharpened outputs.
 
@@ -35,8 +37,13 @@ class DINO(Method):
         >>> out = method.training_step(ViewBatch(views=[g0, g1, l0, l1], labels=y, indices=i))
     """
 
-    default_views = "dino"
-    steps_done: torch.Tensor
+    card = MethodCard(
+        label="DINO", year=2021, authors="Caron et al.",
+        title="Emerging Properties in Self-Supervised Vision Transformers", paper="https://arxiv.org/abs/2104.14294",
+        code="https://github.com/facebookresearch/dino", family="distillation", views="dino", backbones=ANY_BACKBONE,
+        summary="multi-crop self-distillation to an EMA teacher, centred and sharpened",
+        small=dict(out_dim=32, hidden_dim=16, bottleneck_dim=8), small_views=dict(local_size=8, num_local=2),
+    )
 
     def __init__(
         self,
@@ -58,42 +65,25 @@ class DINO(Method):
         num_global_views: int = 2,
     ) -> None:
         super().__init__(backbone)
-        if not 0.0 <= base_momentum <= final_momentum <= 1.0:
-            raise ValueError(
-                "DINO needs 0 <= base_momentum <= final_momentum <= 1, got "
-                f"base_momentum={base_momentum}, final_momentum={final_momentum}"
-            )
         if num_global_views < 1 or warmup_teacher_temp_epochs < 0 or freeze_last_layer_epochs < 0:
             raise ValueError("DINO needs num_global_views >= 1 and non-negative epoch counts")
         self.head = DINOHead(
             self.feature_dim, out_dim, hidden_dim, bottleneck_dim, use_bn=use_bn_in_head,
             norm_last_layer=norm_last_layer,
         )
-        self.teacher = MomentumTeacher({"backbone": self.backbone, "head": self.head})
+        self.teacher = MomentumTeacher({"backbone": self.backbone, "head": self.head},
+                                       base_momentum=base_momentum, final_momentum=final_momentum, owner="DINO")
         self.criterion = DINOLoss(out_dim, student_temp, center_momentum)
         self.teacher_temp, self.warmup_teacher_temp = teacher_temp, warmup_teacher_temp
         self.warmup_teacher_temp_epochs = warmup_teacher_temp_epochs
-        self.base_momentum, self.final_momentum = base_momentum, final_momentum
-        self.momentum = base_momentum
         self.freeze_last_layer_epochs = freeze_last_layer_epochs
         self.num_global_views = num_global_views
-        self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
-
-    @property
-    def epoch(self) -> int:
-        """The 0-based epoch of the current step (from the steps done and ``steps_per_epoch``)."""
-        return int(self.steps_done) // max(1, self.steps_per_epoch)
 
     def teacher_temperature(self, epoch: int) -> float:
         """The teacher temperature of ``epoch``: ``linspace(warmup_teacher_temp, teacher_temp, W)[epoch]``
-        while ``epoch < W = warmup_teacher_temp_epochs``, then ``teacher_temp``."""
-        warmup = self.warmup_teacher_temp_epochs
-        if epoch >= warmup:
-            return self.teacher_temp
-        if warmup == 1:
-            return self.warmup_teacher_temp
-        start, end = self.warmup_teacher_temp, self.teacher_temp
-        return start + (end - start) * epoch / (warmup - 1)
+        while ``epoch < W = warmup_teacher_temp_epochs``, then ``teacher_temp``
+        (:func:`~selfsup.nn.schedules.warmup_temperature`)."""
+        return warmup_temperature(epoch, self.warmup_teacher_temp, self.teacher_temp, self.warmup_teacher_temp_epochs)
 
     def training_step(self, batch: ViewBatch) -> StepOutput:
         views, g = batch.views, self.num_global_views
@@ -103,19 +93,12 @@ class DINO(Method):
         features = forward_by_resolution(self.backbone, views)
         student = self.head(features).reshape(len(views), n, -1)
         teacher = self.teacher(torch.cat(views[:g])).reshape(g, n, -1)
-        temperature = self.teacher_temperature(self.epoch)
+        temperature = self.teacher_temperature(self.progress.epoch)
         loss = self.criterion(student, teacher, teacher_temp=temperature)
-        logs = {"momentum": self.momentum, "teacher_temp": temperature}
-        return StepOutput(loss=loss, features=features[:n], logs=logs)
+        return StepOutput(loss=loss, features=features[:n], logs={"teacher_temp": temperature})
 
-    def on_after_backward(self, progress: float) -> None:
+    def on_after_backward(self, progress: TrainingProgress) -> None:
         """Drop the last layer's gradients during the first ``freeze_last_layer_epochs`` epochs."""
-        if self.epoch < self.freeze_last_layer_epochs:
+        if progress.epoch < self.freeze_last_layer_epochs:
             for p in self.head.last_layer.parameters():
                 p.grad = None
-
-    @torch.no_grad()
-    def on_step_end(self, progress: float) -> None:
-        self.momentum = cosine_momentum(progress, self.base_momentum, self.final_momentum)
-        self.teacher.momentum_update(self.momentum)
-        self.steps_done += 1

@@ -8,37 +8,27 @@ from __future__ import annotations
 import torch
 
 from selfsup.backbones.base import Backbone
-from selfsup.backbones.vit import VisionTransformer
 from selfsup.losses.dino import DINOLoss
 from selfsup.losses.ibot import SinkhornDistillationLoss, iBOTPatchLoss
-from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.losses.koleo import KoLeoLoss
+from selfsup.methods.base import Method, StepOutput, TrainingProgress, ViewBatch
+from selfsup.methods.card import MethodCard
 from selfsup.methods.registry import METHODS
-from selfsup.nn.block_mask import ibot_masks
+from selfsup.nn.block_masking import ibot_masks
 from selfsup.nn.ibot_head import iBOTHead
-from selfsup.nn.momentum import MomentumTeacher, cosine_momentum
+from selfsup.nn.momentum import MomentumTeacher
 from selfsup.nn.multicrop import forward_by_resolution
+from selfsup.nn.schedules import warmup_temperature
 
 
-def warmup_temperature(epoch: int, start: float, end: float, warmup_epochs: int) -> float:
-    """``linspace(start, end, warmup_epochs)[epoch]`` during the warm-up, then ``end`` (DINO / iBOT).
-
-    Example:
-        >>> warmup_temperature(0, 0.04, 0.07, 30), warmup_temperature(30, 0.04, 0.07, 30)
-        (0.04, 0.07)
-    """
-    if epoch >= warmup_epochs:
-        return end
-    return start if warmup_epochs == 1 else start + (end - start) * epoch / (warmup_epochs - 1)
-
-
-@METHODS.register("ibot", "iBOT (2021): DINO + masked patch-token self-distillation to an EMA teacher (ViT)")
+@METHODS.register("ibot")
 class iBOT(Method):  # noqa: N801 - the paper's spelling
     """DINO's class-token self-distillation plus masked image modelling with an online tokenizer.
 
     Zhou et al. 2021, "iBOT: Image BERT Pre-Training with Online Tokenizer", arXiv 2111.07832
     (https://arxiv.org/abs/2111.07832), Sec. 3 and Appendix; official code
     https://github.com/bytedance/ibot (``main_ibot.py``, the ViT-S/16 command of its README). The
-    student sees the global views with block-wise masks (:func:`~selfsup.nn.block_mask.ibot_masks`:
+    student sees the global views with block-wise masks (:func:`~selfsup.nn.block_masking.ibot_masks`:
     each image masked with probability 0.5, ratio uniform in [0.1, 0.5], aspect 0.3-3.3; masked
     patches become the backbone's mask token) and the local views unmasked; the EMA teacher sees
     the global views unmasked. Loss = ``lambda_cls * L_[CLS] + lambda_mim * L_MIM``: the DINO loss
@@ -51,13 +41,30 @@ class iBOT(Method):  # noqa: N801 - the paper's spelling
     for the first epoch, both loss weights 1. The online probe gets view 0's class token as the
     student saw it (masked for about half the images).
 
+    Two options exist for :class:`~selfsup.methods.dinov2.DINOv2`, which is iBOT with other
+    defaults and mask draw, and are off here: ``center_masked_patches_only`` (the patch centre
+    follows the masked patches only) and ``koleo_weight`` (that weight times the KoLeo loss,
+    :class:`~selfsup.losses.koleo.KoLeoLoss`, of the student's backbone class tokens, summed over
+    the global views). The patch-token temperatures and centre momentum default to the class
+    token's (None).
+
     Example:
         >>> method = iBOT(selfsup.backbones.get("vit_tiny", image_size=32, patch_size=4), out_dim=1024)
         >>> out = method.training_step(ViewBatch(views=[g0, g1, l0, l1], labels=y, indices=i))
     """
 
-    default_views = "dino"
-    steps_done: torch.Tensor
+    card = MethodCard(
+        label="iBOT", year=2021, authors="Zhou et al.",
+        title="iBOT: Image BERT Pre-Training with Online Tokenizer", paper="https://arxiv.org/abs/2111.07832",
+        code="https://github.com/bytedance/ibot", family="distillation", views="dino", backbones=("vit",),
+        summary="DINO + masked patch-token self-distillation to an EMA teacher",
+        small=dict(out_dim=32, patch_out_dim=32, hidden_dim=16, bottleneck_dim=8),
+        small_views=dict(local_size=8, num_local=2),
+        # cpu: DINOv2 / iBOT run their head on every patch token of the global views, so the head's size, not
+        # the ViT's, sets the pace: with hidden 512 / out 1,024 a first run went at 112 images/s (~32 min
+        # for 4 epochs; stopped), so the head is cut to hidden 256, bottleneck 128, out 512
+        cpu=dict(out_dim=512, patch_out_dim=512, hidden_dim=256, bottleneck_dim=128), cpu_views=dict(num_local=4),
+    )
 
     def __init__(
         self,
@@ -72,11 +79,11 @@ class iBOT(Method):  # noqa: N801 - the paper's spelling
         student_temp: float = 0.1,
         teacher_temp: float = 0.07,
         warmup_teacher_temp: float = 0.04,
-        teacher_patch_temp: float = 0.07,
-        warmup_teacher_patch_temp: float = 0.04,
+        teacher_patch_temp: float | None = None,
+        warmup_teacher_patch_temp: float | None = None,
         warmup_teacher_temp_epochs: int = 30,
         center_momentum: float = 0.9,
-        center_momentum_patch: float = 0.9,
+        center_momentum_patch: float | None = None,
         base_momentum: float = 0.996,
         final_momentum: float = 1.0,
         freeze_last_layer_epochs: int = 1,
@@ -87,22 +94,22 @@ class iBOT(Method):  # noqa: N801 - the paper's spelling
         cls_loss_weight: float = 1.0,
         patch_loss_weight: float = 1.0,
         centering: str = "center",
+        center_masked_patches_only: bool = False,
+        koleo_weight: float = 0.0,
     ) -> None:
         super().__init__(backbone)
-        if not isinstance(backbone, VisionTransformer):
-            raise TypeError(f"{type(self).__name__} masks patch tokens and needs a VisionTransformer backbone "
-                            f"(e.g. selfsup.backbones.get('vit_small')); got {type(backbone).__name__}")
-        if not 0.0 <= base_momentum <= final_momentum <= 1.0:
-            raise ValueError(f"{type(self).__name__} needs 0 <= base_momentum <= final_momentum <= 1, got "
-                             f"{base_momentum}, {final_momentum}")
-        if num_global_views < 1 or warmup_teacher_temp_epochs < 0 or freeze_last_layer_epochs < 0:
-            raise ValueError(f"{type(self).__name__} needs num_global_views >= 1 and non-negative epoch counts")
+        if num_global_views < 1 or warmup_teacher_temp_epochs < 0 or freeze_last_layer_epochs < 0 or koleo_weight < 0:
+            raise ValueError(f"{type(self).__name__} needs num_global_views >= 1, non-negative epoch counts and "
+                             f"koleo_weight >= 0, got num_global_views={num_global_views}, warmup_teacher_temp_epochs="
+                             f"{warmup_teacher_temp_epochs}, freeze_last_layer_epochs={freeze_last_layer_epochs}, "
+                             f"koleo_weight={koleo_weight}")
         if not 0.0 <= mask_ratio[0] <= mask_ratio[1] < 1.0 or not 0.0 <= mask_probability <= 1.0:
             raise ValueError(f"{type(self).__name__} needs 0 <= mask_ratio[0] <= mask_ratio[1] < 1 and "
                              f"mask_probability in [0, 1], got {mask_ratio}, {mask_probability}")
         self.head = iBOTHead(self.feature_dim, out_dim, out_dim if shared_head else patch_out_dim, hidden_dim,
                              bottleneck_dim, shared_head=shared_head, norm_last_layer=norm_last_layer)
-        self.teacher = MomentumTeacher({"backbone": self.backbone, "head": self.head})
+        self.teacher = MomentumTeacher({"backbone": self.backbone, "head": self.head}, base_momentum=base_momentum,
+                                       final_momentum=final_momentum, owner=type(self).__name__)
         patch_dim = out_dim if shared_head else patch_out_dim
         if centering == "center":
             self.criterion: torch.nn.Module = DINOLoss(out_dim, student_temp, center_momentum)
@@ -110,25 +117,20 @@ class iBOT(Method):  # noqa: N801 - the paper's spelling
             self.criterion = SinkhornDistillationLoss(student_temp)
         else:
             raise ValueError(f"centering must be 'center' or 'sinkhorn_knopp', got {centering!r}")
-        self.patch_criterion = iBOTPatchLoss(patch_dim, student_temp, center_momentum_patch, centering,
-                                             center_masked_only=self.center_masked_patches_only)
-        self.temps = (warmup_teacher_temp, teacher_temp, warmup_teacher_patch_temp, teacher_patch_temp)
+        self.patch_criterion = iBOTPatchLoss(
+            patch_dim, student_temp, center_momentum if center_momentum_patch is None else center_momentum_patch,
+            centering, center_masked_only=center_masked_patches_only,
+        )
+        self.temps = (warmup_teacher_temp, teacher_temp,
+                      warmup_teacher_temp if warmup_teacher_patch_temp is None else warmup_teacher_patch_temp,
+                      teacher_temp if teacher_patch_temp is None else teacher_patch_temp)
         self.warmup_teacher_temp_epochs = warmup_teacher_temp_epochs
-        self.base_momentum, self.final_momentum = base_momentum, final_momentum
-        self.momentum = base_momentum
         self.freeze_last_layer_epochs, self.num_global_views = freeze_last_layer_epochs, num_global_views
         self.mask_ratio, self.mask_probability = tuple(mask_ratio), mask_probability
         self.mask_aspect_ratio = tuple(mask_aspect_ratio)
         self.cls_loss_weight, self.patch_loss_weight = cls_loss_weight, patch_loss_weight
-        self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
-
-    #: DINOv2 updates the patch centre from masked patches only; iBOT from all of them
-    center_masked_patches_only = False
-
-    @property
-    def epoch(self) -> int:
-        """The 0-based epoch of the current step."""
-        return int(self.steps_done) // max(1, self.steps_per_epoch)
+        self.koleo_weight = koleo_weight
+        self.koleo = KoLeoLoss() if koleo_weight else None
 
     def teacher_temperatures(self, epoch: int) -> tuple[float, float]:
         """Class-token and patch-token teacher temperatures of ``epoch`` (linear warm-ups)."""
@@ -141,9 +143,13 @@ class iBOT(Method):  # noqa: N801 - the paper's spelling
         return ibot_masks(batch, grid_h, grid_w, ratio=self.mask_ratio, probability=self.mask_probability,
                           aspect_ratio=self.mask_aspect_ratio)
 
-    def extra_losses(self, student_cls: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """Further terms on the student's global class tokens ``(G, B, D)`` (DINOv2's KoLeo); none here."""
-        return student_cls.new_zeros(()), {}
+    def koleo_loss(self, student_cls: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """``koleo_weight`` times the KoLeo loss of the student's global class tokens ``(G, B, D)``,
+        summed over the global views (DINOv2), and its log; zero without ``koleo_weight``."""
+        if self.koleo is None:
+            return student_cls.new_zeros(()), {}
+        koleo = sum((self.koleo(view) for view in student_cls), student_cls.new_zeros(()))
+        return self.koleo_weight * koleo, {"loss_koleo": float(koleo.detach())}
 
     def training_step(self, batch: ViewBatch) -> StepOutput:
         views, g = batch.views, self.num_global_views
@@ -163,25 +169,19 @@ class iBOT(Method):  # noqa: N801 - the paper's spelling
         with torch.no_grad():
             t_tokens = self.teacher["backbone"].forward_tokens(globals_)
             teacher_cls, teacher_patch = self.teacher["head"](t_tokens[:, 0], t_tokens[:, prefix:])
-        temp_cls, temp_patch = self.teacher_temperatures(self.epoch)
+        temp_cls, temp_patch = self.teacher_temperatures(self.progress.epoch)
         loss_cls = self.criterion(student_cls.reshape(len(views), n, -1), teacher_cls.reshape(g, n, -1), temp_cls)
         loss_patch = self.patch_criterion(student_patch.reshape(g, n, gh * gw, -1),
                                           teacher_patch.reshape(g, n, gh * gw, -1), masks, temp_patch)
-        extra, extra_logs = self.extra_losses(tokens[:, 0].reshape(g, n, -1))
+        extra, extra_logs = self.koleo_loss(tokens[:, 0].reshape(g, n, -1))
         loss = self.cls_loss_weight * loss_cls + self.patch_loss_weight * loss_patch + extra
-        logs = {"loss_cls": loss_cls.detach(), "loss_patch": loss_patch.detach(), "momentum": self.momentum,
-                "teacher_temp": temp_cls, "mask_fraction": masks.float().mean(), **extra_logs}
+        logs = {"loss_cls": loss_cls.detach(), "loss_patch": loss_patch.detach(), "teacher_temp": temp_cls,
+                "mask_fraction": masks.float().mean(), **extra_logs}
         return StepOutput(loss=loss, features=tokens[:n, 0].detach(), logs=logs)
 
-    def on_after_backward(self, progress: float) -> None:
+    def on_after_backward(self, progress: TrainingProgress) -> None:
         """Drop the last layers' gradients during the first ``freeze_last_layer_epochs`` epochs."""
-        if self.epoch < self.freeze_last_layer_epochs:
+        if progress.epoch < self.freeze_last_layer_epochs:
             for layer in self.head.last_layers:
                 for param in layer.parameters():
                     param.grad = None
-
-    @torch.no_grad()
-    def on_step_end(self, progress: float) -> None:
-        self.momentum = cosine_momentum(progress, self.base_momentum, self.final_momentum)
-        self.teacher.momentum_update(self.momentum)
-        self.steps_done += 1

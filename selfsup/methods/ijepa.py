@@ -9,16 +9,16 @@ import torch
 import torch.nn.functional as F
 
 from selfsup.backbones.base import Backbone
-from selfsup.backbones.vit import VisionTransformer
 from selfsup.losses.ijepa import JEPALoss
 from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods.card import MethodCard
 from selfsup.methods.registry import METHODS
 from selfsup.nn.jepa_blocks import jepa_masks
 from selfsup.nn.jepa_predictor import JEPAPredictor
 from selfsup.nn.momentum import MomentumTeacher
 
 
-@METHODS.register("ijepa", "I-JEPA (2023): predict EMA-encoder features of target blocks from a context block (ViT)")
+@METHODS.register("ijepa")
 class IJEPA(Method):
     """A context encoder and a predictor regress an EMA target encoder's patch representations.
 
@@ -50,7 +50,15 @@ class IJEPA(Method):
         >>> out = method.training_step(ViewBatch(views=[images], labels=y, indices=i))
     """
 
-    default_views = "ijepa"
+    card = MethodCard(
+        label="I-JEPA", year=2023, authors="Assran et al.",
+        title="Self-Supervised Learning from Images with a Joint-Embedding Predictive Architecture",
+        paper="https://arxiv.org/abs/2301.08243", code="https://github.com/facebookresearch/ijepa",
+        family="masked image modelling", views="ijepa", backbones=("vit",),
+        summary="predict EMA-encoder features of target blocks from a context block",
+        small=dict(predictor_dim=32, predictor_depth=1, predictor_heads=2, min_keep=2),
+        cpu=dict(predictor_dim=96, predictor_depth=2),
+    )
     representation = "avg"
 
     def __init__(
@@ -71,22 +79,17 @@ class IJEPA(Method):
         loss: str = "mse",
     ) -> None:
         super().__init__(backbone)
-        if not isinstance(backbone, VisionTransformer):
-            raise TypeError("IJEPA drops patch tokens and needs a VisionTransformer backbone "
-                            f"(e.g. selfsup.backbones.get('vit_small')); got {type(backbone).__name__}")
-        if not 0.0 <= base_momentum <= final_momentum <= 1.0 or num_targets < 1:
-            raise ValueError(f"IJEPA needs 0 <= base_momentum <= final_momentum <= 1 and num_targets >= 1, got "
-                             f"{base_momentum}, {final_momentum}, {num_targets}")
+        if num_targets < 1:
+            raise ValueError(f"IJEPA needs num_targets >= 1, got {num_targets}")
         heads = predictor_heads or backbone.blocks[0].heads
         self.predictor = JEPAPredictor(self.feature_dim, predictor_dim, predictor_depth, heads)
-        self.target_encoder = MomentumTeacher({"backbone": self.backbone})
+        self.target_encoder = MomentumTeacher({"backbone": self.backbone}, base_momentum=base_momentum,
+                                              final_momentum=final_momentum, schedule="linear", owner="IJEPA")
         self.criterion = JEPALoss(loss)
         self.mask_options = dict(
             num_targets=num_targets, target_scale=tuple(target_scale), target_aspect_ratio=tuple(target_aspect_ratio),
             context_scale=tuple(context_scale), min_keep=min_keep, allow_overlap=allow_overlap,
         )
-        self.base_momentum, self.final_momentum = base_momentum, final_momentum
-        self.momentum = base_momentum
 
     def training_step(self, batch: ViewBatch) -> StepOutput:
         images = batch.views[0]
@@ -102,13 +105,5 @@ class IJEPA(Method):
         context = self.backbone.forward_tokens(images, keep=context_idx)[:, self.backbone.num_prefix:]
         prediction = self.predictor(context, context_idx, target_idx, gh, gw)
         loss = self.criterion(prediction, target.reshape(b, m, t, -1))
-        logs = {"momentum": self.momentum, "context_patches": float(context_idx.shape[1]),
-                "target_patches": float(m * t)}
+        logs = {"context_patches": float(context_idx.shape[1]), "target_patches": float(m * t)}
         return StepOutput(loss=loss, features=None, logs=logs)
-
-    @torch.no_grad()
-    def on_step_end(self, progress: float) -> None:
-        """Target encoder EMA with momentum rising linearly from ``base_momentum`` to ``final_momentum``."""
-        p = min(max(float(progress), 0.0), 1.0)
-        self.momentum = self.base_momentum + (self.final_momentum - self.base_momentum) * p
-        self.target_encoder.momentum_update(self.momentum)

@@ -11,13 +11,14 @@ from selfsup.backbones.base import Backbone
 from selfsup.backbones.vit import VisionTransformer
 from selfsup.losses.mae import MAELoss
 from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods.card import MethodCard
 from selfsup.methods.registry import METHODS
 from selfsup.nn.mae_decoder import MAEDecoder
 from selfsup.nn.masking import random_masking
 from selfsup.nn.patches import patchify
 
 
-@METHODS.register("mae", "MAE (2021): encode 25% visible ViT patches, decode and regress the masked pixels")
+@METHODS.register("mae")
 class MAE(Method):
     """A ViT encodes only the visible patches; a light decoder reconstructs the masked ones.
 
@@ -47,7 +48,15 @@ class MAE(Method):
         >>> out = method.training_step(ViewBatch(views=[images], labels=y, indices=i))
     """
 
-    default_views = "crop_flip"
+    card = MethodCard(
+        label="MAE", year=2021, authors="He et al.",
+        title="Masked Autoencoders Are Scalable Vision Learners", paper="https://arxiv.org/abs/2111.06377",
+        code="https://github.com/facebookresearch/mae", family="masked image modelling", views="crop_flip",
+        backbones=("vit",),
+        summary="encode 25% visible ViT patches, decode and regress the masked pixels",
+        small=dict(decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=4),
+        cpu=dict(decoder_embed_dim=96, decoder_depth=2, decoder_num_heads=3),
+    )
 
     def __init__(
         self,
@@ -62,11 +71,6 @@ class MAE(Method):
         online_probe: bool = True,
     ) -> None:
         super().__init__(backbone)
-        if not isinstance(backbone, VisionTransformer):
-            raise TypeError(
-                f"MAE drops masked patches from the encoder, so it needs a VisionTransformer backbone "
-                f"(e.g. selfsup.backbones.get('vit_small', image_size=32, patch_size=4)); got {type(backbone).__name__}"
-            )
         if not 0.0 <= mask_ratio < 1.0:
             raise ValueError(f"MAE needs mask_ratio in [0, 1), got {mask_ratio}")
         self.mask_ratio = mask_ratio

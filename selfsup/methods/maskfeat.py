@@ -12,12 +12,13 @@ from selfsup.backbones.base import Backbone
 from selfsup.backbones.vit import VisionTransformer
 from selfsup.losses.maskfeat import MaskedFeatureLoss
 from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods.card import MethodCard
 from selfsup.methods.registry import METHODS
 from selfsup.nn.block_masking import block_masks
 from selfsup.nn.hog import HOG
 
 
-@METHODS.register("maskfeat", "MaskFeat (2021): predict the HOG features of block-masked ViT patches")
+@METHODS.register("maskfeat")
 class MaskFeat(Method):
     """A ViT sees its image with some patches replaced by the mask token and regresses, through
     one linear layer on each output patch token, the HOG features of the masked patches.
@@ -53,7 +54,14 @@ class MaskFeat(Method):
         >>> out = method.training_step(ViewBatch(views=[images], labels=y, indices=i))
     """
 
-    default_views = "crop_flip"
+    card = MethodCard(
+        label="MaskFeat", year=2021, authors="Wei et al.",
+        title="Masked Feature Prediction for Self-Supervised Visual Pre-Training",
+        paper="https://arxiv.org/abs/2112.09133", code="https://github.com/facebookresearch/SlowFast",
+        family="masked image modelling", views="crop_flip", backbones=("vit",),
+        summary="predict the HOG features of block-masked ViT patches",
+        small=dict(cell_size=2, min_block_patches=4),
+    )
     representation = "avg"
 
     def __init__(
@@ -67,11 +75,6 @@ class MaskFeat(Method):
         hog_normalize: str = "cell",
     ) -> None:
         super().__init__(backbone)
-        if not isinstance(backbone, VisionTransformer):
-            raise TypeError(
-                f"MaskFeat needs a VisionTransformer backbone (mask tokens replace patches), got "
-                f"{type(backbone).__name__}; use e.g. --backbone vit_tiny"
-            )
         if not 0.0 < mask_ratio < 1.0 or min_block_patches < 1:
             raise ValueError(
                 f"MaskFeat needs 0 < mask_ratio < 1 and min_block_patches >= 1, got {mask_ratio}, {min_block_patches}"

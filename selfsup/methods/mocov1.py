@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from selfsup.backbones.base import Backbone
 from selfsup.methods._momentum_contrast import MomentumContrast
+from selfsup.methods.card import ANY_BACKBONE, MethodCard
 from selfsup.methods.registry import METHODS
 from selfsup.nn import MLP
 
 
-@METHODS.register("mocov1", "MoCo v1 (2019): momentum key encoder, queue of 65,536 negatives, linear head")
+@METHODS.register("mocov1")
 class MoCoV1(MomentumContrast):
     """MoCo as first published: a linear 128-d head, temperature 0.07, constant momentum 0.999.
 
@@ -28,7 +29,14 @@ class MoCoV1(MomentumContrast):
         >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
     """
 
-    default_views = "mocov1"
+    card = MethodCard(
+        label="MoCo v1", year=2019, authors="He et al.",
+        title="Momentum Contrast for Unsupervised Visual Representation Learning",
+        paper="https://arxiv.org/abs/1911.05722", code="https://github.com/facebookresearch/moco",
+        family="contrastive", views="mocov1", backbones=ANY_BACKBONE,
+        summary="momentum key encoder, queue of 65,536 negatives, linear head",
+        small=dict(proj_output_dim=16, queue_size=100),
+    )
 
     def __init__(
         self,
@@ -39,10 +47,8 @@ class MoCoV1(MomentumContrast):
         queue_size: int = 65536,
         momentum: float = 0.999,
     ) -> None:
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"MoCo momentum must be in [0, 1], got {momentum}")
         projector = MLP([int(backbone.feature_dim), proj_output_dim], batch_norm=False)
         super().__init__(
             backbone, projector, proj_output_dim=proj_output_dim, temperature=temperature,
-            queue_size=queue_size, base_momentum=momentum, final_momentum=momentum,
+            queue_size=queue_size, base_momentum=momentum, final_momentum=None,
         )

@@ -5,17 +5,16 @@ Official code: https://github.com/facebookresearch/moco-v3
 """
 from __future__ import annotations
 
-import torch
-
 from selfsup.backbones.base import Backbone
 from selfsup.backbones.vit import VisionTransformer
 from selfsup.losses.mocov3 import MoCoV3Loss
 from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods.card import ANY_BACKBONE, MethodCard
 from selfsup.methods.registry import METHODS
-from selfsup.nn import MLP, MomentumTeacher, cosine_momentum
+from selfsup.nn import MLP, MomentumTeacher
 
 
-@METHODS.register("mocov3", "MoCo v3 (2021): momentum encoder, predictor, in-batch keys, no queue")
+@METHODS.register("mocov3")
 class MoCoV3(Method):
     """Query encoder (backbone, projector, predictor) contrasted with momentum keys of the batch.
 
@@ -45,7 +44,14 @@ class MoCoV3(Method):
         >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
     """
 
-    default_views = "byol"
+    card = MethodCard(
+        label="MoCo v3", year=2021, authors="Chen et al.",
+        title="An Empirical Study of Training Self-Supervised Vision Transformers",
+        paper="https://arxiv.org/abs/2104.02057", code="https://github.com/facebookresearch/moco-v3",
+        family="contrastive", views="byol", backbones=ANY_BACKBONE,
+        summary="momentum encoder, predictor, in-batch keys, no queue",
+        small=dict(proj_hidden_dim=32, proj_output_dim=16, pred_hidden_dim=32),
+    )
 
     def __init__(
         self,
@@ -69,11 +75,6 @@ class MoCoV3(Method):
                     f"projection); got {type(backbone).__name__}"
                 )
             backbone.patch_embed.requires_grad_(False)
-        if not 0.0 <= base_momentum <= final_momentum <= 1.0:
-            raise ValueError(
-                "MoCo v3 needs 0 <= base_momentum <= final_momentum <= 1, got "
-                f"base_momentum={base_momentum}, final_momentum={final_momentum}"
-            )
         if proj_num_layers < 1:
             raise ValueError(f"MoCo v3 proj_num_layers must be >= 1, got {proj_num_layers}")
         proj_dims = [self.feature_dim] + [proj_hidden_dim] * (proj_num_layers - 1) + [proj_output_dim]
@@ -82,9 +83,8 @@ class MoCoV3(Method):
             [proj_output_dim, pred_hidden_dim, proj_output_dim],
             last_batch_norm=pred_last_batch_norm, last_bn_affine=False, bias=False,
         )
-        self.target = MomentumTeacher({"backbone": self.backbone, "projector": self.projector})
-        self.base_momentum, self.final_momentum = base_momentum, final_momentum
-        self.momentum = base_momentum
+        self.target = MomentumTeacher({"backbone": self.backbone, "projector": self.projector},
+                                      base_momentum=base_momentum, final_momentum=final_momentum, owner="MoCo v3")
         self.criterion = MoCoV3Loss(temperature=temperature, gather_distributed=True)
 
     def training_step(self, batch: ViewBatch) -> StepOutput:
@@ -99,15 +99,4 @@ class MoCoV3(Method):
         q0 = self.predictor(self.projector(features))
         q1 = self.predictor(self.projector(self.backbone(x1)))
         loss = self.criterion(q0, self.target(x1)) + self.criterion(q1, self.target(x0))
-        return StepOutput(loss=loss, features=features, logs={"momentum": self.momentum})
-
-    @torch.no_grad()
-    def on_step_end(self, progress: float) -> None:
-        """Set the cosine momentum for ``progress`` and update the momentum encoder.
-
-        Example:
-            >>> optimizer.step()
-            >>> method.on_step_end(progress=step / total_steps)
-        """
-        self.momentum = cosine_momentum(progress, self.base_momentum, self.final_momentum)
-        self.target.momentum_update(self.momentum)
+        return StepOutput(loss=loss, features=features)

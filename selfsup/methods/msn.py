@@ -9,14 +9,14 @@ import torch
 from torch import Tensor, nn
 
 from selfsup.backbones.base import Backbone
-from selfsup.backbones.vit import VisionTransformer
 from selfsup.losses.msn import MSNLoss
 from selfsup.methods.base import Method, StepOutput, ViewBatch, decay_groups
+from selfsup.methods.card import MethodCard
 from selfsup.methods.registry import METHODS
 from selfsup.nn.mlp import MLP
 from selfsup.nn.momentum import MomentumTeacher
 from selfsup.nn.multicrop import forward_by_resolution
-from selfsup.nn.patch_drop import random_keep_indices
+from selfsup.nn.masking import random_masking
 from selfsup.nn.prototypes import CosinePrototypes
 
 
@@ -40,7 +40,7 @@ def msn_projector(in_dim: int, hidden_dim: int = 2048, output_dim: int = 256, us
     return head
 
 
-@METHODS.register("msn", "MSN (2022): masked and focal anchor views predict an EMA target's sharpened prototype assignment")
+@METHODS.register("msn")
 class MSN(Method):
     """Masked anchors match the prototype assignment of an unmasked view under an EMA target.
 
@@ -49,7 +49,7 @@ class MSN(Method):
     View 0 is the target view: it goes unmasked through the target encoder (an EMA copy of
     backbone + projector). The next views with view 1's size (one "random" anchor in the paper)
     go through the online ViT with ``mask_ratio`` of their patches dropped (they never enter the
-    encoder, :func:`~selfsup.nn.patch_drop.random_keep_indices`); the remaining, smaller views
+    encoder, :func:`~selfsup.nn.masking.random_masking`); the remaining, smaller views
     (the paper's focal crops) go through unmasked, as in the official code. Anchor and target
     class tokens are projected, scored against shared learnable prototypes by cosine similarity
     and compared with :class:`~selfsup.losses.msn.MSNLoss` (sharpened, Sinkhorn-balanced targets,
@@ -72,7 +72,14 @@ class MSN(Method):
         >>> out = method.training_step(ViewBatch(views=[target, anchor, *focal], labels=y, indices=i))
     """
 
-    default_views = "msn"
+    card = MethodCard(
+        label="MSN", year=2022, authors="Assran et al.",
+        title="Masked Siamese Networks for Label-Efficient Learning", paper="https://arxiv.org/abs/2204.07141",
+        code="https://github.com/facebookresearch/msn", family="distillation", views="msn", backbones=("vit",),
+        summary="masked and focal anchor views predict an EMA target's sharpened prototype assignment",
+        small=dict(num_prototypes=64, hidden_dim=32, output_dim=16), small_views=dict(num_focal=2),
+        cpu=dict(hidden_dim=512), cpu_views=dict(num_focal=4),
+    )
 
     def __init__(
         self,
@@ -94,27 +101,18 @@ class MSN(Method):
         power_law_exponent: float = 0.25,
     ) -> None:
         super().__init__(backbone)
-        if not isinstance(backbone, VisionTransformer):
-            raise TypeError(
-                f"{type(self).__name__} drops patch tokens and needs a VisionTransformer backbone "
-                f"(e.g. selfsup.backbones.get('vit_tiny')); got {type(backbone).__name__}"
-            )
-        if not 0.0 <= base_momentum <= final_momentum <= 1.0 or momentum_horizon <= 0:
-            raise ValueError(
-                f"{type(self).__name__} needs 0 <= base_momentum <= final_momentum <= 1 and momentum_horizon > 0, "
-                f"got {base_momentum}, {final_momentum}, {momentum_horizon}"
-            )
         if not 0.0 <= mask_ratio < 1.0:
             raise ValueError(f"{type(self).__name__} mask_ratio must be in [0, 1), got {mask_ratio}")
         self.head = msn_projector(self.feature_dim, hidden_dim, output_dim, use_bn)
         self.prototypes = CosinePrototypes(num_prototypes, output_dim)
-        self.teacher = MomentumTeacher({"backbone": self.backbone, "head": self.head})
+        self.teacher = MomentumTeacher(
+            {"backbone": self.backbone, "head": self.head}, base_momentum=base_momentum,
+            final_momentum=final_momentum, schedule="linear", horizon=momentum_horizon, owner=type(self).__name__,
+        )
         self.criterion = MSNLoss(
             temperature, sharpen_temperature, sinkhorn_iterations, regularization_weight, prior, power_law_exponent
         )
         self.mask_ratio = mask_ratio
-        self.base_momentum, self.final_momentum, self.momentum_horizon = base_momentum, final_momentum, momentum_horizon
-        self.momentum = base_momentum
 
     def _check_views(self, views: list[Tensor]) -> None:
         """Raise a clear error unless there are >= 2 views of one batch size with patch-multiple sides."""
@@ -139,7 +137,7 @@ class MSN(Method):
         """Online class tokens ``(B, D)`` of ``images`` with ``mask_ratio`` of each one's patches dropped."""
         p = self.backbone.patch_size
         num_patches = (images.shape[-2] // p) * (images.shape[-1] // p)
-        keep = random_keep_indices(len(images), num_patches, self.mask_ratio, device=images.device)
+        keep, _, _ = random_masking(len(images), num_patches, self.mask_ratio, images.device)
         return self.backbone.forward_tokens(images, keep=keep)[:, 0]
 
     def training_step(self, batch: ViewBatch) -> StepOutput:
@@ -155,20 +153,8 @@ class MSN(Method):
             anchors.append(self.head(forward_by_resolution(self.backbone, views[1 + masked:])))
         anchor_scores = self.prototypes(torch.cat(anchors)).reshape(len(views) - 1, n, -1)
         terms = self.criterion.terms(anchor_scores, self.prototypes(target))
-        logs = {"momentum": self.momentum, "cross_entropy": terms["cross_entropy"].detach(),
-                "regularizer": terms["regularizer"].detach()}
+        logs = {"cross_entropy": terms["cross_entropy"].detach(), "regularizer": terms["regularizer"].detach()}
         return StepOutput(loss=terms["loss"], features=target_features, logs=logs)
-
-    def momentum_at(self, progress: float) -> float:
-        """``base + (final - base) * min(1, progress / momentum_horizon)`` (the official linear schedule)."""
-        fraction = min(max(float(progress), 0.0) / self.momentum_horizon, 1.0)
-        return self.base_momentum + (self.final_momentum - self.base_momentum) * fraction
-
-    @torch.no_grad()
-    def on_step_end(self, progress: float) -> None:
-        """Update the target encoder with the momentum of ``progress`` (0 after the first step)."""
-        self.momentum = self.momentum_at(progress)
-        self.teacher.momentum_update(self.momentum)
 
     def parameter_groups(self, weight_decay: float) -> list[dict]:
         """The usual decay / no-decay split, plus the prototypes without weight decay or LARS."""

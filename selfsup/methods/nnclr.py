@@ -12,13 +12,14 @@ from torch import Tensor
 
 from selfsup.backbones.base import Backbone
 from selfsup.losses.nnclr import NNCLRLoss
-from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods.base import Method, StepOutput, TrainingProgress, ViewBatch
+from selfsup.methods.card import ANY_BACKBONE, MethodCard
 from selfsup.methods.registry import METHODS
 from selfsup.nn import MLP
 from selfsup.nn.support_set import NearestNeighbourSupportSet
 
 
-@METHODS.register("nnclr", "NNCLR (2021): support-set nearest neighbours of the projections as positives")
+@METHODS.register("nnclr")
 class NNCLR(Method):
     """Contrast each sample's support-set nearest neighbour with the other view's prediction.
 
@@ -39,7 +40,14 @@ class NNCLR(Method):
         >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
     """
 
-    default_views = "byol"
+    card = MethodCard(
+        label="NNCLR", year=2021, authors="Dwibedi et al.",
+        title="With a Little Help from My Friends: Nearest-Neighbor Contrastive Learning of Visual Representations",
+        paper="https://arxiv.org/abs/2104.14548", code=None, family="contrastive", views="byol",
+        backbones=ANY_BACKBONE,
+        summary="support-set nearest neighbours of the projections as positives",
+        small=dict(proj_hidden_dim=32, proj_output_dim=16, pred_hidden_dim=32, queue_size=100),
+    )
 
     def __init__(
         self,
@@ -82,12 +90,12 @@ class NNCLR(Method):
         return StepOutput(loss=loss, features=features[:n])
 
     @torch.no_grad()
-    def on_step_end(self, progress: float) -> None:
+    def on_step_end(self, progress: TrainingProgress) -> None:
         """Enqueue the last training batch's view-0 projections into the support set.
 
         Example:
             >>> optimizer.step()
-            >>> method.on_step_end(progress=step / total_steps)
+            >>> method.end_step()  # calls on_step_end(method.progress)
         """
         if self._pending is not None:
             self.support_set.update(self._pending)

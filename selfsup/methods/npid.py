@@ -14,7 +14,8 @@ from torch import Tensor, nn
 
 from selfsup.backbones.base import Backbone
 from selfsup.losses.npid import NPIDLoss
-from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods.base import Method, StepOutput, TrainingProgress, ViewBatch
+from selfsup.methods.card import ANY_BACKBONE, MethodCard
 from selfsup.methods.registry import METHODS
 
 MEMORY_INITS = ("features", "random")
@@ -83,7 +84,7 @@ def _calibrated(layers: list[nn.Module], compute: Callable[[], Tensor]) -> Tenso
             var.copy_(var0)
 
 
-@METHODS.register("npid", "NPID (2018): one memory vector per image, non-parametric softmax by NCE")
+@METHODS.register("npid")
 class NPID(Method):
     """Instance discrimination against a memory bank of one 128-d vector per training image.
 
@@ -130,7 +131,14 @@ class NPID(Method):
         >>> out = method.training_step(ViewBatch(views=[x0], labels=y, indices=i))
     """
 
-    default_views = "npid"
+    card = MethodCard(
+        label="NPID", year=2018, authors="Wu et al.",
+        title="Unsupervised Feature Learning via Non-Parametric Instance Discrimination",
+        paper="https://arxiv.org/abs/1805.01978", code="https://github.com/zhirongw/lemniscate.pytorch",
+        family="contrastive", views="npid", backbones=ANY_BACKBONE,
+        summary="one memory vector per image, non-parametric softmax by NCE",
+        small=dict(proj_output_dim=16, num_negatives=8),
+    )
 
     def __init__(
         self,
@@ -219,7 +227,7 @@ class NPID(Method):
         return StepOutput(loss=loss, features=features, logs={"npid_z": float(self.criterion.z)})
 
     @torch.no_grad()
-    def on_step_end(self, progress: float) -> None:
+    def on_step_end(self, progress: TrainingProgress) -> None:
         """Write ``normalise(m v + (1 - m) f)`` into the memory rows of the last batch."""
         if self._pending is not None:
             self.criterion.update_memory(*self._pending)

@@ -13,14 +13,15 @@ from torch import Tensor, nn
 
 from selfsup.backbones.base import Backbone
 from selfsup.losses.cluster_ce import ClusterCrossEntropyLoss, cluster_size_weights
-from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods.base import Method, StepOutput, TrainingProgress, ViewBatch
+from selfsup.methods.card import ANY_BACKBONE, MethodCard
 from selfsup.methods.registry import METHODS
 from selfsup.nn.broadcast import broadcast_from_rank0
 from selfsup.nn.kmeans import kmeans
 from selfsup.nn.odc_memory import ODCMemory
 
 
-@METHODS.register("odc", "ODC (2020): online cluster labels from a feature memory, re-weighted classification")
+@METHODS.register("odc")
 class ODC(Method):
     """Classify samples into clusters whose labels and centroids evolve online with a memory.
 
@@ -44,9 +45,15 @@ class ODC(Method):
         >>> method.on_epoch_start(0, lambda: features_of_the_training_set)
     """
 
-    default_views = "mocov2"
+    card = MethodCard(
+        label="ODC", year=2020, authors="Zhan et al.",
+        title="Online Deep Clustering for Unsupervised Representation Learning",
+        paper="https://arxiv.org/abs/2006.10645", code="https://github.com/open-mmlab/mmselfsup", family="clustering",
+        views="mocov2", backbones=ANY_BACKBONE,
+        summary="online cluster labels from a feature memory, re-weighted classification",
+        small=dict(neck_hidden_dim=32, neck_output_dim=16, num_clusters=4, min_cluster_size=2, kmeans_iterations=3),
+    )
     class_weights: Tensor
-    step: Tensor
 
     def __init__(
         self,
@@ -82,7 +89,6 @@ class ODC(Method):
         nn.init.zeros_(self.head.bias)
         self.memory = ODCMemory(num_samples, neck_output_dim, self.num_clusters, memory_momentum, min_cluster_size)
         self.register_buffer("class_weights", torch.full((self.num_clusters,), 1.0 / self.num_clusters))
-        self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.criterion = ClusterCrossEntropyLoss(temperature=1.0)
         self._pending: tuple[Tensor, Tensor] | None = None
 
@@ -117,15 +123,15 @@ class ODC(Method):
         return StepOutput(loss=loss, features=features)
 
     @torch.no_grad()
-    def on_step_end(self, progress: float) -> None:
+    def on_step_end(self, progress: TrainingProgress) -> None:
         if self._pending is None:
             return
         indices, z = self._pending
         self._pending = None
         change = self.memory.update_samples(indices, z)
-        self.step += 1
-        if int(self.step) % self.centroids_update_interval == 0:
+        steps_done = progress.step + 1
+        if steps_done % self.centroids_update_interval == 0:
             self.memory.update_centroids()
-        self.memory.deal_with_small_clusters(torch.Generator().manual_seed(self.seed * 100003 + int(self.step)))
+        self.memory.deal_with_small_clusters(torch.Generator().manual_seed(self.seed * 100003 + steps_done))
         self._refresh_weights()
         self.last_change_ratio = float(change)

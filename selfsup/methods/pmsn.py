@@ -6,12 +6,15 @@ https://arxiv.org/abs/2210.07277 -- official code: https://github.com/facebookre
 """
 from __future__ import annotations
 
+from typing import Any
+
 from selfsup.backbones.base import Backbone
+from selfsup.methods.card import MethodCard
 from selfsup.methods.msn import MSN
 from selfsup.methods.registry import METHODS
 
 
-@METHODS.register("pmsn", "PMSN (2022): MSN whose mean prediction is matched to a power-law prior over prototypes")
+@METHODS.register("pmsn")
 class PMSN(MSN):
     """Prior Matching for Siamese Networks: :class:`~selfsup.methods.msn.MSN` with the
     mean-entropy regulariser ``KL(p_bar || uniform)`` replaced by ``KL(p_bar || pi)``, where
@@ -31,28 +34,22 @@ class PMSN(MSN):
         >>> out = method.training_step(ViewBatch(views=[target, anchor, *focal], labels=y, indices=i))
     """
 
+    card = MethodCard(
+        label="PMSN", year=2022, authors="Assran et al.",
+        title="The Hidden Uniform Cluster Prior in Self-Supervised Learning", paper="https://arxiv.org/abs/2210.07277",
+        code="https://github.com/facebookresearch/msn", family="distillation", views="msn", backbones=("vit",),
+        summary="MSN whose mean prediction is matched to a power-law prior over prototypes",
+        small=dict(num_prototypes=64, hidden_dim=32, output_dim=16), small_views=dict(num_focal=2),
+        cpu=dict(hidden_dim=512), cpu_views=dict(num_focal=4),
+    )
+
     def __init__(
         self,
         backbone: Backbone,
         *,
-        num_prototypes: int = 1024,
-        hidden_dim: int = 2048,
-        output_dim: int = 256,
-        use_bn: bool = True,
-        temperature: float = 0.1,
-        sharpen_temperature: float = 0.25,
         sinkhorn_iterations: int = 0,
-        regularization_weight: float = 1.0,
-        mask_ratio: float = 0.15,
-        base_momentum: float = 0.996,
-        final_momentum: float = 1.0,
-        momentum_horizon: float = 1.25,
-        power_law_exponent: float = 0.25,
+        prior: str = "power_law",
+        **options: Any,
     ) -> None:
-        super().__init__(
-            backbone, num_prototypes=num_prototypes, hidden_dim=hidden_dim, output_dim=output_dim, use_bn=use_bn,
-            temperature=temperature, sharpen_temperature=sharpen_temperature,
-            sinkhorn_iterations=sinkhorn_iterations, regularization_weight=regularization_weight,
-            mask_ratio=mask_ratio, base_momentum=base_momentum, final_momentum=final_momentum,
-            momentum_horizon=momentum_horizon, prior="power_law", power_law_exponent=power_law_exponent,
-        )
+        """PMSN's defaults; every other option (``options``) is :class:`~selfsup.methods.msn.MSN`'s."""
+        super().__init__(backbone, sinkhorn_iterations=sinkhorn_iterations, prior=prior, **options)

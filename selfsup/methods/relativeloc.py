@@ -10,15 +10,14 @@ import torch.nn.functional as F
 
 from selfsup.backbones.base import Backbone
 from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods.card import ANY_BACKBONE, MethodCard
 from selfsup.methods.registry import METHODS
 from selfsup.nn.mlp import MLP
 from selfsup.nn.patch_grid import NEIGHBOURS, crop_patches, paper_patch_layout, sample_patch_grid
 from selfsup.nn.precision import at_least_fp32
 
 
-@METHODS.register(
-    "relativeloc", "Context prediction (2015): classify where a patch sits relative to the centre"
-)
+@METHODS.register("relativeloc")
 class RelativeLocation(Method):
     """Predict which of the 8 neighbouring positions a patch was taken from, given the centre patch.
 
@@ -49,7 +48,14 @@ class RelativeLocation(Method):
         >>> out = method.training_step(ViewBatch(views=[torch.randn(8, 3, 16, 16)], labels=y, indices=i))
     """
 
-    default_views = "crop_flip"
+    card = MethodCard(
+        label="Context prediction", year=2015, authors="Doersch et al.",
+        title="Unsupervised Visual Representation Learning by Context Prediction",
+        paper="https://arxiv.org/abs/1505.05192", code="https://github.com/cdoersch/deepcontext",
+        family="pretext task", views="crop_flip", backbones=ANY_BACKBONE,
+        summary="classify where a patch sits relative to the centre",
+        small=dict(hidden_dim=32, patch_size=4, gap=1, jitter=1),
+    )
 
     def __init__(
         self,

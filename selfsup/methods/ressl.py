@@ -5,17 +5,17 @@ Official code: https://github.com/KyleZheng1997/ReSSL
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from selfsup.backbones.base import Backbone
 from selfsup.losses.ressl import ReSSLLoss
 from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods.card import ANY_BACKBONE, MethodCard
 from selfsup.methods.registry import METHODS
-from selfsup.nn import MLP, MemoryBank, MomentumTeacher, cosine_momentum
+from selfsup.nn import MLP, MemoryBank, MomentumTeacher
 
 
-@METHODS.register("ressl", "ReSSL (2021): strong-view student matches a weak-view EMA teacher's queue relations")
+@METHODS.register("ressl")
 class ReSSL(Method):
     """A student on a strongly augmented view learns the teacher's similarity distribution over a
     queue of past teacher embeddings, the teacher seeing a weakly augmented view.
@@ -34,7 +34,14 @@ class ReSSL(Method):
         >>> out = method.training_step(ViewBatch(views=[strong, weak], labels=y, indices=i))
     """
 
-    default_views = "ressl"
+    card = MethodCard(
+        label="ReSSL", year=2021, authors="Zheng et al.",
+        title="ReSSL: Relational Self-Supervised Learning with Weak Augmentation",
+        paper="https://arxiv.org/abs/2107.09282", code="https://github.com/KyleZheng1997/ReSSL", family="distillation",
+        views="ressl", backbones=ANY_BACKBONE,
+        summary="strong-view student matches a weak-view EMA teacher's queue relations",
+        small=dict(proj_hidden_dim=32, proj_output_dim=16, queue_size=100),
+    )
 
     def __init__(
         self,
@@ -49,17 +56,11 @@ class ReSSL(Method):
         final_momentum: float = 0.999,
     ) -> None:
         super().__init__(backbone)
-        if not 0.0 <= base_momentum <= final_momentum <= 1.0:
-            raise ValueError(
-                "ReSSL needs 0 <= base_momentum <= final_momentum <= 1, got "
-                f"base_momentum={base_momentum}, final_momentum={final_momentum}"
-            )
         self.projector = MLP([self.feature_dim, proj_hidden_dim, proj_output_dim], batch_norm=False)
-        self.teacher = MomentumTeacher({"backbone": self.backbone, "projector": self.projector})
+        self.teacher = MomentumTeacher({"backbone": self.backbone, "projector": self.projector},
+                                       base_momentum=base_momentum, final_momentum=final_momentum, owner="ReSSL")
         self.queue = MemoryBank(queue_size, proj_output_dim, gather_distributed=True)
         self.criterion = ReSSLLoss(student_temperature, teacher_temperature)
-        self.base_momentum, self.final_momentum = base_momentum, final_momentum
-        self.momentum = base_momentum
 
     def training_step(self, batch: ViewBatch) -> StepOutput:
         strong, weak = batch.views[0], batch.views[1]
@@ -69,9 +70,4 @@ class ReSSL(Method):
         loss = self.criterion(student, teacher, self.queue.features())
         if self.training:
             self.queue.enqueue(teacher)
-        return StepOutput(loss=loss, features=features, logs={"momentum": self.momentum})
-
-    @torch.no_grad()
-    def on_step_end(self, progress: float) -> None:
-        self.momentum = cosine_momentum(progress, self.base_momentum, self.final_momentum)
-        self.teacher.momentum_update(self.momentum)
+        return StepOutput(loss=loss, features=features)

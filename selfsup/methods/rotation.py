@@ -12,13 +12,14 @@ import torch.nn.functional as F
 
 from selfsup.backbones.base import Backbone
 from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods.card import ANY_BACKBONE, MethodCard
 from selfsup.methods.registry import METHODS
 from selfsup.nn.mlp import MLP
 from selfsup.nn.precision import at_least_fp32
 from selfsup.nn.rotation import rotate_batch
 
 
-@METHODS.register("rotation", "RotNet (2018): predict which of 4 rotations (0/90/180/270) was applied")
+@METHODS.register("rotation")
 class RotationPrediction(Method):
     """Classify the rotation (0, 90, 180 or 270 degrees) applied to an image.
 
@@ -40,7 +41,14 @@ class RotationPrediction(Method):
         >>> out = method.training_step(ViewBatch(views=[torch.randn(8, 3, 16, 16)], labels=y, indices=i))
     """
 
-    default_views = "crop_flip"
+    card = MethodCard(
+        label="RotNet", year=2018, authors="Gidaris et al.",
+        title="Unsupervised Representation Learning by Predicting Image Rotations",
+        paper="https://arxiv.org/abs/1803.07728", code="https://github.com/gidariss/FeatureLearningRotNet",
+        family="pretext task", views="crop_flip", backbones=ANY_BACKBONE,
+        summary="predict which of 4 rotations (0/90/180/270) was applied",
+        small={},
+    )
 
     def __init__(self, backbone: Backbone, *, head_hidden_dims: Sequence[int] = ()) -> None:
         super().__init__(backbone)

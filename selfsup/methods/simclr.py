@@ -10,11 +10,12 @@ import torch
 from selfsup.backbones.base import Backbone
 from selfsup.losses import NTXentLoss
 from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods.card import ANY_BACKBONE, MethodCard
 from selfsup.methods.registry import METHODS
 from selfsup.nn import MLP
 
 
-@METHODS.register("simclr", "SimCLR (2020): two views, MLP projector, NT-Xent over the batch")
+@METHODS.register("simclr")
 class SimCLR(Method):
     """Two augmented views, a 2-layer MLP projector and the NT-Xent loss over the whole batch.
 
@@ -28,7 +29,14 @@ class SimCLR(Method):
         >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
     """
 
-    default_views = "simclr"
+    card = MethodCard(
+        label="SimCLR", year=2020, authors="Chen et al.",
+        title="A Simple Framework for Contrastive Learning of Visual Representations",
+        paper="https://arxiv.org/abs/2002.05709", code="https://github.com/google-research/simclr",
+        family="contrastive", views="simclr", backbones=ANY_BACKBONE,
+        summary="two views, MLP projector, NT-Xent over the batch",
+        small=dict(proj_output_dim=16),
+    )
 
     def __init__(
         self,
@@ -42,6 +50,7 @@ class SimCLR(Method):
         super().__init__(backbone)
         hidden = proj_hidden_dim or self.feature_dim
         self.projector = MLP([self.feature_dim, hidden, proj_output_dim])
+        self.temperature, self.gather_distributed = temperature, gather_distributed  # read by DCL / DCLW
         self.criterion = NTXentLoss(temperature=temperature, gather_distributed=gather_distributed)
 
     def training_step(self, batch: ViewBatch) -> StepOutput:

@@ -13,12 +13,13 @@ from selfsup.backbones.swin import SwinTransformer
 from selfsup.backbones.vit import VisionTransformer
 from selfsup.losses.simmim import SimMIMLoss
 from selfsup.methods.base import Method, StepOutput, ViewBatch, decay_groups
+from selfsup.methods.card import MethodCard
 from selfsup.methods.registry import METHODS
 from selfsup.nn.masking import block_random_mask
 from selfsup.nn.patches import unpatchify
 
 
-@METHODS.register("simmim", "SimMIM (2021): mask-token ViT input, linear head regresses masked pixels with L1")
+@METHODS.register("simmim")
 class SimMIM(Method):
     """Masked patches become a learned mask token; a linear head predicts their raw pixels.
 
@@ -62,7 +63,14 @@ class SimMIM(Method):
         >>> out = method.training_step(ViewBatch(views=[images], labels=y, indices=i))
     """
 
-    default_views = "simmim"
+    card = MethodCard(
+        label="SimMIM", year=2021, authors="Xie et al.",
+        title="SimMIM: A Simple Framework for Masked Image Modeling", paper="https://arxiv.org/abs/2111.09886",
+        code="https://github.com/microsoft/SimMIM", family="masked image modelling", views="simmim",
+        backbones=("vit", "swin"),
+        summary="mask-token ViT input, linear head regresses masked pixels with L1",
+        small=dict(mask_patch_size=8),
+    )
     representation = "avg"
 
     def __init__(
@@ -74,11 +82,6 @@ class SimMIM(Method):
         online_probe: bool = True,
     ) -> None:
         super().__init__(backbone)
-        if not isinstance(backbone, (VisionTransformer, SwinTransformer)):
-            raise TypeError(
-                "SimMIM (as implemented here) needs a VisionTransformer or SwinTransformer backbone with a mask token "
-                f"(e.g. selfsup.backbones.get('vit_small', image_size=32, patch_size=4)); got {type(backbone).__name__}"
-            )
         if not 0.0 < mask_ratio <= 1.0:
             raise ValueError(f"SimMIM needs mask_ratio in (0, 1], got {mask_ratio}")
         self.swin = isinstance(backbone, SwinTransformer)

@@ -10,11 +10,12 @@ import torch
 from selfsup.backbones.base import Backbone
 from selfsup.losses import NegativeCosineSimilarity
 from selfsup.methods.base import Method, StepOutput, ViewBatch, decay_groups
+from selfsup.methods.card import ANY_BACKBONE, MethodCard
 from selfsup.methods.registry import METHODS
 from selfsup.nn import MLP
 
 
-@METHODS.register("simsiam", "SimSiam (2021): siamese network, predictor and stop-gradient, no negatives")
+@METHODS.register("simsiam")
 class SimSiam(Method):
     """A projector and a bottleneck predictor with a stop-gradient on the other branch.
 
@@ -30,7 +31,14 @@ class SimSiam(Method):
         >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
     """
 
-    default_views = "mocov2"
+    card = MethodCard(
+        label="SimSiam", year=2021, authors="Chen and He",
+        title="Exploring Simple Siamese Representation Learning", paper="https://arxiv.org/abs/2011.10566",
+        code="https://github.com/facebookresearch/simsiam", family="distillation", views="mocov2",
+        backbones=ANY_BACKBONE,
+        summary="siamese network, predictor and stop-gradient, no negatives",
+        small=dict(proj_dim=32, pred_hidden_dim=8),
+    )
 
     def __init__(
         self,

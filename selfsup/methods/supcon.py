@@ -10,11 +10,12 @@ import torch
 from selfsup.backbones.base import Backbone
 from selfsup.losses.supcon import SupConLoss
 from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods.card import ANY_BACKBONE, MethodCard
 from selfsup.methods.registry import METHODS
 from selfsup.nn import MLP
 
 
-@METHODS.register("supcon", "SupCon (2020): supervised contrastive, same-class views are positives (labels)")
+@METHODS.register("supcon")
 class SupCon(Method):
     """Views of labelled images; every view of a same-class sample is a positive (``L_out``).
 
@@ -29,7 +30,13 @@ class SupCon(Method):
         >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
     """
 
-    default_views = "mocov2"
+    card = MethodCard(
+        label="SupCon", year=2020, authors="Khosla et al.",
+        title="Supervised Contrastive Learning", paper="https://arxiv.org/abs/2004.11362",
+        code="https://github.com/HobbitLong/SupContrast", family="contrastive", views="mocov2", backbones=ANY_BACKBONE,
+        summary="supervised contrastive, same-class views are positives (labels)",
+        small=dict(proj_output_dim=16),
+    )
 
     def __init__(
         self,

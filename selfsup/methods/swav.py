@@ -11,14 +11,15 @@ from torch import nn
 
 from selfsup.backbones.base import Backbone
 from selfsup.losses.swav import SwAVLoss
-from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods.base import Method, StepOutput, TrainingProgress, ViewBatch
+from selfsup.methods.card import ANY_BACKBONE, MethodCard
 from selfsup.methods.registry import METHODS
 from selfsup.nn import MLP
 from selfsup.nn.multicrop import forward_by_resolution
 from selfsup.nn.sinkhorn import sinkhorn
 
 
-@METHODS.register("swav", "SwAV (2020): swapped prediction of Sinkhorn-Knopp prototype codes, multi-crop")
+@METHODS.register("swav")
 class SwAV(Method):
     """Online clustering: codes of the global crops (Sinkhorn-Knopp) are predicted from other views.
 
@@ -39,8 +40,16 @@ class SwAV(Method):
         >>> out = method.training_step(ViewBatch(views=[g0, g1, l0, l1], labels=y, indices=i))
     """
 
-    default_views = "multicrop"
-    steps_done: torch.Tensor
+    card = MethodCard(
+        label="SwAV", year=2020, authors="Caron et al.",
+        title="Unsupervised Learning of Visual Features by Contrasting Cluster Assignments",
+        paper="https://arxiv.org/abs/2006.09882", code="https://github.com/facebookresearch/swav", family="clustering",
+        views="multicrop", backbones=ANY_BACKBONE,
+        summary="swapped prediction of Sinkhorn-Knopp prototype codes, multi-crop",
+        small=dict(proj_hidden_dim=16, proj_output_dim=8, num_prototypes=10, freeze_prototypes_iters=0, queue_size=64,
+                   epoch_queue_starts=1),
+        small_views=dict(local_size=8, num_local=2),
+    )
     queue: torch.Tensor
 
     def __init__(
@@ -73,7 +82,6 @@ class SwAV(Method):
         self.num_assign_views, self.gather_distributed = num_assign_views, gather_distributed
         self.queue_size, self.epoch_queue_starts = queue_size, epoch_queue_starts
         self.freeze_prototypes_iters = freeze_prototypes_iters
-        self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
         self.register_buffer("queue", torch.zeros(num_assign_views, queue_size, proj_output_dim))
 
     @torch.no_grad()
@@ -82,14 +90,10 @@ class SwAV(Method):
         self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
 
     @property
-    def epoch(self) -> int:
-        """The 0-based epoch of the current step."""
-        return int(self.steps_done) // max(1, self.steps_per_epoch)
-
-    @property
     def queue_active(self) -> bool:
-        """Whether the queue is being filled (``queue_size > 0`` and the start epoch reached)."""
-        return self.queue_size > 0 and self.epoch >= self.epoch_queue_starts
+        """Whether the queue is being filled (``queue_size > 0`` and the epoch of the current step,
+        ``self.progress.epoch``, at least ``epoch_queue_starts``)."""
+        return self.queue_size > 0 and self.progress.epoch >= self.epoch_queue_starts
 
     @torch.no_grad()
     def codes(self, embeddings: torch.Tensor) -> torch.Tensor:
@@ -123,12 +127,11 @@ class SwAV(Method):
         loss = self.criterion(scores, codes)
         return StepOutput(loss=loss, features=features[:n], logs={"queue_active": float(self.queue_active)})
 
-    def on_after_backward(self, progress: float) -> None:
+    def on_after_backward(self, progress: TrainingProgress) -> None:
         """Drop the prototypes' gradient during the first ``freeze_prototypes_iters`` steps."""
-        if int(self.steps_done) < self.freeze_prototypes_iters:
+        if progress.step < self.freeze_prototypes_iters:
             self.prototypes.weight.grad = None
 
     @torch.no_grad()
-    def on_step_end(self, progress: float) -> None:
+    def on_step_end(self, progress: TrainingProgress) -> None:
         self.normalize_prototypes()
-        self.steps_done += 1

@@ -12,11 +12,12 @@ import torch
 from selfsup.backbones.base import Backbone
 from selfsup.losses.tico import TiCoLoss
 from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods.card import ANY_BACKBONE, MethodCard
 from selfsup.methods.registry import METHODS
-from selfsup.nn import MLP, MomentumTeacher, cosine_momentum
+from selfsup.nn import MLP, MomentumTeacher
 
 
-@METHODS.register("tico", "TiCo (2022): cosine invariance + contrast against a running covariance matrix")
+@METHODS.register("tico")
 class TiCo(Method):
     """An online network and an EMA target network, TiCo's loss with a running covariance matrix.
 
@@ -38,10 +39,18 @@ class TiCo(Method):
     Example:
         >>> method = TiCo(selfsup.backbones.get("resnet18", cifar_stem=True))
         >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
-        >>> out.loss.backward(); optimizer.step(); method.on_step_end(progress=0.01)
+        >>> out.loss.backward(); optimizer.step(); method.end_step()  # the target follows
     """
 
-    default_views = "byol"
+    card = MethodCard(
+        label="TiCo", year=2022, authors="Zhu et al.",
+        title=("TiCo: Transformation Invariance and Covariance Contrast for Self-Supervised Visual "
+               "Representation Learning"),
+        paper="https://arxiv.org/abs/2206.10698", code=None, family="redundancy reduction", views="byol",
+        backbones=ANY_BACKBONE,
+        summary="cosine invariance + contrast against a running covariance matrix",
+        small=dict(proj_hidden_dim=32, proj_output_dim=16),
+    )
 
     def __init__(
         self,
@@ -57,17 +66,11 @@ class TiCo(Method):
         gather_distributed: bool = True,
     ) -> None:
         super().__init__(backbone)
-        if not 0.0 <= base_momentum <= final_momentum <= 1.0:
-            raise ValueError(
-                "TiCo needs 0 <= base_momentum <= final_momentum <= 1, got "
-                f"base_momentum={base_momentum}, final_momentum={final_momentum}"
-            )
         self.projector = MLP([self.feature_dim, proj_hidden_dim, proj_output_dim])
-        self.target = (
-            MomentumTeacher({"backbone": self.backbone, "projector": self.projector}) if momentum_encoder else None
-        )
-        self.base_momentum, self.final_momentum = base_momentum, final_momentum
-        self.momentum = base_momentum
+        self.target = MomentumTeacher(
+            {"backbone": self.backbone, "projector": self.projector},
+            base_momentum=base_momentum, final_momentum=final_momentum, owner="TiCo",
+        ) if momentum_encoder else None
         self.criterion = TiCoLoss(proj_output_dim, beta=beta, rho=rho, gather_distributed=gather_distributed)
 
     def training_step(self, batch: ViewBatch) -> StepOutput:
@@ -86,17 +89,4 @@ class TiCo(Method):
         features = self.backbone(x0)
         z0 = self.projector(features)
         z1 = self.target(x1)  # no gradient
-        return StepOutput(loss=self.criterion(z0, z1), features=features, logs={"momentum": self.momentum})
-
-    @torch.no_grad()
-    def on_step_end(self, progress: float) -> None:
-        """Set the cosine momentum for ``progress`` and move the target towards the online network.
-
-        Example:
-            >>> optimizer.step()
-            >>> method.on_step_end(progress=step / total_steps)
-        """
-        if self.target is None:
-            return
-        self.momentum = cosine_momentum(progress, self.base_momentum, self.final_momentum)
-        self.target.momentum_update(self.momentum)
+        return StepOutput(loss=self.criterion(z0, z1), features=features)

@@ -10,11 +10,12 @@ import torch
 from selfsup.backbones.base import Backbone
 from selfsup.losses.vicreg import VICRegLoss
 from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods.card import ANY_BACKBONE, MethodCard
 from selfsup.methods.registry import METHODS
 from selfsup.nn import MLP
 
 
-@METHODS.register("vicreg", "VICReg (2021): invariance + variance hinge + covariance penalty on an expander")
+@METHODS.register("vicreg")
 class VICReg(Method):
     """Two views, a 3-layer expander and the variance-invariance-covariance loss.
 
@@ -28,7 +29,14 @@ class VICReg(Method):
         >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
     """
 
-    default_views = "byol"
+    card = MethodCard(
+        label="VICReg", year=2021, authors="Bardes et al.",
+        title="VICReg: Variance-Invariance-Covariance Regularization for Self-Supervised Learning",
+        paper="https://arxiv.org/abs/2105.04906", code="https://github.com/facebookresearch/vicreg",
+        family="redundancy reduction", views="byol", backbones=ANY_BACKBONE,
+        summary="invariance + variance hinge + covariance penalty on an expander",
+        small=dict(proj_hidden_dim=32, proj_output_dim=32),
+    )
 
     def __init__(
         self,

@@ -14,6 +14,7 @@ import torch
 from selfsup.backbones.base import Backbone
 from selfsup.losses.wmse import WMSELoss
 from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods.card import ANY_BACKBONE, MethodCard
 from selfsup.methods.registry import METHODS
 from selfsup.nn import MLP
 from selfsup.nn.whitening import WhiteningCollapseError
@@ -21,7 +22,7 @@ from selfsup.nn.whitening import WhiteningCollapseError
 log = logging.getLogger(__name__)
 
 
-@METHODS.register("wmse", "W-MSE (2021): MSE between positives after Cholesky whitening of sub-batches")
+@METHODS.register("wmse")
 class WMSE(Method):
     """All views through one backbone and head, then the W-MSE loss over every pair of views.
 
@@ -85,7 +86,14 @@ class WMSE(Method):
         >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
     """
 
-    default_views = "mocov2"
+    card = MethodCard(
+        label="W-MSE", year=2021, authors="Ermolov et al.",
+        title="Whitening for Self-Supervised Representation Learning", paper="https://arxiv.org/abs/2007.06346",
+        code="https://github.com/htdt/self-supervised", family="redundancy reduction", views="mocov2",
+        backbones=ANY_BACKBONE,
+        summary="MSE between positives after Cholesky whitening of sub-batches",
+        small=dict(proj_hidden_dim=32, proj_output_dim=8, w_size=16),
+    )
 
     def __init__(
         self,
@@ -118,11 +126,6 @@ class WMSE(Method):
         # (singular, whitened) sub-batch counts of the last collapse_window steps
         self.recent: deque[tuple[int, int]] = deque(maxlen=max(1, self.collapse_window))
         self.singular_total = 0  # singular sub-batches since the start (or resume) of the run
-        self.step_index = 0  # the optimizer step being computed (0-based; from on_step_end, else counted)
-
-    def on_step_end(self, progress: float) -> None:
-        """Keep the step number for the collapse report (``progress = step / total_steps``)."""
-        self.step_index = round(progress * self.epochs * self.steps_per_epoch) + 1
 
     def training_step(self, batch: ViewBatch) -> StepOutput:
         """W-MSE over all pairs of the batch's views.
@@ -145,7 +148,6 @@ class WMSE(Method):
         share = self.count_singular()
         logs = {"whiten_shrunk": self.criterion.shrunk_fraction, "whiten_shrunk_window": share,
                 "whiten_log10_cond": math.log10(self.criterion.max_condition)}
-        self.step_index += 1  # on_step_end sets it again from the engine's progress
         return StepOutput(loss=loss, features=features[:n], logs=logs)
 
     def count_singular(self) -> float:
@@ -175,8 +177,8 @@ class WMSE(Method):
         return share
 
     def where(self) -> str:
-        """'at optimizer step s (epoch e)' for messages."""
-        return f"at optimizer step {self.step_index} (epoch {self.step_index // max(1, self.steps_per_epoch)})"
+        """'at optimizer step s (epoch e)' for messages (``self.progress``, the step being trained)."""
+        return f"at optimizer step {self.progress.step} (epoch {self.progress.epoch})"
 
     def advice(self) -> str:
         """What to change after a collapse."""

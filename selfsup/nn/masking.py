@@ -1,4 +1,4 @@
-"""Random patch masking for masked image modelling: MAE's per-sample shuffle and SimMIM's blocks."""
+"""Random patch masking: MAE's and MSN's per-sample shuffle (:func:`random_masking`) and SimMIM's blocks."""
 from __future__ import annotations
 
 import math
@@ -10,13 +10,17 @@ __all__ = ["block_random_mask", "num_kept", "random_masking"]
 
 
 def num_kept(num_patches: int, mask_ratio: float) -> int:
-    """Patches MAE keeps: ``int(N * (1 - mask_ratio))``, as the official code (a tiny tolerance
-    keeps float round-off such as ``0.7 * 10 = 6.9999...`` from dropping a patch).
+    """Patches kept at ``mask_ratio``: ``floor(N * (1 - mask_ratio))``, as the official code of MAE
+    (``int(L * (1 - mask_ratio))``, https://github.com/facebookresearch/mae) and of MSN
+    (``floor((1 - patch_drop) N)``, https://github.com/facebookresearch/msn ``src/deit.py``). A
+    tiny tolerance keeps float round-off such as ``0.7 * 10 = 6.9999...`` from dropping a patch.
 
     Example:
-        >>> num_kept(64, 0.75)
-        16
+        >>> num_kept(64, 0.75), num_kept(196, 0.15)
+        (16, 166)
     """
+    if num_patches < 1 or not 0.0 <= mask_ratio < 1.0:
+        raise ValueError(f"num_kept needs num_patches >= 1 and mask_ratio in [0, 1), got {num_patches}, {mask_ratio}")
     return int(num_patches * (1.0 - mask_ratio) + 1e-6)
 
 
@@ -24,7 +28,7 @@ def random_masking(
     batch_size: int, num_patches: int, mask_ratio: float, device: torch.device | str | None = None,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-sample uniform random masking by sorting uniform noise, as in MAE.
+    """Per-sample uniform random masking by sorting uniform noise, as in MAE (and MSN's patch drop).
 
     He et al. 2021, "Masked Autoencoders Are Scalable Vision Learners", arXiv 2111.06377
     (https://arxiv.org/abs/2111.06377), Sec. 3 ("random sampling ... without replacement"), and
@@ -32,7 +36,11 @@ def random_masking(
     each sample draws ``noise ~ U(0, 1)`` per patch; the :func:`num_kept` patches with the
     smallest noise are kept, the others masked. ``restore`` puts a sequence laid out as ``[kept
     patches in keep order, masked patches]`` back into raster order: ``full = seq.gather(1,
-    restore)``.
+    restore)``. MSN's random masking (Assran et al. 2022, arXiv 2204.07141, Sec. 3) is the same
+    draw: pass ``keep`` to :meth:`~selfsup.backbones.vit.VisionTransformer.forward_tokens` so the
+    dropped patches never enter the encoder (its official code draws one permutation for the whole
+    batch; here each sample gets its own). The noise is drawn on the generator's device when a
+    generator is given, then moved to ``device``.
 
     Args:
         batch_size: ``B``.
@@ -55,7 +63,8 @@ def random_masking(
     kept = num_kept(num_patches, mask_ratio)
     if kept < 1:
         raise ValueError(f"random_masking keeps no patch of {num_patches} at mask_ratio={mask_ratio}")
-    noise = torch.rand(batch_size, num_patches, device=device, generator=generator)
+    noise = torch.rand(batch_size, num_patches, generator=generator,
+                       device=generator.device if generator is not None else device).to(device)
     shuffle = torch.argsort(noise, dim=1)
     restore = torch.argsort(shuffle, dim=1)
     mask = restore >= kept  # a patch is masked when its rank in the shuffle is past the kept ones

@@ -8,7 +8,7 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-__all__ = ["copy_frozen", "cosine_momentum", "ema_update"]
+__all__ = ["MomentumTeacher", "SCHEDULES", "copy_frozen", "cosine_momentum", "ema_update"]
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -110,29 +110,78 @@ def cosine_momentum(progress: float, base: float, final: float = 1.0) -> float:
     return final - (final - base) * (math.cos(math.pi * p) + 1.0) / 2.0
 
 
+#: how a :class:`MomentumTeacher`'s momentum goes from its base to its final value
+SCHEDULES = ("cosine", "linear")
+
+
 class MomentumTeacher(nn.ModuleDict):
-    """Frozen copies of online modules that follow them as an exponential moving average.
+    """Frozen copies of online modules that follow them as an exponential moving average, with
+    the momentum schedule, its checks and its logged value.
 
     The momentum encoder of MoCo (He et al. 2019, https://arxiv.org/abs/1911.05722), the target
     network of BYOL (Grill et al. 2020, https://arxiv.org/abs/2006.07733) and the teacher of DINO
     (Caron et al. 2021, https://arxiv.org/abs/2104.14294). Calling it runs the copies in order
-    (e.g. backbone, then projector) without gradient; :meth:`momentum_update` applies
-    :func:`ema_update`.
-    The copies are its entries, so ``teacher["backbone"]`` reaches one and the state dict keys
-    are ``<name>.<parameter>``. The online modules are referenced, not registered (the method
-    owns them).
+    (e.g. backbone, then projector) without gradient. The copies are its entries, so
+    ``teacher["backbone"]`` reaches one and the state dict keys are ``<name>.<parameter>``. The
+    online modules are referenced, not registered (the method owns them).
+
+    The momentum rises from ``base_momentum`` to ``final_momentum`` as training progresses:
+    along BYOL's half cosine (``schedule="cosine"``, Sec. 3.2: ``final - (final - base)
+    (cos(pi p) + 1) / 2``; MoCo v3, DINO, iBOT) or a straight line (``"linear"``: I-JEPA, MSN),
+    reaching ``final_momentum`` at the fraction ``horizon`` of the run (MSN's schedule spans 1.25
+    runs); ``final_momentum=None`` keeps ``base_momentum`` (MoCo v1 / v2, DenseCL). A
+    :class:`~selfsup.methods.Method` drives every teacher it holds: ``set_fraction`` before each
+    step (so ``momentum``, the value logged as ``"momentum"``, is the one this step applies), and
+    :meth:`momentum_update` after the optimizer step. Nothing of the schedule is saved: it is a
+    function of the training progress, which the engine restores on resume.
 
     Args:
         online: name -> online module, in the order calls apply them.
+        base_momentum: momentum at the start of training, in [0, 1].
+        final_momentum: momentum at ``horizon``, in [base_momentum, 1]; None for a constant rate.
+        schedule: ``"cosine"`` or ``"linear"``.
+        horizon: fraction of the run (> 0) at which the schedule reaches ``final_momentum``.
+        owner: who builds the teacher (the method's name), for error messages.
+
+    Raises:
+        ValueError: a momentum outside [0, 1], ``base_momentum > final_momentum``, an unknown
+            schedule or ``horizon <= 0``; the message names ``owner`` and the option.
 
     Example:
-        >>> teacher = MomentumTeacher({"backbone": backbone, "projector": projector})
-        >>> keys = teacher(images); teacher.momentum_update(0.99)
+        >>> teacher = MomentumTeacher({"backbone": backbone, "projector": projector}, base_momentum=0.99)
+        >>> keys = teacher(images)
+        >>> teacher.set_fraction(0.5); teacher.momentum_update()  # momentum 0.995
     """
 
-    def __init__(self, online: dict[str, nn.Module]) -> None:
+    def __init__(
+        self,
+        online: dict[str, nn.Module],
+        *,
+        base_momentum: float = 0.996,
+        final_momentum: float | None = 1.0,
+        schedule: str = "cosine",
+        horizon: float = 1.0,
+        owner: str = "MomentumTeacher",
+    ) -> None:
+        if final_momentum is None:
+            if not 0.0 <= base_momentum <= 1.0:
+                raise ValueError(f"{owner} momentum must be in [0, 1], got {base_momentum}")
+        elif not 0.0 <= base_momentum <= final_momentum <= 1.0:
+            raise ValueError(
+                f"{owner} needs 0 <= base_momentum <= final_momentum <= 1, got base_momentum={base_momentum}, "
+                f"final_momentum={final_momentum}"
+            )
+        if schedule not in SCHEDULES:
+            raise ValueError(f"{owner}: the momentum schedule must be one of {SCHEDULES}, got {schedule!r}")
+        if not horizon > 0:
+            raise ValueError(f"{owner} needs momentum_horizon > 0, got {horizon}")
         super().__init__({name: copy_frozen(module) for name, module in online.items()})
         object.__setattr__(self, "_online", dict(online))
+        self.base_momentum = float(base_momentum)
+        self.final_momentum = float(base_momentum if final_momentum is None else final_momentum)
+        self.schedule, self.horizon = schedule, float(horizon)
+        #: the momentum of the current step (set by :meth:`set_fraction`; ``base_momentum`` before)
+        self.momentum = self.base_momentum
 
     def online(self) -> nn.ModuleDict:
         """The online modules the copies follow, in the same order."""
@@ -144,7 +193,29 @@ class MomentumTeacher(nn.ModuleDict):
             x = module(x)
         return x
 
+    def momentum_at(self, fraction: float) -> float:
+        """The scheduled momentum after ``fraction`` of the run (clamped to [0, 1] of the horizon).
+
+        Example:
+            >>> MomentumTeacher({}, base_momentum=0.996, schedule="linear", horizon=1.25).momentum_at(1.0)
+            0.9992
+        """
+        p = min(max(float(fraction), 0.0) / self.horizon, 1.0)
+        if self.schedule == "cosine":
+            return cosine_momentum(p, self.base_momentum, self.final_momentum)
+        return self.base_momentum + (self.final_momentum - self.base_momentum) * p
+
+    def set_fraction(self, fraction: float) -> float:
+        """Make :attr:`momentum` the scheduled value at ``fraction`` of the run; returns it."""
+        self.momentum = self.momentum_at(fraction)
+        return self.momentum
+
+    def logs(self) -> dict[str, float]:
+        """``{"momentum": momentum}``: what a training step logs about the teacher."""
+        return {"momentum": self.momentum}
+
     @torch.no_grad()
-    def momentum_update(self, momentum: float) -> None:
-        """``copy <- momentum * copy + (1 - momentum) * online`` for every parameter."""
-        ema_update(self, self.online(), momentum)
+    def momentum_update(self, momentum: float | None = None) -> None:
+        """``copy <- m * copy + (1 - m) * online`` for every parameter, ``m = momentum`` or, when
+        None, the current step's :attr:`momentum`."""
+        ema_update(self, self.online(), self.momentum if momentum is None else momentum)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from selfsup.backbones.base import Backbone
 from selfsup.methods._momentum_contrast import MomentumContrast
+from selfsup.methods.card import ANY_BACKBONE, MethodCard
 from selfsup.methods.registry import METHODS
 from selfsup.nn import MLP
 
 
-@METHODS.register("mocov2", "MoCo v2 (2020): momentum key encoder, queue of 65,536 negatives, MLP head")
+@METHODS.register("mocov2")
 class MoCoV2(MomentumContrast):
     """A query encoder, a momentum key encoder and a queue of past keys as negatives.
 
@@ -31,7 +32,13 @@ class MoCoV2(MomentumContrast):
         >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
     """
 
-    default_views = "mocov2"
+    card = MethodCard(
+        label="MoCo v2", year=2020, authors="Chen et al.",
+        title="Improved Baselines with Momentum Contrastive Learning", paper="https://arxiv.org/abs/2003.04297",
+        code="https://github.com/facebookresearch/moco", family="contrastive", views="mocov2", backbones=ANY_BACKBONE,
+        summary="momentum key encoder, queue of 65,536 negatives, MLP head",
+        small=dict(proj_output_dim=16, queue_size=100),
+    )
 
     def __init__(
         self,
@@ -43,11 +50,9 @@ class MoCoV2(MomentumContrast):
         queue_size: int = 65536,
         momentum: float = 0.999,
     ) -> None:
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"MoCo momentum must be in [0, 1], got {momentum}")
         width = int(backbone.feature_dim)
         projector = MLP([width, proj_hidden_dim or width, proj_output_dim], batch_norm=False)
         super().__init__(
             backbone, projector, proj_output_dim=proj_output_dim, temperature=temperature,
-            queue_size=queue_size, base_momentum=momentum, final_momentum=momentum,
+            queue_size=queue_size, base_momentum=momentum, final_momentum=None,
         )
