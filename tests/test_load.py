@@ -24,6 +24,7 @@ from selfsup.engine.logger import read_metrics
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs Linux /proc")
 
 STEPS_PER_EPOCH = 1347 // 64  # digits train split, batch 64
+WORKER_RISE_LIMIT = 15  # below one leaked batch (16 images)
 GROWTH_LIMIT_MB = 25.0  # generous: the 2,000-step soak moves by < 4 MB
 
 # `selfsup train` in a fresh process (a long-lived process such as pytest's after other tests holds
@@ -159,9 +160,10 @@ def run_epochs(root: Path, epochs: int, *, persistent: bool, keep_batches: bool 
 def test_loader_descriptors_back_to_baseline_after_each_epoch(image_folder):
     before, after, worker_rise = run_epochs(image_folder, 3, persistent=False)
     assert after == [before] * 3, (before, after)
-    # each worker holds one shared-memory descriptor per tensor of each batch in flight (2 x 3);
-    # a worker that kept its images open would climb by 16 with every batch
-    assert worker_rise <= 8, worker_rise
+    # each worker holds one shared-memory descriptor per tensor of each batch in flight (prefetch 2 x
+    # 3 tensors, and 9 was seen once under load when a third batch was being handed over); a worker
+    # that kept its images open climbs by 16 with every batch, about 100 over the epoch
+    assert worker_rise <= WORKER_RISE_LIMIT, worker_rise
     before, after, _ = run_epochs(image_folder, 3, persistent=True)  # as `selfsup train` builds it
     assert after[0] == after[1] == after[2], after
     assert settled_fds(before) == before
@@ -181,4 +183,4 @@ def test_descriptor_checks_catch_leaks(image_folder, monkeypatch):
 
     monkeypatch.setattr(selfsup.data.folder, "load_image", leaky_load)
     _, _, worker_rise = run_epochs(image_folder, 1, persistent=False)
-    assert worker_rise > 8, worker_rise
+    assert worker_rise > WORKER_RISE_LIMIT, worker_rise
