@@ -5,18 +5,16 @@ Official code: https://github.com/facebookresearch/barlowtwins
 """
 from __future__ import annotations
 
-import torch
-
 from selfsup.backbones.base import Backbone
 from selfsup.losses.barlow_twins import BarlowTwinsLoss
-from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods._projected_pair import ProjectedPair
 from selfsup.methods.card import ANY_BACKBONE, MethodCard
 from selfsup.methods.registry import METHODS
 from selfsup.nn import MLP
 
 
 @METHODS.register("barlowtwins")
-class BarlowTwins(Method):
+class BarlowTwins(ProjectedPair):
     """Two views, a 3-layer projector and the Barlow Twins loss on the global batch.
 
     Defaults are the paper's / official code's: projector ``8192-8192-8192`` (Linear without bias,
@@ -52,14 +50,3 @@ class BarlowTwins(Method):
         super().__init__(backbone)
         self.projector = MLP([self.feature_dim, proj_hidden_dim, proj_hidden_dim, proj_output_dim], bias=False)
         self.criterion = BarlowTwinsLoss(lambd=lambd, scale_loss=scale_loss, gather_distributed=gather_distributed)
-
-    def training_step(self, batch: ViewBatch) -> StepOutput:
-        """Barlow Twins' loss on the projections of views 0 and 1.
-
-        Example:
-            >>> method.training_step(ViewBatch([x0, x1], labels, indices)).loss.backward()
-        """
-        x0, x1 = batch.views[0], batch.views[1]
-        features = self.backbone(torch.cat([x0, x1]))
-        z0, z1 = self.projector(features).chunk(2)
-        return StepOutput(loss=self.criterion(z0, z1), features=features[: len(x0)])

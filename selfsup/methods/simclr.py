@@ -5,18 +5,16 @@ Official code: https://github.com/google-research/simclr
 """
 from __future__ import annotations
 
-import torch
-
 from selfsup.backbones.base import Backbone
 from selfsup.losses import NTXentLoss
-from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods._projected_pair import ProjectedPair
 from selfsup.methods.card import ANY_BACKBONE, MethodCard
 from selfsup.methods.registry import METHODS
 from selfsup.nn import MLP
 
 
 @METHODS.register("simclr")
-class SimCLR(Method):
+class SimCLR(ProjectedPair):
     """Two augmented views, a 2-layer MLP projector and the NT-Xent loss over the whole batch.
 
     Defaults are the paper's: projector hidden width = backbone width, 128-d output, temperature
@@ -52,10 +50,3 @@ class SimCLR(Method):
         self.projector = MLP([self.feature_dim, hidden, proj_output_dim])
         self.temperature, self.gather_distributed = temperature, gather_distributed  # read by DCL / DCLW
         self.criterion = NTXentLoss(temperature=temperature, gather_distributed=gather_distributed)
-
-    def training_step(self, batch: ViewBatch) -> StepOutput:
-        x0, x1 = batch.views[0], batch.views[1]
-        features = self.backbone(torch.cat([x0, x1]))
-        z0, z1 = self.projector(features).chunk(2)
-        loss = self.criterion(z0, z1)
-        return StepOutput(loss=loss, features=features[: len(x0)])

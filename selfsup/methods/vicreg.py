@@ -5,18 +5,16 @@ Official code: https://github.com/facebookresearch/vicreg
 """
 from __future__ import annotations
 
-import torch
-
 from selfsup.backbones.base import Backbone
 from selfsup.losses.vicreg import VICRegLoss
-from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods._projected_pair import ProjectedPair
 from selfsup.methods.card import ANY_BACKBONE, MethodCard
 from selfsup.methods.registry import METHODS
 from selfsup.nn import MLP
 
 
 @METHODS.register("vicreg")
-class VICReg(Method):
+class VICReg(ProjectedPair):
     """Two views, a 3-layer expander and the variance-invariance-covariance loss.
 
     Defaults are the paper's: expander ``8192-8192-8192`` (Linear, BatchNorm, ReLU; the last layer
@@ -55,14 +53,3 @@ class VICReg(Method):
             sim_weight=sim_weight, var_weight=var_weight, cov_weight=cov_weight,
             gather_distributed=gather_distributed,
         )
-
-    def training_step(self, batch: ViewBatch) -> StepOutput:
-        """VICReg's loss on the expanded embeddings of views 0 and 1.
-
-        Example:
-            >>> method.training_step(ViewBatch([x0, x1], labels, indices)).loss.backward()
-        """
-        x0, x1 = batch.views[0], batch.views[1]
-        features = self.backbone(torch.cat([x0, x1]))
-        z0, z1 = self.projector(features).chunk(2)
-        return StepOutput(loss=self.criterion(z0, z1), features=features[: len(x0)])
