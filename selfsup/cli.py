@@ -11,7 +11,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from selfsup import cli_embed, cli_eval, cli_pictures
+from selfsup import __version__, cli_embed, cli_eval, cli_pictures
 from selfsup.errors import SelfSupError, user_message
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ TRAIN_FLAGS = {  # flag -> config key
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="selfsup", description="Self-supervised visual representation learning.")
+    parser.add_argument("--version", action="version", version=f"selfsup {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="pretrain an encoder", description=(
@@ -132,6 +133,45 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def config_keys() -> list[str]:
+    """Every dotted key of :class:`~selfsup.config.schema.TrainConfig` with a fixed place (the
+    sections ``method``, ``backbone`` and ``augment`` take their own options)."""
+    import dataclasses
+
+    from selfsup.config.schema import TrainConfig
+
+    def keys(cls: type, prefix: str) -> list[str]:
+        found = []
+        for item in dataclasses.fields(cls):
+            inner = item.default_factory if item.default_factory is not dataclasses.MISSING else None
+            if dataclasses.is_dataclass(inner):
+                found += keys(inner, f"{prefix}{item.name}.")
+            else:
+                found.append(f"{prefix}{item.name}")
+        return found
+
+    return keys(TrainConfig, "")
+
+
+def override_hint(token: str) -> str:
+    """For a flag ``train`` does not have (``--lr``, ``--weight-decay=0.1``), the override that sets
+    it (``optimizer.lr=...``), or ``""`` when no config key is named like it."""
+    import difflib
+
+    if not token.startswith("-"):
+        return ""
+    name, _, value = token.lstrip("-").partition("=")
+    name = name.replace("-", "_")
+    keys = config_keys()
+    exact = [key for key in keys if key.rsplit(".", 1)[-1] == name]
+    leaves = {key.rsplit(".", 1)[-1]: key for key in keys}
+    close = [leaves[leaf] for leaf in difflib.get_close_matches(name, leaves, n=2, cutoff=0.75)]
+    found = exact or close
+    if not found:
+        return ""
+    return "settings without a flag are overrides: " + " or ".join(f"{key}={value or 'VALUE'}" for key in found)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``selfsup`` command."""
     parser = build_parser()
@@ -139,7 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if rest:  # overrides may sit between flags; argparse leaves those for us
         stray = [token for token in rest if token.startswith("-") or "=" not in token]
         if stray or args.command != "train":
-            parser.error(f"unrecognized arguments: {' '.join(stray or rest)}")
+            hints = [hint for hint in map(override_hint, stray) if hint] if args.command == "train" else []
+            parser.error(f"unrecognized arguments: {' '.join(stray or rest)}" + "".join(f"; {h}" for h in hints))
         args.overrides = [*args.overrides, *rest]
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     handlers = {"train": cmd_train, "list": cmd_list, "demo": cmd_demo}

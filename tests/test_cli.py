@@ -255,3 +255,31 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "no intact checkpoint" in err and "would run code" in err
     assert not marker.exists()
+
+
+def test_version_flag(capsys):
+    import selfsup
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"selfsup {selfsup.__version__}"
+
+
+@pytest.mark.parametrize("flag, hint", [
+    (["--lr", "0.5"], "optimizer.lr=VALUE"),
+    (["--weight-decay=1e-4"], "optimizer.weight_decay=1e-4"),
+    (["--knn-evry=2"], "monitor.knn_every=2"),  # a near miss
+])
+def test_a_flag_train_lacks_names_the_override_that_sets_it(capsys, flag, hint):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", *flag])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unrecognized arguments" in err and hint in err, err
+
+
+def test_an_unknown_flag_like_no_setting_gets_no_hint(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--zzz"])
+    assert "overrides" not in capsys.readouterr().err
