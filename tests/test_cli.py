@@ -283,3 +283,27 @@ def test_an_unknown_flag_like_no_setting_gets_no_hint(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--zzz"])
     assert "overrides" not in capsys.readouterr().err
+
+
+def test_exports_and_feature_caches_follow_the_umask(tmp_path):
+    """safetensors writes 0600; a run's exports and feature caches must follow the umask like its
+    other files (group-readable on a shared cluster)."""
+    import os
+    import stat
+
+    from selfsup import backbones
+    from selfsup.backbones.export import export_backbone
+    from selfsup.eval.cache import cached_features
+
+    images = torch.utils.data.TensorDataset(torch.rand(4, 3, 8, 8), torch.arange(4), torch.arange(4))  # image, label, index
+    for mask, mode in [(0o027, 0o640), (0o022, 0o644)]:
+        old = os.umask(mask)
+        try:
+            path = export_backbone(backbones.get("resnet_tiny", width=4), tmp_path / f"{mask:o}.safetensors")
+            cached_features(torch.nn.Flatten(), images, lambda x: x, cache_dir=tmp_path / f"cache{mask:o}",
+                            key={"case": mask})
+        finally:
+            os.umask(old)
+        assert stat.S_IMODE(path.stat().st_mode) == mode
+        [cache] = (tmp_path / f"cache{mask:o}").iterdir()
+        assert stat.S_IMODE(cache.stat().st_mode) == mode

@@ -13,6 +13,7 @@ from pathlib import Path
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from selfsup._files import publish
 from selfsup.backbones.base import Backbone
 from selfsup.errors import SelfSupError
 
@@ -29,8 +30,7 @@ def export_backbone(backbone: Backbone, path: str | Path, **metadata: object) ->
     info = {"backbone": backbone.name, "backbone_config": backbone.config, **metadata}
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata={k: json.dumps(v) for k, v in info.items()})
-    tmp.replace(path)
-    return path
+    return publish(tmp, path)  # readable by the group, as torch.save's files are
 
 
 def read_metadata(path: str | Path) -> dict[str, object]:

@@ -15,6 +15,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from selfsup._files import publish
 from selfsup.errors import ConfigError
 from selfsup.eval.features import extract_features
 
@@ -77,7 +78,7 @@ def cached_features(
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     save_file({"features": features.contiguous(), "labels": labels.contiguous()}, str(tmp),
               metadata={"key": stored_key})
-    tmp.replace(path)
+    publish(tmp, path)
     return features, labels
 
 
