@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int)
     train.add_argument("--name", help="run name (folder under --output-dir)")
     train.add_argument("--output-dir")
-    train.add_argument("--resume", action="store_true", help="continue run --name from its last checkpoint")
+    train.add_argument("--resume", action="store_true", help=(
+        "continue a run from its last checkpoint: run --name, or without --name the latest run in --output-dir "
+        "trained with the same settings (the stopped command with --resume added)"))
     train.add_argument("--download", action="store_true", help="download a torchvision data set into --root")
     train.add_argument("--skip-bad-images", action="store_true", help="skip and count unreadable images")
     train.add_argument("overrides", nargs="*", metavar="key.sub=value",

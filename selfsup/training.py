@@ -129,6 +129,35 @@ def run_name(config: TrainConfig) -> str:
     return config.name or f"{config.method['name']}-{config.data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def resumable_run_name(config: TrainConfig) -> str:
+    """For ``--resume`` without ``--name``: the run in ``output_dir`` trained with this very config
+    (its ``config.yaml`` equal but for the name) that holds a checkpoint, the latest when several do.
+    So re-running the command that was stopped, with ``--resume`` added, continues its run although
+    the default name carries the time the run started.
+    """
+    wanted = {**to_dict(config), "name": None}
+    found = []
+    for saved in Path(config.output_dir).glob("*/config.yaml"):
+        checkpoints = [*saved.parent.glob("checkpoints/last.ckpt"), *saved.parent.glob("checkpoints/epoch_*.ckpt")]
+        if not checkpoints:
+            continue
+        try:
+            same = {**yaml.safe_load(saved.read_text()), "name": None} == wanted
+        except (OSError, yaml.YAMLError, TypeError):
+            continue
+        if same:
+            found.append((max(c.stat().st_mtime for c in checkpoints), saved.parent.name))
+    if not found:
+        runs = sorted(p.name for p in Path(config.output_dir).glob("*") if p.is_dir())
+        raise SelfSupError(
+            f"--resume without --name: no run in {config.output_dir} was trained with this config and holds a "
+            f"checkpoint. Name the run to resume with --name (runs there: {', '.join(runs) or 'none'})."
+        )
+    name = max(found)[1]
+    log.warning("--resume: continuing run %s (the latest in %s trained with this config).", name, config.output_dir)
+    return name
+
+
 def prepare_run_dir(config: TrainConfig, resume: bool) -> Path:
     """Create (or, when resuming, find) the run folder; refuse to overwrite an existing run."""
     run_dir = Path(config.output_dir) / run_name(config)
@@ -217,6 +246,8 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # Lightning's DDP launcher re-runs the command in each extra process, with our environment
     main_process = rank_zero_only.rank == 0
+    if main_process and resume and not config.name:
+        config = replace(config, name=resumable_run_name(config))
     config = replace(config, name=os.environ.get(RUN_NAME_VARIABLE) if not main_process else run_name(config))
     os.environ[RUN_NAME_VARIABLE] = config.name
     if main_process:

@@ -307,3 +307,20 @@ def test_exports_and_feature_caches_follow_the_umask(tmp_path):
         assert stat.S_IMODE(path.stat().st_mode) == mode
         [cache] = (tmp_path / f"cache{mask:o}").iterdir()
         assert stat.S_IMODE(cache.stat().st_mode) == mode
+
+
+def test_resume_without_a_name_continues_the_run_of_the_same_command(tmp_path, capsys, caplog):
+    """The default run name carries a time stamp; the stopped command plus --resume finds its run."""
+    args = ["train", "--output-dir", str(tmp_path), "--data", "digits", "--backbone", "resnet_tiny", "backbone.width=4",
+            "--batch-size", "128", "--epochs", "1", "--precision", "32-true", "progress_bar=false",
+            "monitor.knn_every=0", "data.eval_split=none", "augment.size=16", "optimizer.warmup_epochs=0"]
+    assert main(args) == 0
+    [run] = [p for p in tmp_path.iterdir() if p.is_dir()]
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 0
+    captured = capsys.readouterr()
+    assert f"run folder: {run}" in captured.out and f"continuing run {run.name}" in caplog.text
+    assert [p for p in tmp_path.iterdir() if p.is_dir()] == [run]  # no second run folder
+    assert main([*args, "--seed", "1", "--resume"]) == 2  # another config: nothing to continue
+    err = capsys.readouterr().err
+    assert "no run in" in err and "trained with this config" in err and run.name in err
