@@ -262,3 +262,34 @@ def test_write_embeddings_checks(tmp_path):
     from selfsup.data import DataSubset, get
 
     assert sample_names(DataSubset(get("digits", split="test"), [4, 2]), "test") == ["digits/test/4", "digits/test/2"]
+
+
+def test_neighbour_grid_title_clears_the_column_headers_and_similarities_show_three_decimals(tmp_path, monkeypatch):
+    import selfsup.eval.pictures as pictures
+
+    drawn = []
+    real_save = pictures.save
+    monkeypatch.setattr(pictures, "save", lambda fig, path: drawn.append(fig) or real_save(fig, path))
+    g = torch.Generator().manual_seed(3)
+    for q in (6, 2, 1):  # the title's room must not shrink with the number of rows (6 rows overprinted)
+        neighbour_grid(torch.rand(q, 1, 8, 8, generator=g), torch.rand(q, 5, 1, 8, 8, generator=g), tmp_path / "n.png",
+                       query_labels=None, neighbour_labels=None, similarities=torch.full((q, 5), 0.9984))
+        fig = drawn[-1]
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        renderer = FigureCanvasAgg(fig).get_renderer()
+        title = fig._suptitle.get_window_extent(renderer)
+        first_row = fig.axes[0].title.get_window_extent(renderer)
+        assert title.y0 >= first_row.y1, (q, title, first_row)  # display y grows upwards
+        assert fig.axes[1].get_xlabel().endswith("0.998"), fig.axes[1].get_xlabel()
+
+
+def test_speed_and_momentum_get_panels_of_their_own():
+    from selfsup.eval.curves import curve_panels
+
+    panels = {title: keys for title, _, keys in curve_panels(
+        ["train/loss", "train/images_per_s", "train/views_per_s", "train/momentum", "train/koleo", "train/lr_factor"])}
+    assert panels["training loss"] == ["train/loss"]
+    assert panels["training speed"] == ["train/images_per_s", "train/views_per_s"]
+    assert panels["momentum of the EMA teacher"] == ["train/momentum"]
+    assert panels["loss terms"] == ["train/koleo"]

@@ -3,17 +3,19 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from selfsup.errors import DataError
 from selfsup.eval._figures import figure, save
 
-__all__ = ["training_curves"]
+__all__ = ["curve_panels", "training_curves"]
 
 # (title, which keys, y label); each key is drawn in the first panel that takes it
 _PANELS: tuple[tuple[str, Callable[[str], bool], str], ...] = (
     ("training loss", lambda k: k in ("train/loss", "train/loss_epoch"), "loss"),
+    ("training speed", lambda k: k in ("train/images_per_s", "train/views_per_s"), "per second"),
+    ("momentum of the EMA teacher", lambda k: k == "train/momentum", "momentum"),
     ("loss terms", lambda k: k.startswith("train/") and k not in ("train/lr_factor", "train/skipped_steps"), ""),
     ("online probe", lambda k: k.startswith("probe/") and "top" in k, "accuracy (%)"),
     ("online probe loss", lambda k: k.startswith("probe/"), "loss"),
@@ -56,10 +58,25 @@ def _read_series(path: Path) -> dict[str, dict[float, float]]:
     return series
 
 
+def curve_panels(keys: Iterable[str]) -> list[tuple[str, str, list[str]]]:
+    """``(title, y label, keys)`` of each panel the logged ``keys`` fill, in drawing order; each key
+    in the first panel that takes it (speeds and momentum have panels of their own, so they do not
+    share an axis with the losses)."""
+    keys = set(keys)
+    panels, taken = [], set()
+    for title, wanted, unit in _PANELS:
+        chosen = sorted(k for k in keys if wanted(k) and k not in taken)
+        taken.update(chosen)
+        if chosen:
+            panels.append((title, unit, chosen))
+    return panels
+
+
 def training_curves(metrics_jsonl_path: str | Path, path: str | Path) -> Path:
     """Panels of the training curves in a run's ``metrics.jsonl`` against the optimizer step.
 
     Panels, each only when its keys were logged: the loss (``train/loss``, ``train/loss_epoch``),
+    the training speed (``train/images_per_s``, ``train/views_per_s``), an EMA teacher's momentum,
     the method's other loss terms, the online probe's accuracies and its loss, the k-NN monitor,
     the collapse monitors (``collapse/std`` with ``collapse/std_ideal`` dashed, ``collapse/rankme``;
     see :mod:`selfsup.eval.collapse`) and the learning-rate factor. A step logged twice (a
@@ -74,19 +91,15 @@ def training_curves(metrics_jsonl_path: str | Path, path: str | Path) -> Path:
     """
     source = Path(metrics_jsonl_path)
     series = _read_series(source)
-    panels: list[tuple[str, str, list[str]]] = []
-    taken: set[str] = set()
-    for title, wanted, unit in _PANELS:
-        keys = sorted(k for k in series if wanted(k) and k not in taken)
-        taken.update(keys)
-        if keys:
-            panels.append((title, unit, keys))
+    panels = curve_panels(series)
     if not panels:
         raise DataError(f"{source} holds none of the training curves (train/*, probe/*, knn/*, collapse/*); "
                         f"its keys are: {', '.join(sorted(series)) or 'none'}.")
     cols = 1 if len(panels) == 1 else 2
     rows = math.ceil(len(panels) / cols)
-    fig = figure(6.0 * cols, 3.2 * rows)
+    fig = figure(6.0 * cols, 3.2 * rows)  # raises the install hint when matplotlib is missing
+    from matplotlib.ticker import MaxNLocator
+
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, (title, unit, keys) in zip(axes, panels):
         for key in keys:
@@ -102,6 +115,7 @@ def training_curves(metrics_jsonl_path: str | Path, path: str | Path) -> Path:
                         label=key)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("optimizer step", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no fractional steps on short series
         ax.set_ylabel(unit, fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)

@@ -226,8 +226,10 @@ def neighbour_grid(
         raise ConfigError(f"neighbour_grid: labels must be ({q},) and ({q}, {k}) (similarities ({q}, {k})), got "
                           f"{tuple(qy.shape)} and {tuple(ny.shape)}.")
     width, height = 1.3 * (k + 1), 1.45 * q + 0.5
+    # the top inch holds the figure title above the column headers ("query", "#1", ...)
+    height += 0.35
     fig = figure(width, height, constrained=False)
-    fig.subplots_adjust(left=0.1 / width, right=1 - 0.1 / width, bottom=0.25 / height, top=1 - 0.45 / height,
+    fig.subplots_adjust(left=0.1 / width, right=1 - 0.1 / width, bottom=0.25 / height, top=1 - 0.8 / height,
                         wspace=0.12, hspace=0.3)
     axes = fig.subplots(q, k + 1, squeeze=False)
     for r in range(q):
@@ -239,7 +241,8 @@ def neighbour_grid(
             ax = axes[r, c + 1]
             show(ax, neighbours[r, c], frame)
             text = label_text(int(ny[r, c]), class_names)
-            ax.set_xlabel(text if similarities is None else f"{text} {float(similarities[r, c]):.2f}", fontsize=7)
+            # three decimals: near-duplicates' similarities differ in the third (0.998 vs 0.991)
+            ax.set_xlabel(text if similarities is None else f"{text} {float(similarities[r, c]):.3f}", fontsize=7)
     axes[0, 0].set_title("query", fontsize=8)
     for c in range(k):
         axes[0, c + 1].set_title(f"#{c + 1}", fontsize=8)
