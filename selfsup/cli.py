@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="YAML file or packaged recipe (e.g. cifar10/simclr; see `selfsup list`)")
     train.add_argument("--method")
     train.add_argument("--backbone")
-    train.add_argument("--data", help="data set name (see `selfsup list`)")
+    train.add_argument("--data", help="data set name (see `selfsup list`) or a folder of images (class sub-folders)")
     train.add_argument("--root", help="data set folder")
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int, help="global batch size")
@@ -73,6 +73,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from selfsup.training import train
 
     flags = {key: getattr(args, flag) for flag, key in TRAIN_FLAGS.items()}
+    if args.data is not None and looks_like_a_folder(args.data):  # --data ~/images: a folder of images
+        if args.root is not None:
+            raise SelfSupError(f"--data {args.data} names a folder and --root {args.root} another; give the folder "
+                               "once: --data PATH, or --data folder --root PATH.")
+        flags["data.name"], flags["data.root"] = "folder", args.data
     if args.download:
         flags["data.download"] = True
     if args.skip_bad_images:
@@ -86,6 +91,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     for key, value in result.metrics.items():
         print(f"{key}: {value:.4g}" if key.startswith("collapse/") else f"{key}: {value:.2f}")
     return 0
+
+
+def looks_like_a_folder(value: str) -> bool:
+    """Whether ``--data value`` means a folder of images rather than a data set name: it is not a
+    registered name and holds a path separator or names an existing folder."""
+    import os
+    from pathlib import Path
+
+    from selfsup import data
+
+    if value in data.names():
+        return False
+    return os.sep in value or (os.altsep or os.sep) in value or value.startswith("~") or Path(value).is_dir()
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -324,3 +324,19 @@ def test_resume_without_a_name_continues_the_run_of_the_same_command(tmp_path, c
     assert main([*args, "--seed", "1", "--resume"]) == 2  # another config: nothing to continue
     err = capsys.readouterr().err
     assert "no run in" in err and "trained with this config" in err and run.name in err
+
+
+def test_data_may_name_a_folder_of_images(tmp_path, capsys):
+    import yaml
+
+    _image_folder(tmp_path / "imgs")
+    common = ["train", "--output-dir", str(tmp_path / "runs"), "--epochs", "1", "data.image_size=8", "--backbone",
+              "resnet_tiny", "backbone.width=4", "--batch-size", "6", "--precision", "32-true", "progress_bar=false",
+              "monitor.knn_every=0", "optimizer.warmup_epochs=0"]
+    assert main([*common, "--data", str(tmp_path / "imgs"), "--name", "by-path"]) == 0
+    saved = yaml.safe_load((tmp_path / "runs" / "by-path" / "config.yaml").read_text())
+    assert saved["data"]["name"] == "folder" and saved["data"]["root"] == str(tmp_path / "imgs")
+    assert main([*common, "--data", str(tmp_path / "imgs"), "--root", str(tmp_path), "--name", "both"]) == 2
+    assert "give the folder once" in capsys.readouterr().err
+    assert main([*common, "--data", "fashion_mnst", "--name", "typo"]) == 2  # a name, not a path: its own error
+    assert "fashion_mnist" in capsys.readouterr().err
