@@ -83,6 +83,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.skip_bad_images:
         flags["data.skip_bad_images"] = True
     config = load(args.config, flags=flags, overrides=args.overrides)
+    if args.config is None:
+        suggest_recipe(config.data.name, config.method["name"])
     result = train(config, resume=args.resume)
     if not result.is_main_process:
         return 0
@@ -91,6 +93,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     for key, value in result.metrics.items():
         print(f"{key}: {value:.4g}" if key.startswith("collapse/") else f"{key}: {value:.2f}")
     return 0
+
+
+def suggest_recipe(data_name: str, method_name: str) -> None:
+    """Without ``--config`` the global defaults apply (a CIFAR ResNet-18, warm-up epochs sized for long
+    runs); point at the packaged recipe written for this data set and method when there is one."""
+    from selfsup.config import packaged_recipes
+
+    recipe = f"{data_name}/{method_name}"
+    if recipe in packaged_recipes():
+        logging.getLogger("selfsup").warning(
+            "No --config: the global defaults apply. The packaged recipe %s is written for this data set and "
+            "method; add --config %s (flags and overrides still apply on top).", recipe, recipe)
 
 
 def looks_like_a_folder(value: str) -> bool:
@@ -203,6 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(stray or rest)}" + "".join(f"; {h}" for h in hints))
         args.overrides = [*args.overrides, *rest]
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("selfsup").setLevel(logging.INFO)  # selfsup's own summary lines; other libraries: warnings
     handlers = {"train": cmd_train, "list": cmd_list, "demo": cmd_demo}
     handler = getattr(args, "handler", None) or handlers[args.command]
     try:

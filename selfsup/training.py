@@ -129,6 +129,25 @@ def run_name(config: TrainConfig) -> str:
     return config.name or f"{config.method['name']}-{config.data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def run_summary(config: TrainConfig, train_set: Any, method: Any, steps_per_epoch: int, precision: str,
+                device: Any, run_dir: Path) -> str:
+    """What a run is about to do, in a few lines: method and data, parameters, steps, device, precision."""
+    def millions(module: torch.nn.Module) -> str:
+        return f"{sum(p.numel() for p in module.parameters()) / 1e6:.2f} M"
+
+    heads = sum(p.numel() for n, p in method.named_parameters() if not n.startswith("backbone."))
+    size = train_set.image_size[0] if train_set.image_size else "?"
+    return "\n".join([
+        f"Training {config.method['name']} on {config.data.name} ({len(train_set):,} images of {size} px, "
+        f"{train_set.channels} channel{'s' if train_set.channels > 1 else ''})",
+        f"  backbone {config.backbone['name']}: {millions(method.backbone)} parameters; "
+        f"the method's heads {heads / 1e6:.2f} M",
+        f"  {config.epochs} epoch{'s' if config.epochs > 1 else ''} x {steps_per_epoch:,} steps of {config.batch_size} "
+        f"images on {config.devices} x {device} in {precision}",
+        f"  run folder {run_dir}",
+    ])
+
+
 def resumable_run_name(config: TrainConfig) -> str:
     """For ``--resume`` without ``--name``: the run in ``output_dir`` trained with this very config
     (its ``config.yaml`` equal but for the name) that holds a checkpoint, the latest when several do.
@@ -320,7 +339,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
         default_root_dir=str(run_dir), use_distributed_sampler=True,
     )
     loader = build_loader(config, train_set, sampler, per_device)
-    log.info("run folder %s, precision %s, %d steps/epoch", run_dir, precision, steps_per_epoch)
+    log.info(run_summary(config, train_set, method, steps_per_epoch, precision, trainer.strategy.root_device, run_dir))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*GPU available but not used.*")

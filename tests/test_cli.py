@@ -340,3 +340,14 @@ def test_data_may_name_a_folder_of_images(tmp_path, capsys):
     assert "give the folder once" in capsys.readouterr().err
     assert main([*common, "--data", "fashion_mnst", "--name", "typo"]) == 2  # a name, not a path: its own error
     assert "fashion_mnist" in capsys.readouterr().err
+
+
+def test_a_run_says_what_it_will_do_and_names_the_recipe_for_its_data(tmp_path, caplog):
+    args = ["train", "--output-dir", str(tmp_path), "--data", "digits", "--backbone", "resnet_tiny", "backbone.width=4",
+            "--batch-size", "256", "--epochs", "1", "--precision", "32-true", "progress_bar=false", "monitor.knn_every=0",
+            "data.eval_split=none", "optimizer.warmup_epochs=0", "--name", "first"]
+    with caplog.at_level("INFO", logger="selfsup"):
+        assert main(args) == 0
+    assert "add --config digits/simclr" in caplog.text
+    assert "Training simclr on digits (1,347 images of 8 px, 1 channel)" in caplog.text
+    assert "1 epoch x 5 steps of 256 images on 1 x cpu in 32-true" in caplog.text
