@@ -20,8 +20,10 @@ TINY = ["--data", "digits", "--backbone", "resnet_tiny", "--batch-size", "64", "
 
 
 def test_validation_run_measures_the_test_split_once_at_the_end(tmp_path):
+    # trained in bf16: the test measurement is still fp32, the figure `selfsup eval knn` gives
     assert main(["train", "--output-dir", str(tmp_path), "--name", "run", "--epochs", "2", *TINY,
-                 "data.val_fraction=0.2", "monitor.test_at_end=true", "monitor.knn_every=1"]) == 0
+                 "--precision", "bf16-mixed", "data.val_fraction=0.2", "monitor.test_at_end=true",
+                 "monitor.knn_every=1"]) == 0
     run = tmp_path / "run"
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     summary = json.loads((run / "summary.json").read_text())
@@ -32,7 +34,7 @@ def test_validation_run_measures_the_test_split_once_at_the_end(tmp_path):
     backbone, info = load_backbone(run)
     expected = knn_eval(backbone, data.get("digits", split="train"), data.get("digits", split="test"),
                         EvalTransform(16, info["mean"], info["std"]))
-    assert summary["metrics"]["test/knn_top1"] == pytest.approx(expected["top1"], abs=0.25)
+    assert summary["metrics"]["test/knn_top1"] == pytest.approx(expected["top1"], abs=1e-6)
     # throughput and memory are recorded
     assert summary["train_images_per_s"] > 0
     assert summary["train_views_per_s"] == pytest.approx(2 * summary["train_images_per_s"], rel=0.01)
