@@ -33,7 +33,7 @@ from selfsup.data.device_decode import DeviceDecodeView, resolve_decode_on_devic
 from selfsup.engine.checkpoint import EpochCheckpoint
 from selfsup.engine.compile import compile_backbone, training_device_type
 from selfsup.engine.data_position import DataPosition
-from selfsup.engine.logger import JsonlLogger
+from selfsup.engine.loggers import build_loggers
 from selfsup.engine.memory_format import use_channels_last
 from selfsup.engine.module import SelfSupervisedModule
 from selfsup.engine.monitor import EvaluationMonitor
@@ -337,7 +337,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
         # parameters are legitimately unused by a method (a ViT's mask token or registers).
         strategy=DDPStrategy(broadcast_buffers=False, find_unused_parameters=True) if config.devices > 1 else "auto",
         precision=precision,
-        sync_batchnorm=config.sync_batchnorm and config.devices > 1, logger=JsonlLogger(run_dir / "metrics.jsonl"),
+        sync_batchnorm=config.sync_batchnorm and config.devices > 1, logger=build_loggers(config.loggers, run_dir, to_dict(config)),
         callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, log_every_n_steps=max(1, min(config.log_every_n_steps, steps_per_epoch)), num_sanity_val_steps=0,
         default_root_dir=str(run_dir), use_distributed_sampler=True,
@@ -371,7 +371,9 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
     if trainer.is_global_zero and config.monitor.test_at_end and config.data.val_fraction > 0:
         # the split the run held its validation part out of (already read, and cached if asked)
         test_metrics = test_once(config, method.backbone, transform, per_device, module, train_set.dataset)
-        trainer.logger.log_metrics({**test_metrics, "epoch": float(config.epochs - 1)}, step=trainer.global_step)
+        for logger in trainer.loggers:
+            logger.log_metrics({**test_metrics, "epoch": float(config.epochs - 1)}, step=trainer.global_step)
+            logger.save()
         metrics.update(test_metrics)
     result = RunResult(run_dir, backbone_path, metrics, time.time() - started, trainer.is_global_zero)
     if not trainer.is_global_zero:

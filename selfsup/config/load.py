@@ -18,6 +18,7 @@ import yaml
 
 from selfsup._registry import check_kwargs
 from selfsup.config.schema import TrainConfig
+from selfsup.engine.loggers import check_loggers
 from selfsup.engine.optim import OPTIMIZERS
 from selfsup.engine.precision import PRECISION_ALIASES, PRECISIONS
 from selfsup.engine.schedule import SCALING_RULES
@@ -292,6 +293,7 @@ def validate(config: TrainConfig) -> None:
                 value = getattr(value, part)
             raise ConfigError(f"Config key {key!r} must be {expected}; got {value!r}")
     _check_data_path(config)
+    check_loggers(config.loggers)
 
 
 def _check_data_path(config: TrainConfig) -> None:

@@ -127,6 +127,7 @@ class TrainConfig:
     max_skipped_steps: int = 0
     log_every_n_steps: int = 10
     progress_bar: bool = True
+    loggers: list[str] = field(default_factory=list)  # besides metrics.jsonl: csv, tensorboard, wandb, mlflow
 
     def __post_init__(self) -> None:
         self.augment = augment_section(self.augment)
