@@ -371,8 +371,11 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
     if trainer.is_global_zero and config.monitor.test_at_end and config.data.val_fraction > 0:
         # the split the run held its validation part out of (already read, and cached if asked)
         test_metrics = test_once(config, method.backbone, transform, per_device, module, train_set.dataset)
+        # the last training step's index, the step the other lines count in (Lightning's global_step
+        # counts optimizer steps: two a step when the online probe trains)
+        last_step = config.epochs * steps_per_epoch - 1
         for logger in trainer.loggers:
-            logger.log_metrics({**test_metrics, "epoch": float(config.epochs - 1)}, step=trainer.global_step)
+            logger.log_metrics({**test_metrics, "epoch": float(config.epochs - 1)}, step=last_step)
             logger.save()
         metrics.update(test_metrics)
     result = RunResult(run_dir, backbone_path, metrics, time.time() - started, trainer.is_global_zero)

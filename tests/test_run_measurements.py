@@ -30,6 +30,7 @@ def test_validation_run_measures_the_test_split_once_at_the_end(tmp_path):
     # the monitor's held-out split is the validation part: 20% of the 1,347 training digits
     assert "knn/top1" in summary["metrics"] and "test/knn_top1" in summary["metrics"]
     assert [i for i, line in enumerate(lines) if "test/knn_top1" in line] == [len(lines) - 1]  # once, last
+    assert lines[-1]["step"] == max(line["step"] for line in lines[:-1])  # at the last training step, not after it
     # the test score is the k-NN of the exported backbone with the whole training split as memory
     backbone, info = load_backbone(run)
     expected = knn_eval(backbone, data.get("digits", split="train"), data.get("digits", split="test"),
