@@ -12,6 +12,7 @@ split, once, final encoder) and printed side by side with the difference. Rows a
 
     bash benchmarks/parity/setup.sh
     benchmarks/parity/.venv/bin/python benchmarks/parity/compare.py --methods simsiam --root ../shared/data/fashion-mnist
+    python benchmarks/parity/compare.py --selfsup-only --methods simsiam  # after re-running selfsup's row
 
 selfsup's side is the table's row as it stands (re-run it with ``benchmarks/run.py`` after changing
 a method or recipe); the row's date and recipe are printed with it.
@@ -31,7 +32,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 import run as table  # noqa: E402  (benchmarks/run.py: the CPU table's scoring)
-from lightly_reference import REFERENCES  # noqa: E402
 
 from selfsup import backbones, data  # noqa: E402
 from selfsup.augment import EvalTransform  # noqa: E402
@@ -61,6 +61,8 @@ def train_reference(method: str, row: dict, root: str, workers: int, seed: int) 
     """Train lightly's ``method`` at the row's budget; returns the backbone and what the run did."""
     full = data.get("fashion_mnist", root=root, split="train")
     train_part, _ = data.split_train_val(full, 0.1, seed=seed)  # what selfsup's run trained on
+    from lightly_reference import REFERENCES
+
     reference = REFERENCES[method]
     normalize = {"mean": list(full.mean), "std": list(full.std)}
     loader = torch.utils.data.DataLoader(
@@ -109,9 +111,34 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def rescore_selfsup(methods: list[str], selfsup_rows: dict, stored: dict) -> None:
+    """Put each method's current CPU-table row on the selfsup side of its stored parity row, keeping
+    lightly's measurement; refused unless the row has lightly's epochs, batch and backbone."""
+    for method in methods:
+        row, old = selfsup_rows.get(method), stored.get(method)
+        if old is None or row is None or "knn_top1" not in row:
+            raise SystemExit(f"--selfsup-only {method}: needs a stored parity row and a scored table row")
+        same = (row["epochs"], row["batch_size"], row.get("backbone")) == (old["epochs"], old["batch_size"], BACKBONE)
+        if not same:
+            raise SystemExit(f"--selfsup-only {method}: the table row's budget ({row['epochs']} epochs, batch "
+                             f"{row['batch_size']}, {row.get('backbone')}) is not the one lightly's run had "
+                             f"({old['epochs']}, {old['batch_size']}, {BACKBONE}); run the comparison again")
+        old.update(selfsup_recipe=row["recipe"], selfsup_date=row.get("date", "?"), selfsup_knn=row["knn_top1"],
+                   selfsup_linear=row["linear_top1"], knn_diff=round(row["knn_top1"] - old["lightly_knn"], 2),
+                   linear_diff=round(row["linear_top1"] - old["lightly_linear"], 2))
+    rows = [stored[m] for m in sorted(stored)]
+    OUT.write_text(json.dumps({"rows": rows}, indent=1) + "\n")
+    OUT.with_suffix(".md").write_text(markdown(rows))
+    print(markdown(rows))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", default=",".join(REFERENCES), help=f"comma-separated, from {sorted(REFERENCES)}")
+    parser.add_argument("--methods", help="comma-separated (default: every lightly reference; with --selfsup-only "
+                                          "every stored comparison)")
+    parser.add_argument("--selfsup-only", action="store_true",
+                        help="re-read selfsup's table rows into the stored comparison, keeping lightly's figures "
+                             "(same epochs, batch and backbone only); needs no lightly install")
     parser.add_argument("--root", default="../shared/data/fashion-mnist", help="Fashion-MNIST folder")
     parser.add_argument("--workers", type=int, default=1, help="DataLoader workers for lightly's per-image transforms")
     parser.add_argument("--seed", type=int, default=0)
@@ -119,9 +146,14 @@ def main() -> None:
 
     selfsup_rows = {r["method"]: r for r in json.loads(TABLE.read_text())["rows"]}
     stored = {r["method"]: r for r in json.loads(OUT.read_text())["rows"]} if OUT.is_file() else {}
+    chosen = [m.strip() for m in (args.methods or "").split(",") if m.strip()]
+    if args.selfsup_only:
+        rescore_selfsup(chosen or sorted(stored), selfsup_rows, stored)
+        return
+    from lightly_reference import REFERENCES  # lightly itself: benchmarks/parity/setup.sh
     sets = (data.get("fashion_mnist", root=args.root, split="train"), data.get("fashion_mnist", root=args.root, split="test"))
     transform = EvalTransform(sets[0].image_size[0], sets[0].mean, sets[0].std)
-    for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
+    for method in chosen or list(REFERENCES):
         if method not in REFERENCES:
             raise SystemExit(f"no lightly reference for {method!r}; have {sorted(REFERENCES)}")
         row = selfsup_rows.get(method)
