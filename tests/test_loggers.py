@@ -12,7 +12,7 @@ from selfsup.cli import main
 from selfsup.config import load
 from selfsup.errors import ConfigError
 
-TINY = ["--data", "digits", "--backbone", "resnet_tiny", "backbone.width=4", "--batch-size", "128", "--epochs", "2",
+TINY = ["--data", "digits", "--backbone", "resnet_tiny", "backbone.width=4", "--batch-size", "128", "--epochs", "1",
         "--precision", "32-true", "progress_bar=false", "augment.size=16", "data.val_fraction=0.2",
         "monitor.test_at_end=true", "optimizer.warmup_epochs=0", "log_every_n_steps=2"]
 
