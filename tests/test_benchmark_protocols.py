@@ -41,7 +41,10 @@ def test_cpu_protocol_sizes_backbones_for_the_cpu():
             assert config.epochs == 4 and config.backbone["image_size"] == 28, method
         else:
             assert name == "resnet_small" and config.backbone["width"] == 16, method
-            assert config.epochs == (11 if CPU.recipe(method).startswith("fashion_mnist_cpu/") else 8), method
+            # a tuned recipe sets its own epochs within the budget (11, or SimSiam's 8: the budget of its
+            # parity run against lightly); the others get the protocol's 8
+            tuned = CPU.recipe(method).startswith("fashion_mnist_cpu/")
+            assert config.epochs in ((8, 11) if tuned else (8,)), method
     assert cpu_config("mocov2plus").method["queue_size"] == 4096  # the method cards' cpu sizes
     ibot = cpu_config("ibot")
     assert (ibot.method["out_dim"], ibot.method["hidden_dim"], ibot.augment["num_local"]) == (512, 256, 4)
