@@ -108,6 +108,16 @@ def test_a_bad_card_names_the_field_and_what_was_expected(change, message):
         MethodCard(**{**FIELDS, **change})
 
 
+def test_a_variant_card_keeps_its_parents_fields_and_is_checked_like_any_card():
+    msn, pmsn = methods.card("msn"), methods.card("pmsn")
+    assert (pmsn.label, pmsn.paper) == ("PMSN", "https://arxiv.org/abs/2210.07277")
+    shared = ("family", "views", "backbones", "small", "small_views", "cpu", "cpu_views", "code")
+    assert all(getattr(pmsn, name) == getattr(msn, name) for name in shared)
+    assert methods.card("dclw").small == methods.card("simclr").small
+    with pytest.raises(MethodCardError, match="family 'contrastve' is not one of"):
+        msn.variant(family="contrastve")
+
+
 def test_registration_checks_the_views_recipe_and_the_size_options():
     with pytest.raises(MethodCardError, match="method 'toy2': card.views 'simclrr' is not a view recipe"):
         METHODS.register("toy2")(type("Toy2", (ToyMethod,), {"card": MethodCard(**{**FIELDS, "views": "simclrr"})}))

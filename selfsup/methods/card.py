@@ -22,7 +22,7 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -148,6 +148,16 @@ class MethodCard:
         object.__setattr__(self, "backbones", kinds)
         for name in ("small", "small_views", "cpu", "cpu_views"):
             object.__setattr__(self, name, _frozen(getattr(self, name), name))
+
+    def variant(self, **changes: Any) -> "MethodCard":
+        """This card with ``changes``, for a method that is a variant of this one (same views,
+        backbones and sizes unless changed), e.g. DCLW's card from DCL's.
+
+        Example:
+            >>> selfsup.methods.card("dcl").variant(label="DCLW", summary="DCL, weighted positive").label
+            'DCLW'
+        """
+        return replace(self, **changes)
 
     def line(self) -> str:
         """The one-line description ``selfsup list`` prints: ``"<label> (<year>): <summary>"``."""

@@ -9,7 +9,6 @@ from typing import Any
 
 from selfsup.backbones.base import Backbone
 from selfsup.losses.dcl import DCLLoss, DCLWLoss
-from selfsup.methods.card import ANY_BACKBONE, MethodCard
 from selfsup.methods.registry import METHODS
 from selfsup.methods.simclr import SimCLR
 
@@ -27,12 +26,10 @@ class DCL(SimCLR):
         >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
     """
 
-    card = MethodCard(
-        label="DCL", year=2021, authors="Yeh et al.",
-        title="Decoupled Contrastive Learning", paper="https://arxiv.org/abs/2110.06848", code=None,
-        family="contrastive", views="simclr", backbones=ANY_BACKBONE,
+    card = SimCLR.card.variant(
+        label="DCL", year=2021, authors="Yeh et al.", title="Decoupled Contrastive Learning",
+        paper="https://arxiv.org/abs/2110.06848", code=None,
         summary="SimCLR with the positive pair removed from the denominator",
-        small=dict(proj_output_dim=16),
     )
 
     def __init__(self, backbone: Backbone, **options: Any) -> None:
@@ -54,13 +51,7 @@ class DCLW(SimCLR):
         >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
     """
 
-    card = MethodCard(
-        label="DCLW", year=2021, authors="Yeh et al.",
-        title="Decoupled Contrastive Learning", paper="https://arxiv.org/abs/2110.06848", code=None,
-        family="contrastive", views="simclr", backbones=ANY_BACKBONE,
-        summary="DCL with a von Mises-Fisher weight (sigma 0.5) on the positive",
-        small=dict(proj_output_dim=16),
-    )
+    card = DCL.card.variant(label="DCLW", summary="DCL with a von Mises-Fisher weight (sigma 0.5) on the positive")
 
     def __init__(self, backbone: Backbone, *, sigma: float = 0.5, **options: Any) -> None:
         """``sigma`` is DCLW's; ``options`` are :class:`~selfsup.methods.simclr.SimCLR`'s."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from selfsup.backbones.base import Backbone
-from selfsup.methods.card import MethodCard
 from selfsup.methods.msn import MSN
 from selfsup.methods.registry import METHODS
 
@@ -34,13 +33,10 @@ class PMSN(MSN):
         >>> out = method.training_step(ViewBatch(views=[target, anchor, *focal], labels=y, indices=i))
     """
 
-    card = MethodCard(
-        label="PMSN", year=2022, authors="Assran et al.",
-        title="The Hidden Uniform Cluster Prior in Self-Supervised Learning", paper="https://arxiv.org/abs/2210.07277",
-        code="https://github.com/facebookresearch/msn", family="distillation", views="msn", backbones=("vit",),
+    card = MSN.card.variant(
+        label="PMSN", title="The Hidden Uniform Cluster Prior in Self-Supervised Learning",
+        paper="https://arxiv.org/abs/2210.07277",
         summary="MSN whose mean prediction is matched to a power-law prior over prototypes",
-        small=dict(num_prototypes=64, hidden_dim=32, output_dim=16), small_views=dict(num_focal=2),
-        cpu=dict(hidden_dim=512), cpu_views=dict(num_focal=4),
     )
 
     def __init__(

@@ -132,33 +132,28 @@ class SimMIM(Method):
 
     def training_step(self, batch: ViewBatch) -> StepOutput:
         images = batch.views[0]
-        if self.swin:
-            return self._swin_step(images)
-        vit: VisionTransformer = self.backbone  # type: ignore[assignment]
-        b, c, h, w = images.shape
-        p = vit.patch_size
+        b, _, h, w = images.shape
+        p = self.backbone.patch_size
         mask = self.sample_mask(b, h, w, images.device)
-        tokens = vit.forward_tokens(images, mask=mask)[:, vit.num_prefix:]
-        reconstruction = unpatchify(self.head(tokens), p, h, w, c)
+        reconstruction = self.reconstruct(images, mask)
         pixel_mask = mask.reshape(b, h // p, w // p).repeat_interleave(p, dim=1).repeat_interleave(p, dim=2)
         loss = self.criterion(reconstruction, images, pixel_mask)
         features = None
         if self.online_probe:
             with torch.no_grad():
-                features = vit(images)
+                features = self.backbone(images)
         return StepOutput(loss=loss, features=features)
 
-    def _swin_step(self, images: torch.Tensor) -> StepOutput:
-        """SimMIM with a Swin: mask token at the input, 1x1 conv + pixel shuffle on the last map."""
-        swin: SwinTransformer = self.backbone  # type: ignore[assignment]
-        b, c, h, w = images.shape
-        p = swin.patch_size
-        mask = self.sample_mask(b, h, w, images.device)
-        reconstruction = self.head(swin.forward_features(images, mask=mask))
-        pixel_mask = mask.reshape(b, h // p, w // p).repeat_interleave(p, dim=1).repeat_interleave(p, dim=2)
-        loss = self.criterion(reconstruction, images, pixel_mask)
-        features = None
-        if self.online_probe:
-            with torch.no_grad():
-                features = swin(images)
-        return StepOutput(loss=loss, features=features)
+    def reconstruct(self, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Pixels predicted from ``images`` with the tokens of ``mask`` replaced by the mask token.
+
+        ViT: mask token at the input, a linear head per patch token, unpatchified. Swin: mask token
+        at the input, the official 1x1 conv + pixel shuffle on the last feature map.
+        """
+        if self.swin:
+            swin: SwinTransformer = self.backbone  # type: ignore[assignment]
+            return self.head(swin.forward_features(images, mask=mask))
+        vit: VisionTransformer = self.backbone  # type: ignore[assignment]
+        _, c, h, w = images.shape
+        tokens = vit.forward_tokens(images, mask=mask)[:, vit.num_prefix:]
+        return unpatchify(self.head(tokens), vit.patch_size, h, w, c)
