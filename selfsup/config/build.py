@@ -17,8 +17,10 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,10 +29,13 @@ from selfsup import augment, backbones, methods
 from selfsup._registry import accepted_kwargs
 from selfsup.augment import MultiView
 from selfsup.backbones import Backbone
+from selfsup.backbones.pretrained import load_weights
 from selfsup.config.schema import TrainConfig
 from selfsup.config.view_counts import check_global_views
 from selfsup.errors import ConfigError
 from selfsup.methods import Method
+
+log = logging.getLogger(__name__)
 
 __all__ = ["DataFacts", "Parts", "build", "build_backbone", "build_method", "build_views", "config_errors"]
 
@@ -107,11 +112,25 @@ def _options(section: dict[str, Any], name_key: str) -> dict[str, Any]:
 
 
 def build_backbone(config: TrainConfig, channels: int) -> Backbone:
-    """The configured backbone, adapted to ``channels`` unless the config sets ``in_channels``."""
+    """The configured backbone, adapted to ``channels`` unless the config sets ``in_channels``, and
+    started from ``backbone.weights`` (a file of weights) when set
+    (:func:`selfsup.backbones.pretrained.load_weights`; on the meta device only the file is checked)."""
     options = _options(config.backbone, "name")
     options.setdefault("in_channels", channels)
+    weights = options.pop("weights", None)
     with config_errors("backbone"):
-        return backbones.get(config.backbone["name"], **options)
+        backbone = backbones.get(config.backbone["name"], **options)
+    if weights is not None:
+        if not isinstance(weights, (str, Path)) or not Path(weights).is_file():
+            raise ConfigError(f"Config key backbone.weights: no such file {weights!r} (expected a safetensors or "
+                              "PyTorch file of weights)")
+        if not _on_meta(backbone):
+            log.info("backbone.weights: %s", load_weights(backbone, weights).line())
+    return backbone
+
+
+def _on_meta(module: torch.nn.Module) -> bool:
+    return any(p.device.type == "meta" for p in module.parameters())
 
 
 def build_method(config: TrainConfig, backbone: Backbone, num_samples: int) -> Method:

@@ -253,8 +253,10 @@ def validate(config: TrainConfig) -> None:
             if section == "augment":
                 continue  # the method's default recipe
             raise ConfigError(f"Config section {section!r} needs a {name_key!r} key")
-        if section == "backbone" and str(name).startswith("timm:"):
-            continue  # timm checks its own model names and options
+        if section == "backbone":
+            options.pop("weights", None)  # read by the build (build_backbone), not the backbone's constructor
+            if str(name).startswith("timm:"):
+                continue  # timm checks its own model names and options
         registry = registries[section]
         check_kwargs(registry.factory(str(name)), options, f"{registry.kind} {name!r} (config section {section!r})")
     data.DATASETS.factory(config.data.name)
