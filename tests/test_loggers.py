@@ -17,8 +17,10 @@ TINY = ["--data", "digits", "--backbone", "resnet_tiny", "backbone.width=4", "--
         "monitor.test_at_end=true", "optimizer.warmup_epochs=0", "log_every_n_steps=2"]
 
 
-def test_csv_logger_receives_what_metrics_jsonl_receives(tmp_path):
-    assert main(["train", "--output-dir", str(tmp_path), "--name", "run", *TINY, "loggers=[csv]"]) == 0
+def test_csv_and_tensorboard_loggers_receive_what_metrics_jsonl_receives(tmp_path):
+    tensorboard = importlib.util.find_spec("tensorboard") is not None
+    loggers = "loggers=[csv,tensorboard]" if tensorboard else "loggers=[csv]"
+    assert main(["train", "--output-dir", str(tmp_path), "--name", "run", *TINY, loggers]) == 0
     run = tmp_path / "run"
     logged = {}
     for line in (run / "metrics.jsonl").read_text().splitlines():
@@ -38,6 +40,16 @@ def test_csv_logger_receives_what_metrics_jsonl_receives(tmp_path):
     for key in logged:
         assert in_csv[key] == pytest.approx(logged[key]), key
     assert (run / "csv" / "hparams.yaml").is_file()  # the resolved config
+    if not tensorboard:
+        pytest.skip("the TensorBoard half needs the tensorboard package (pip install tensorboard)")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard")).Reload()
+    in_events = {key: {event.step: event.value for event in events.Scalars(key)} for key in events.Tags()["scalars"]}
+    in_events = {key: series for key, series in in_events.items() if key != "epoch"}
+    assert in_events.keys() == logged.keys()
+    for key in logged:
+        assert in_events[key] == pytest.approx(logged[key], rel=1e-6), key
 
 
 @pytest.mark.parametrize("loggers, message", [
