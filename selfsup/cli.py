@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 TRAIN_FLAGS = {  # flag -> config key
     "method": "method.name", "backbone": "backbone.name", "data": "data.name", "root": "data.root",
-    "epochs": "epochs", "batch_size": "batch_size", "devices": "devices", "precision": "precision",
+    "epochs": "epochs", "batch_size": "batch_size", "devices": "devices", "num_nodes": "num_nodes",
+    "precision": "precision",
     "name": "name", "output_dir": "output_dir", "num_workers": "data.num_workers", "seed": "seed",
 }
 
@@ -39,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--root", help="data set folder")
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int, help="global batch size")
-    train.add_argument("--devices", type=int)
+    train.add_argument("--devices", type=int, help="processes (GPUs) per machine")
+    train.add_argument("--num-nodes", type=int, help="machines (each with --devices processes; e.g. SLURM's --nodes)")
     train.add_argument("--precision", help="auto, 32-true, bf16-mixed or 16-mixed")
     train.add_argument("--num-workers", type=int)
     train.add_argument("--seed", type=int)

@@ -38,7 +38,7 @@ from selfsup.engine.memory_format import use_channels_last
 from selfsup.engine.module import SelfSupervisedModule
 from selfsup.engine.monitor import EvaluationMonitor
 from selfsup.engine.precision import resolve_precision
-from selfsup.engine.preemption import PreemptionHandler
+from selfsup.engine.preemption import PreemptionHandler, requeued_by_slurm
 from selfsup.engine.progress import RunProgressBar
 from selfsup.engine.resources import ResourceMonitor
 from selfsup.engine.throughput import Throughput, peak_memory_mb
@@ -137,13 +137,14 @@ def run_summary(config: TrainConfig, train_set: Any, method: Any, steps_per_epoc
 
     heads = sum(p.numel() for n, p in method.named_parameters() if not n.startswith("backbone."))
     size = train_set.image_size[0] if train_set.image_size else "?"
+    nodes = f" on each of {config.num_nodes} nodes" if config.num_nodes > 1 else ""
     return "\n".join([
         f"Training {config.method['name']} on {config.data.name} ({len(train_set):,} images of {size} px, "
         f"{train_set.channels} channel{'s' if train_set.channels > 1 else ''})",
         f"  backbone {config.backbone['name']}: {millions(method.backbone)} parameters; "
         f"the method's heads {heads / 1e6:.2f} M",
         f"  {config.epochs} epoch{'s' if config.epochs > 1 else ''} x {steps_per_epoch:,} steps of {config.batch_size} "
-        f"images on {config.devices} x {device} in {precision}",
+        f"images on {config.devices} x {device}{nodes} in {precision}",
         f"  run folder {run_dir}",
     ])
 
@@ -175,6 +176,19 @@ def resumable_run_name(config: TrainConfig) -> str:
     name = max(found)[1]
     log.warning("--resume: continuing run %s (the latest in %s trained with this config).", name, config.output_dir)
     return name
+
+
+def has_resumable_run(config: TrainConfig) -> bool:
+    """Whether ``config`` names a run with a checkpoint (``--name``), or, without a name, a run in
+    ``output_dir`` trained with this config holds one (:func:`resumable_run_name`)."""
+    if config.name:
+        folder = Path(config.output_dir) / config.name / "checkpoints"
+        return (folder / "last.ckpt").is_file() or any(folder.glob("epoch_*.ckpt"))
+    try:
+        resumable_run_name(config)
+    except SelfSupError:
+        return False
+    return True
 
 
 def prepare_run_dir(config: TrainConfig, resume: bool) -> Path:
@@ -269,6 +283,11 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # Lightning's DDP launcher re-runs the command in each extra process, with our environment
     main_process = rank_zero_only.rank == 0
+    if not resume and requeued_by_slurm():  # the same command, run again by SLURM after a requeue
+        resume = has_resumable_run(config)
+        if resume and main_process:
+            log.warning("SLURM requeued this job (SLURM_RESTART_COUNT=%s): resuming the run from its last "
+                        "checkpoint.", os.environ["SLURM_RESTART_COUNT"])
     if main_process and resume and not config.name:
         config = replace(config, name=resumable_run_name(config))
     config = replace(config, name=os.environ.get(RUN_NAME_VARIABLE) if not main_process else run_name(config))
@@ -280,9 +299,11 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
         run_dir = Path(config.output_dir) / config.name
     train_set, eval_set = build_datasets(config)
     global_batch = config.batch_size
-    if global_batch % config.devices:
-        raise ConfigError(f"batch_size={global_batch} must be divisible by devices={config.devices}")
-    per_device = global_batch // config.devices
+    processes = config.devices * config.num_nodes
+    if global_batch % processes:
+        raise ConfigError(f"batch_size={global_batch} must be divisible by the number of processes, devices x "
+                          f"num_nodes = {config.devices} x {config.num_nodes} = {processes}")
+    per_device = global_batch // processes
     if global_batch > len(train_set):
         raise DataError(
             f"batch_size={global_batch} is larger than the training set ({len(train_set)} images in "
@@ -328,16 +349,16 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
     if config.progress_bar:
         callbacks.append(RunProgressBar())
     precision = resolve_precision(config.precision, config.accelerator)
-    if config.sync_batchnorm and config.devices > 1 and not (torch.cuda.is_available() and config.accelerator != "cpu"):
+    if config.sync_batchnorm and processes > 1 and not (torch.cuda.is_available() and config.accelerator != "cpu"):
         raise ConfigError("sync_batchnorm=true needs several GPUs (PyTorch's SyncBatchNorm runs on CUDA only).")
     trainer = L.Trainer(
-        max_epochs=config.epochs, accelerator=config.accelerator, devices=config.devices,
+        max_epochs=config.epochs, accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes,
         # buffers (queues, memory banks, centres) are kept equal by the methods' own collectives;
         # DDP's default broadcast of every buffer at every step would only copy them again. Some
         # parameters are legitimately unused by a method (a ViT's mask token or registers).
-        strategy=DDPStrategy(broadcast_buffers=False, find_unused_parameters=True) if config.devices > 1 else "auto",
+        strategy=DDPStrategy(broadcast_buffers=False, find_unused_parameters=True) if processes > 1 else "auto",
         precision=precision,
-        sync_batchnorm=config.sync_batchnorm and config.devices > 1, logger=build_loggers(config.loggers, run_dir, to_dict(config)),
+        sync_batchnorm=config.sync_batchnorm and processes > 1, logger=build_loggers(config.loggers, run_dir, to_dict(config)),
         callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, log_every_n_steps=max(1, min(config.log_every_n_steps, steps_per_epoch)), num_sanity_val_steps=0,
         default_root_dir=str(run_dir), use_distributed_sampler=True,
@@ -349,7 +370,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
         warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
         warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")  # inside Lightning, not ours
         warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed.*")  # rank 0 only
-        if config.devices == 1:  # DataPosition and EpochShuffleSampler resume the epoch's order
+        if processes == 1:  # DataPosition and EpochShuffleSampler resume the epoch's order
             warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
         try:
             # weights_only: a checkpoint is data; loading must not run code from it

@@ -184,3 +184,69 @@ def test_failed_metrics_write_stops_with_a_clear_message(tmp_path, monkeypatch, 
                  *BASE])
     err = capsys.readouterr().err
     assert code == 2 and "metrics.jsonl" in err and "No space left on device" in err
+
+
+def test_sigusr1_is_passed_on_to_the_handler_installed_before_after_the_checkpoint(tmp_path, monkeypatch, capsys):
+    """Under SLURM, Lightning installs its auto-requeue handler for SIGUSR1; selfsup's handler chains it."""
+    from selfsup.methods import SimCLR
+
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    calls = []
+
+    def requeue(signum, frame):  # stands in for Lightning's SLURM requeue handler
+        calls.append((signum, last.is_file()))
+
+    real_step, steps = SimCLR.training_step, []
+
+    def step_then_signal(self, batch):
+        steps.append(1)
+        if len(steps) == 3:
+            import os
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return real_step(self, batch)
+
+    monkeypatch.setattr(SimCLR, "training_step", step_then_signal)
+    previous = signal.signal(signal.SIGUSR1, requeue)
+    try:
+        code = main(["train", "--output-dir", str(tmp_path), "--name", "run", "--epochs", "5",
+                     *[a for a in BASE if not a.startswith("checkpoint_every_steps")]])
+        assert signal.getsignal(signal.SIGUSR1) is requeue  # put back after the run
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    err = capsys.readouterr().err
+    assert code == PREEMPTED_EXIT_CODE and calls == [(signal.SIGUSR1, True)]  # once, after last.ckpt was written
+    assert "after step 3 and passed SIGUSR1 on to the handler installed before" in err and "requeue" in err
+
+
+def test_a_job_slurm_requeued_resumes_without_the_flag(tmp_path, monkeypatch, caplog):
+    args = ["train", "--output-dir", str(tmp_path), "--name", "run", *BASE]
+    assert main([*args, "--epochs", "1"]) == 0
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert main([*args, "--epochs", "2"]) == 0  # the same command, run again by SLURM
+    assert "SLURM requeued this job (SLURM_RESTART_COUNT=1): resuming" in caplog.text
+    assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")  # a first start is not a resume: the run folder is kept
+    assert main([*args, "--epochs", "3"]) == 2
+
+
+def test_num_nodes_reaches_the_trainer_and_splits_the_batch(tmp_path, monkeypatch, capsys):
+    import selfsup.training as training
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_trainer(**kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(training.L, "Trainer", fake_trainer)
+    with pytest.raises(Stop):
+        main(["train", "--output-dir", str(tmp_path), "--name", "a", "--epochs", "1", "--num-nodes", "2",
+              "--devices", "2", *BASE])
+    assert seen["num_nodes"] == 2 and seen["devices"] == 2 and type(seen["strategy"]).__name__ == "DDPStrategy"
+    assert main(["train", "--output-dir", str(tmp_path), "--name", "b", "--epochs", "1", "--num-nodes", "3",
+                 *BASE]) == 2
+    assert "divisible by the number of processes, devices x num_nodes = 1 x 3 = 3" in capsys.readouterr().err

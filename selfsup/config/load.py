@@ -266,6 +266,7 @@ def validate(config: TrainConfig) -> None:
         ("epochs", config.epochs >= 1, "an integer >= 1"),
         ("batch_size", config.batch_size >= 1, "an integer >= 1"),
         ("devices", config.devices >= 1, "an integer >= 1"),
+        ("num_nodes", config.num_nodes >= 1, "an integer >= 1"),
         ("checkpoint_every", config.checkpoint_every >= 0, ">= 0 (0: only 'last')"),
         ("checkpoint_every_steps", config.checkpoint_every_steps >= 0, ">= 0 (0: only at epoch ends)"),
         ("max_skipped_steps", config.max_skipped_steps >= 0, ">= 0"),

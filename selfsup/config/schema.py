@@ -114,6 +114,7 @@ class TrainConfig:
     epochs: int = 100
     batch_size: int = 256
     devices: int = 1
+    num_nodes: int = 1  # machines, each running `devices` processes; the global batch is split over all
     accelerator: str = "auto"
     precision: str = "auto"
     channels_last: bool = True

@@ -3,9 +3,15 @@
 Cluster schedulers send SIGTERM (or SIGUSR1, e.g. SLURM's ``--signal``) before they end a job.
 The run then saves ``last.ckpt`` after the step in progress and exits with
 :data:`PREEMPTED_EXIT_CODE`, so a wrapper script can requeue it with ``--resume``.
+
+The handler is chained, not replaced: a handler installed before (under SLURM, Lightning's
+auto-requeue, which saves its own checkpoint and runs ``scontrol requeue``; or a user's) is called
+after ``last.ckpt`` is written, and only then does the run stop. A job SLURM requeued
+(``SLURM_RESTART_COUNT`` >= 1) resumes without ``--resume`` (:func:`requeued_by_slurm`).
 """
 from __future__ import annotations
 
+import os
 import signal
 from typing import Any
 
@@ -56,8 +62,13 @@ class PreemptionHandler(L.Callback):
         step = trainer.current_epoch * pl_module.steps_per_epoch + batch_idx + 1
         self.checkpoint.save(trainer, self.checkpoint.last_path)
         name = signal.Signals(self.received).name
+        previous = self._previous.get(self.received)
+        passed_on = ""
+        if callable(previous):  # not SIG_DFL / SIG_IGN / None: e.g. Lightning's SLURM requeue
+            previous(self.received, None)
+            passed_on = f" and passed {name} on to the handler installed before ({_describe(previous)})"
         raise Preempted(
-            f"Received {name}: saved {self.checkpoint.last_path} after step {step} and stopped. "
+            f"Received {name}: saved {self.checkpoint.last_path} after step {step}{passed_on}, and stopped. "
             f"Continue with the same command and --resume."
         )
 
@@ -71,3 +82,16 @@ class PreemptionHandler(L.Callback):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+
+def _describe(handler: Any) -> str:
+    owner = getattr(handler, "__self__", None)
+    name = getattr(handler, "__qualname__", repr(handler))
+    return f"{type(owner).__module__}.{name}" if owner is not None else f"{getattr(handler, '__module__', '')}.{name}"
+
+
+def requeued_by_slurm() -> bool:
+    """Whether this process is a SLURM job that was requeued (``SLURM_RESTART_COUNT`` >= 1), so its
+    command should resume the run rather than start one."""
+    count = os.environ.get("SLURM_RESTART_COUNT", "")
+    return bool(os.environ.get("SLURM_JOB_ID")) and count.isdigit() and int(count) >= 1
