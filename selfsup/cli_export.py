@@ -1,5 +1,5 @@
-"""``selfsup export PATH --format FORMAT``: write a trained backbone for torchvision, timm, TorchScript,
-``torch.export``, ONNX or selfsup itself, and check the file gives the same features.
+"""``selfsup export PATH --format FORMAT``: write a trained backbone for torchvision, timm, Hugging Face,
+TorchScript, ``torch.export``, ONNX or selfsup itself, and check the file gives the same features.
 
 See :mod:`selfsup.backbones.formats` for what each format holds. The file goes next to the run's
 export (``<run>/backbone.<format>.<ending>``) unless ``--out`` says where; an existing file is kept
@@ -18,11 +18,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     from selfsup.backbones.formats import FORMATS
 
     cmd = commands.add_parser(
-        "export", help="write a trained backbone for torchvision, timm, TorchScript, torch.export or ONNX",
+        "export", help="write a trained backbone for torchvision, timm, Hugging Face, TorchScript, torch.export or ONNX",
         description=("Write the backbone of PATH (a run folder, a .ckpt checkpoint or an exported .safetensors "
                      "file) in FORMAT, load the file back as that tool would and compare its features with "
                      "selfsup's on random images of the training size. torchvision: ResNet-18/34/50; timm: "
-                     "selfsup ViTs and timm: backbones; torchscript, pt2 and onnx: any backbone."))
+                     "selfsup ViTs and timm: backbones; hf (a transformers ViTModel folder): selfsup ViTs "
+                     "without registers; torchscript, pt2 and onnx: any backbone."))
     cmd.add_argument("path", help="run folder, .ckpt or .safetensors")
     cmd.add_argument("--format", required=True, choices=list(FORMATS), dest="fmt")
     cmd.add_argument("--out", help="file to write (default: backbone.<format>.<ending> beside PATH's export)")

@@ -60,6 +60,22 @@ def test_a_vit_round_trips_through_each_format(tmp_path, fmt, pool, registers):
     assert report.max_abs_diff is not None and report.max_abs_diff < 1e-4, report
 
 
+@pytest.mark.parametrize("pool", ["cls", "avg"])
+def test_a_vit_round_trips_through_hugging_face_vitmodel(tmp_path, pool):
+    pytest.importorskip("transformers", reason="the hf format needs transformers (pip install transformers)")
+    from transformers import ViTModel
+
+    net = randomised(tiny_vit(pool=pool)).eval()
+    report = export_as(net, tmp_path / "vit.hf", "hf", image_size=16)
+    assert report.max_abs_diff is not None and report.max_abs_diff < 1e-4, report
+    assert (report.path / "config.json").is_file()
+    hidden = ViTModel.from_pretrained(str(report.path), add_pooling_layer=False).eval()(
+        pixel_values=torch.rand(2, 3, 16, 16)).last_hidden_state
+    assert hidden.shape == (2, 1 + 16, 192)  # class token + 4 x 4 patches
+    with pytest.raises(SelfSupError, match="ViTModel has no registers and this ViT has 2"):
+        export_as(tiny_vit(num_registers=2), tmp_path / "reg.hf", "hf", image_size=16)
+
+
 def test_the_timm_file_loads_into_timm_as_the_printed_call_says(tmp_path):
     timm = pytest.importorskip("timm", reason="pip install timm")
     from safetensors.torch import load_file

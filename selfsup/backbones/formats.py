@@ -6,6 +6,7 @@ format         file                                                       loads 
 safetensors    selfsup's export: weights + build recipe                   ``selfsup.backbones.load_exported``
 torchvision    a ResNet's weights under torchvision's names               ``torchvision.models.resnet18``
 timm           a ViT's (or ``timm:`` model's) weights under timm's names  ``timm.models.VisionTransformer``
+hf             a folder: ``save_pretrained`` of ``transformers.ViTModel``  ``ViTModel.from_pretrained``
 torchscript    a traced module (``torch.jit``, deprecated in PyTorch)     ``torch.jit.load``
 pt2            a ``torch.export`` program, any batch size                 ``torch.export.load``
 onnx           an ONNX graph (opset of the PyTorch exporter), any batch   ``onnxruntime.InferenceSession``
@@ -37,7 +38,7 @@ from torch import Tensor, nn
 
 from selfsup._files import publish
 from selfsup.backbones.export import export_backbone, load_exported
-from selfsup.backbones.layouts import timm_layout, torchvision_layout
+from selfsup.backbones.layouts import hf_vit_config, hf_vit_layout, timm_layout, torchvision_layout
 from selfsup.backbones.resnet import adapt_stem
 from selfsup.errors import SelfSupError
 
@@ -45,6 +46,7 @@ FORMATS: dict[str, str] = {
     "safetensors": ".safetensors",
     "torchvision": ".safetensors",
     "timm": ".safetensors",
+    "hf": "",
     "torchscript": ".pt",
     "pt2": ".pt2",
     "onnx": ".onnx",
@@ -183,6 +185,36 @@ def _write_timm(backbone: nn.Module, path: Path, example: Tensor, meta: dict[str
     return model.eval(), loader, ""
 
 
+def _write_hf(backbone: nn.Module, path: Path, example: Tensor, meta: dict[str, Any]) -> Written:
+    config = hf_vit_config(backbone)
+    if importlib.util.find_spec("transformers") is None:
+        raise SelfSupError("format 'hf' needs transformers: pip install transformers")
+    import shutil
+
+    from transformers import ViTConfig, ViTModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a bar per load and save otherwise
+    model = ViTModel(ViTConfig(**config), add_pooling_layer=False)
+    model.load_state_dict(hf_vit_layout(backbone, set(model.state_dict())))  # strict: every name placed
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    if path.exists():
+        shutil.rmtree(path)
+    tmp.replace(path)
+    loaded = ViTModel.from_pretrained(str(path), add_pooling_layer=False).eval()
+    avg = getattr(backbone, "pool", "cls") == "avg"
+    pooled = "last_hidden_state[:, 1:].mean(1)" if avg else "last_hidden_state[:, 0]"
+
+    def features(images: Tensor) -> Tensor:
+        hidden = loaded(pixel_values=images).last_hidden_state
+        return hidden[:, 1:].mean(1) if avg else hidden[:, 0]
+
+    loader = f"transformers.ViTModel.from_pretrained({str(path)!r}, add_pooling_layer=False)(pixel_values=x).{pooled}"
+    return features, loader, "features: " + pooled + " (selfsup's pooled output)"
+
+
 def _write_torchscript(backbone: nn.Module, path: Path, example: Tensor, meta: dict[str, Any]) -> Written:
     import warnings
 
@@ -232,6 +264,6 @@ def _write_onnx(backbone: nn.Module, path: Path, example: Tensor, meta: dict[str
 
 
 _WRITERS: dict[str, Callable[[nn.Module, Path, Tensor, dict[str, Any]], Written]] = {
-    "safetensors": _write_safetensors, "torchvision": _write_torchvision, "timm": _write_timm,
+    "safetensors": _write_safetensors, "torchvision": _write_torchvision, "timm": _write_timm, "hf": _write_hf,
     "torchscript": _write_torchscript, "pt2": _write_pt2, "onnx": _write_onnx,
 }

@@ -11,6 +11,12 @@
   ``attn.qkv`` / ``attn.proj``, ``mlp.0`` / ``mlp.2`` -> ``mlp.fc1`` / ``mlp.fc2``,
   ``registers`` -> ``reg_token``; ``mask_token`` (a pretraining part) is left out. A ``timm:``
   backbone is a timm model wrapped as ``model``: the prefix is dropped.
+- **Hugging Face**: a selfsup ViT without registers maps onto ``transformers.ViTModel``
+  (``layer_norm_eps=1e-6``, no pooling layer): ``qkv`` split into query / key / value, and a zero
+  row for the class token prepended to the position table (HF adds a position embedding to the
+  class token; selfsup's class token has none). Both transformers 4's key names
+  (``encoder.layer.N.attention.attention.query``) and 5's (``layers.N.attention.q_proj``) are
+  written, whichever the installed model has.
 
 Example:
     >>> state, kwargs = timm_layout(selfsup.backbones.get("vit_tiny", image_size=32, patch_size=4))
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from selfsup.backbones.resnet import TorchvisionResNet
@@ -93,3 +100,58 @@ def timm_layout(backbone: nn.Module) -> tuple[dict[str, Tensor], dict[str, Any]]
         "global_pool": "avg" if backbone.pool == "avg" else "token", "fc_norm": False, "num_classes": 0,
     }
     return state, build
+
+
+def hf_vit_config(backbone: nn.Module) -> dict[str, Any]:
+    """Keyword arguments of ``transformers.ViTConfig`` for a selfsup ViT (no registers).
+
+    Raises:
+        SelfSupError: not a selfsup ViT, or one with registers (``ViTModel`` has none).
+    """
+    if not isinstance(backbone, VisionTransformer):
+        raise SelfSupError(
+            f"format 'hf' takes a selfsup ViT; this backbone is {getattr(backbone, 'name', type(backbone).__name__)!r}. "
+            "Formats that take any backbone: safetensors, torchscript, pt2, onnx")
+    if backbone.num_prefix > 1:
+        raise SelfSupError(f"format 'hf': transformers' ViTModel has no registers and this ViT has "
+                           f"{backbone.num_prefix - 1}; use --format timm (reg_tokens) or a format that takes any backbone")
+    block = backbone.blocks[0]
+    return {
+        "hidden_size": backbone.feature_dim, "num_hidden_layers": len(backbone.blocks),
+        "num_attention_heads": block.heads, "intermediate_size": block.mlp[0].out_features, "hidden_act": "gelu",
+        "layer_norm_eps": 1e-6, "image_size": backbone.image_size, "patch_size": backbone.patch_size,
+        "num_channels": backbone.patch_embed.in_channels, "qkv_bias": block.qkv.bias is not None,
+        "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
+    }
+
+
+def hf_vit_layout(backbone: VisionTransformer, hf_keys: set[str]) -> dict[str, Tensor]:
+    """A selfsup ViT's weights under the names of ``transformers.ViTModel`` whose state dict has
+    ``hf_keys`` (transformers 4 or 5 naming)."""
+    new = "layers.0.attention.q_proj.weight" in hf_keys
+    names = ({"layer": "layers.{i}.", "q": "attention.q_proj", "k": "attention.k_proj", "v": "attention.v_proj",
+              "out": "attention.o_proj", "fc1": "mlp.fc1", "fc2": "mlp.fc2"} if new else
+             {"layer": "encoder.layer.{i}.", "q": "attention.attention.query", "k": "attention.attention.key",
+              "v": "attention.attention.value", "out": "attention.output.dense", "fc1": "intermediate.dense",
+              "fc2": "output.dense"})
+    own = _state(backbone)
+    cls = own["cls_token"]
+    state = {
+        "embeddings.cls_token": cls,
+        "embeddings.position_embeddings": torch.cat([torch.zeros_like(cls), own["pos_embed"]], dim=1),
+        "embeddings.patch_embeddings.projection.weight": own["patch_embed.weight"],
+        "embeddings.patch_embeddings.projection.bias": own["patch_embed.bias"],
+        "layernorm.weight": own["norm.weight"], "layernorm.bias": own["norm.bias"],
+    }
+    for i in range(len(backbone.blocks)):
+        ours, theirs = f"blocks.{i}.", names["layer"].format(i=i)
+        for kind in ("weight", "bias"):
+            if f"{ours}qkv.{kind}" in own:
+                for part, tensor in zip("qkv", own[f"{ours}qkv.{kind}"].chunk(3, dim=0)):
+                    state[f"{theirs}{names[part]}.{kind}"] = tensor.contiguous()
+            state[f"{theirs}{names['out']}.{kind}"] = own[f"{ours}proj.{kind}"]
+            state[f"{theirs}{names['fc1']}.{kind}"] = own[f"{ours}mlp.0.{kind}"]
+            state[f"{theirs}{names['fc2']}.{kind}"] = own[f"{ours}mlp.2.{kind}"]
+            state[f"{theirs}layernorm_before.{kind}"] = own[f"{ours}norm1.{kind}"]
+            state[f"{theirs}layernorm_after.{kind}"] = own[f"{ours}norm2.{kind}"]
+    return state
