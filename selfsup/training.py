@@ -47,6 +47,7 @@ from selfsup.eval.protocol import knn_eval
 from selfsup.errors import ConfigError, DataError, NonFiniteLossError, SelfSupError
 
 log = logging.getLogger("selfsup")
+DEFAULT_FOLDER_SIZE = 224  # decode size of an image folder when neither data.image_size nor augment.size is set
 RUN_NAME_VARIABLE = "SELFSUP_RUN_NAME"  # tells DDP's extra processes the run folder of rank 0
 
 
@@ -69,7 +70,7 @@ def build_datasets(config: TrainConfig) -> tuple[Any, Any | None]:
     Folders have no splits: their held-out images come from ``data.eval_root``, another folder.
     With ``data.cache`` each folder is read from its decoded cache (built first when needed).
     """
-    options = dict(download=config.data.download, image_size=config.data.image_size,
+    options = dict(download=config.data.download, image_size=config.data.image_size or folder_image_size(config),
                    skip_bad_images=config.data.skip_bad_images, channels=config.data.channels,
                    max_pixels=config.data.max_pixels, decoder=config.data.decoder)
     train_set = _dataset(config, config.data.name, config.data.root, config.data.train_split, options)
@@ -89,6 +90,17 @@ def build_datasets(config: TrainConfig) -> tuple[Any, Any | None]:
     if config.data.eval_split.lower() == "none":
         return train_set, None
     return train_set, data.get(config.data.name, root=config.data.root, split=config.data.eval_split, **options)
+
+
+def folder_image_size(config: TrainConfig) -> int | None:
+    """The decode size of a folder without ``data.image_size``: the view size ``augment.size``, else
+    224 (said in the log); None for data sets with a size of their own."""
+    if config.data.name != "folder" or config.data.image_size:
+        return None
+    size = int(config.augment.get("size") or DEFAULT_FOLDER_SIZE)
+    log.info("data.image_size is not set: folder images are decoded at %d px (%s)", size,
+             "augment.size" if config.augment.get("size") else f"the default, {DEFAULT_FOLDER_SIZE}")
+    return size
 
 
 def _dataset(config: TrainConfig, name: str, root: str | None, split: str, options: dict[str, Any]) -> Any:

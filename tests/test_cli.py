@@ -335,12 +335,15 @@ def test_data_may_name_a_folder_of_images(tmp_path, capsys):
     import yaml
 
     _image_folder(tmp_path / "imgs")
-    common = ["train", "--output-dir", str(tmp_path / "runs"), "--epochs", "1", "data.image_size=8", "--backbone",
+    common = ["train", "--output-dir", str(tmp_path / "runs"), "--epochs", "1", "augment.size=8", "--backbone",
               "resnet_tiny", "backbone.width=4", "--batch-size", "6", "--precision", "32-true", "progress_bar=false",
               "monitor.knn_every=0", "optimizer.warmup_epochs=0"]
     assert main([*common, "--data", str(tmp_path / "imgs"), "--name", "by-path"]) == 0
     saved = yaml.safe_load((tmp_path / "runs" / "by-path" / "config.yaml").read_text())
     assert saved["data"]["name"] == "folder" and saved["data"]["root"] == str(tmp_path / "imgs")
+    from selfsup.backbones import read_metadata  # no data.image_size: the folder is decoded at the view size
+
+    assert read_metadata(tmp_path / "runs" / "by-path" / "backbone.safetensors")["image_size"] == 8
     assert main([*common, "--data", str(tmp_path / "imgs"), "--root", str(tmp_path), "--name", "both"]) == 2
     assert "give the folder once" in capsys.readouterr().err
     assert main([*common, "--data", "fashion_mnst", "--name", "typo"]) == 2  # a name, not a path: its own error
