@@ -34,8 +34,28 @@ from selfsup.backbones.timm_backbone import PREFIX, TimmBackbone
 from selfsup.backbones.vit import VisionTransformer
 from selfsup.errors import SelfSupError
 
-_TIMM_VIT_RENAMES = ((".qkv.", ".attn.qkv."), (".proj.", ".attn.proj."), (".mlp.0.", ".mlp.fc1."),
-                     (".mlp.2.", ".mlp.fc2."))
+_TIMM_BLOCK_NAMES = ((".qkv.", ".attn.qkv."), (".proj.", ".attn.proj."), (".mlp.0.", ".mlp.fc1."),
+                     (".mlp.2.", ".mlp.fc2."))  # (selfsup, timm) inside blocks.N.
+_TIMM_TOP_NAMES = (("registers", "reg_token"), ("patch_embed.", "patch_embed.proj."))  # (selfsup, timm) prefixes
+
+
+def timm_vit_key(key: str, *, to_timm: bool = True) -> str:
+    """The name of a selfsup ViT tensor ``key`` in timm's ``VisionTransformer``, or (``to_timm=False``)
+    the selfsup name of timm's ``key``.
+
+    Example:
+        >>> timm_vit_key("blocks.0.mlp.0.weight")
+        'blocks.0.mlp.fc1.weight'
+    """
+    if key.startswith("blocks."):
+        for ours, theirs in _TIMM_BLOCK_NAMES:
+            key = key.replace(ours, theirs) if to_timm else key.replace(theirs, ours)
+        return key
+    for ours, theirs in _TIMM_TOP_NAMES:
+        old, new = (ours, theirs) if to_timm else (theirs, ours)
+        if key.startswith(old):
+            return new + key[len(old):]
+    return key
 
 
 def _state(module: nn.Module) -> dict[str, Tensor]:
@@ -82,14 +102,7 @@ def timm_layout(backbone: nn.Module) -> tuple[dict[str, Tensor], dict[str, Any]]
     for key, value in _state(backbone).items():
         if key == "mask_token" or (key == "registers" and value.shape[1] == 0):
             continue
-        if key == "registers":
-            key = "reg_token"
-        elif key.startswith("patch_embed."):
-            key = key.replace("patch_embed.", "patch_embed.proj.", 1)
-        elif key.startswith("blocks."):
-            for old, new in _TIMM_VIT_RENAMES:
-                key = key.replace(old, new)
-        state[key] = value
+        state[timm_vit_key(key)] = value
     block = backbone.blocks[0]
     build = {
         "img_size": backbone.image_size, "patch_size": backbone.patch_size,

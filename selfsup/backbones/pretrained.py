@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from selfsup.backbones.layouts import _TIMM_VIT_RENAMES
+from selfsup.backbones.layouts import timm_vit_key
 from selfsup.backbones.timm_backbone import TimmBackbone
 from selfsup.backbones.vit import VisionTransformer
 from selfsup.errors import SelfSupError
@@ -112,16 +112,9 @@ def _strip_prefix(state: dict[str, Tensor], wanted: set[str]) -> tuple[dict[str,
 def _from_timm_vit(state: dict[str, Tensor], backbone: VisionTransformer) -> dict[str, Tensor]:
     out: dict[str, Tensor] = {}
     for key, value in state.items():
-        if key == "reg_token":
-            key = "registers"
-        elif key.startswith("patch_embed.proj."):
-            key = key.replace("patch_embed.proj.", "patch_embed.", 1)
-        elif key.startswith("blocks."):
-            for old, new in _TIMM_VIT_RENAMES:
-                key = key.replace(new, old)
-        elif key == "pos_embed" and value.shape[1] == backbone.pos_embed.shape[1] + backbone.num_prefix:
+        if key == "pos_embed" and value.shape[1] == backbone.pos_embed.shape[1] + backbone.num_prefix:
             value = value[:, backbone.num_prefix:]  # timm's no_embed_class=False: rows for the prefix tokens
-        out[key] = value
+        out[timm_vit_key(key, to_timm=False)] = value
     return out
 
 
