@@ -1,10 +1,10 @@
 """A2MIM's input masking: random square blocks, filled with the image's mean colour."""
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
+
+from selfsup.nn.masking import block_random_mask
 
 __all__ = ["fill_with_mean_colour", "random_block_mask"]
 
@@ -27,12 +27,9 @@ def random_block_mask(batch_size: int, height: int, width: int, mask_patch_size:
     if height % mask_patch_size or width % mask_patch_size or not 0.0 < ratio < 1.0:
         raise ValueError(f"random_block_mask needs image sides that are multiples of mask_patch_size and 0 < ratio "
                          f"< 1; got {height}x{width}, mask_patch_size={mask_patch_size}, ratio={ratio}")
-    gh, gw = height // mask_patch_size, width // mask_patch_size
-    count = math.ceil(gh * gw * ratio)
-    scores = torch.rand(batch_size, gh * gw, device=device, generator=generator)
-    chosen = scores.argsort(dim=1)[:, :count]
-    cells = torch.zeros(batch_size, gh * gw, device=device).scatter_(1, chosen, 1.0).view(batch_size, 1, gh, gw)
-    return cells.repeat_interleave(mask_patch_size, dim=2).repeat_interleave(mask_patch_size, dim=3)
+    # SimMIM's block masking on the pixel grid (a "token" is a pixel here): the same cells, drawn the same way
+    mask = block_random_mask(batch_size, height, width, mask_patch_size, ratio, device=device, generator=generator)
+    return mask.view(batch_size, 1, height, width).float()
 
 
 def fill_with_mean_colour(images: Tensor, mask: Tensor) -> Tensor:
