@@ -37,19 +37,21 @@ def randomised(net: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return net
 
 
-@pytest.mark.parametrize("fmt", ["safetensors", "torchvision", "torchscript", "pt2", "onnx"])
-def test_a_cifar_stem_resnet_round_trips_through_each_format(tmp_path, fmt):
+@pytest.mark.parametrize("name, fmt", [("resnet18", "safetensors"), ("resnet18", "torchvision"),
+                                       ("resnet_tiny", "torchscript"), ("resnet_tiny", "pt2"), ("resnet_tiny", "onnx")])
+def test_a_cifar_stem_resnet_round_trips_through_each_format(tmp_path, name, fmt):
     if fmt == "onnx":
         pytest.importorskip("onnxscript", reason="ONNX export needs onnxscript (pip install onnxscript)")
         pytest.importorskip("onnxruntime", reason="the ONNX check needs onnxruntime")
-    net = randomised(backbones.get("resnet18", cifar_stem=True, in_channels=1))
+    options = dict(cifar_stem=True) if name == "resnet18" else dict(width=4)
+    net = randomised(backbones.get(name, in_channels=1, **options))
     report = export_as(net, tmp_path / f"r18{FORMATS[fmt]}", fmt, image_size=16)
     assert report.path.is_file() and report.max_abs_diff is not None
     assert report.max_abs_diff < 1e-4, report
 
 
-@pytest.mark.parametrize("fmt", ["timm", "torchscript", "pt2", "onnx"])
-@pytest.mark.parametrize("pool, registers", [("cls", 0), ("avg", 2)])
+@pytest.mark.parametrize("fmt, pool, registers", [("timm", "cls", 0), ("timm", "avg", 2), ("torchscript", "avg", 2),
+                                                  ("pt2", "avg", 2), ("onnx", "avg", 2)])
 def test_a_vit_round_trips_through_each_format(tmp_path, fmt, pool, registers):
     pytest.importorskip("timm", reason="the timm layout is checked with timm (pip install timm)")
     if fmt == "onnx":
