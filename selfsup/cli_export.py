@@ -2,7 +2,7 @@
 TorchScript, ``torch.export``, ONNX or selfsup itself, and check the file gives the same features.
 
 See :mod:`selfsup.backbones.formats` for what each format holds. The file goes next to the run's
-export (``<run>/backbone.<format>.<ending>``) unless ``--out`` says where; an existing file is kept
+export (:data:`DEFAULT_NAMES`, e.g. ``<run>/backbone.onnx``) unless ``--out`` says where; an existing file is kept
 unless ``--overwrite``.
 """
 from __future__ import annotations
@@ -26,21 +26,31 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                      "without registers; torchscript, pt2 and onnx: any backbone."))
     cmd.add_argument("path", help="run folder, .ckpt or .safetensors")
     cmd.add_argument("--format", required=True, choices=list(FORMATS), dest="fmt")
-    cmd.add_argument("--out", help="file to write (default: backbone.<format>.<ending> beside PATH's export)")
+    cmd.add_argument("--out", help="file (hf: folder) to write (default: backbone.<format>... in PATH's run folder)")
     cmd.add_argument("--image-size", type=int, help="image side of the check (default: the training size)")
     cmd.add_argument("--overwrite", action="store_true", help="replace an existing file")
     cmd.set_defaults(handler=cmd_export)
 
 
-def default_out(path: Path, fmt: str) -> Path:
-    """``backbone.<fmt><ending>`` in the run folder of ``path`` (the folder itself, or the one holding
-    the checkpoint's ``checkpoints`` folder or the export)."""
-    from selfsup.backbones.formats import FORMATS
+DEFAULT_NAMES = {
+    "safetensors": "backbone.exported.safetensors",  # backbone.safetensors is the run's own export
+    "torchvision": "backbone.torchvision.safetensors",
+    "timm": "backbone.timm.safetensors",
+    "hf": "backbone.hf",
+    "torchscript": "backbone.torchscript.pt",
+    "pt2": "backbone.pt2",
+    "onnx": "backbone.onnx",
+}
+"""The file (``hf``: folder) each format is written to in the run folder when ``--out`` is not given."""
 
+
+def default_out(path: Path, fmt: str) -> Path:
+    """:data:`DEFAULT_NAMES` ``[fmt]`` in the run folder of ``path`` (the folder itself, or the one
+    holding the checkpoint's ``checkpoints`` folder or the export)."""
     folder = path if path.is_dir() else path.parent
     if folder.name == "checkpoints":
         folder = folder.parent
-    return folder / f"backbone.{fmt}{FORMATS[fmt]}"
+    return folder / DEFAULT_NAMES[fmt]
 
 
 def cmd_export(args: argparse.Namespace) -> int:

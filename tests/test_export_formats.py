@@ -123,7 +123,10 @@ def test_selfsup_export_writes_checks_and_keeps_an_existing_file(resnet18_run, t
     assert main(["export", str(last), "--format", "torchvision", "--out", str(written)]) == 2
     assert "exists; pass --overwrite" in capsys.readouterr().err and written.read_bytes() == before
     assert main(["export", str(last), "--format", "pt2"]) == 0  # default: beside the run's export
-    assert (resnet18_run / "backbone.pt2.pt2").is_file()
+    assert (resnet18_run / "backbone.pt2").is_file()
+    from selfsup.cli_export import DEFAULT_NAMES
+
+    assert DEFAULT_NAMES.keys() == FORMATS.keys() and "backbone.safetensors" not in DEFAULT_NAMES.values()
     assert main(["export", str(resnet18_run), "--format", "pt2", "--out", str(tmp_path / "r.pt2")]) == 0
     loaded = torch.export.load(str(tmp_path / "r.pt2")).module()
     assert loaded(torch.rand(5, 1, 8, 8)).shape == (5, 512)

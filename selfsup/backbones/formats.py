@@ -200,7 +200,7 @@ def _write_hf(backbone: nn.Module, path: Path, example: Tensor, meta: dict[str, 
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp))
-    if path.exists():
+    if path.is_dir():
         shutil.rmtree(path)
     tmp.replace(path)
     loaded = ViTModel.from_pretrained(str(path), add_pooling_layer=False).eval()
