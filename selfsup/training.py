@@ -161,6 +161,12 @@ def run_summary(config: TrainConfig, train_set: Any, method: Any, steps_per_epoc
     ])
 
 
+def run_checkpoints(run_dir: Path) -> list[Path]:
+    """The checkpoints a run folder holds (``last.ckpt`` and ``epoch_NNNN.ckpt``), unread."""
+    folder = run_dir / "checkpoints"
+    return [*folder.glob("last.ckpt"), *folder.glob("epoch_*.ckpt")]
+
+
 def resumable_run_name(config: TrainConfig) -> str:
     """For ``--resume`` without ``--name``: the run in ``output_dir`` trained with this very config
     (its ``config.yaml`` equal but for the name) that holds a checkpoint, the latest when several do.
@@ -170,7 +176,7 @@ def resumable_run_name(config: TrainConfig) -> str:
     wanted = {**to_dict(config), "name": None}
     found = []
     for saved in Path(config.output_dir).glob("*/config.yaml"):
-        checkpoints = [*saved.parent.glob("checkpoints/last.ckpt"), *saved.parent.glob("checkpoints/epoch_*.ckpt")]
+        checkpoints = run_checkpoints(saved.parent)
         if not checkpoints:
             continue
         try:
@@ -190,17 +196,15 @@ def resumable_run_name(config: TrainConfig) -> str:
     return name
 
 
-def has_resumable_run(config: TrainConfig) -> bool:
-    """Whether ``config`` names a run with a checkpoint (``--name``), or, without a name, a run in
-    ``output_dir`` trained with this config holds one (:func:`resumable_run_name`)."""
+def resumable_run(config: TrainConfig) -> str | None:
+    """The run a repeated command continues: ``--name`` when that run holds a checkpoint, else (no
+    name) the run :func:`resumable_run_name` finds; None when there is none."""
     if config.name:
-        folder = Path(config.output_dir) / config.name / "checkpoints"
-        return (folder / "last.ckpt").is_file() or any(folder.glob("epoch_*.ckpt"))
+        return config.name if run_checkpoints(Path(config.output_dir) / config.name) else None
     try:
-        resumable_run_name(config)
+        return resumable_run_name(config)
     except SelfSupError:
-        return False
-    return True
+        return None
 
 
 def prepare_run_dir(config: TrainConfig, resume: bool) -> Path:
@@ -208,7 +212,7 @@ def prepare_run_dir(config: TrainConfig, resume: bool) -> Path:
     run_dir = Path(config.output_dir) / run_name(config)
     last = run_dir / "checkpoints" / "last.ckpt"
     if resume:
-        if not last.is_file() and not list(last.parent.glob("epoch_*.ckpt")):
+        if not run_checkpoints(run_dir):
             raise SelfSupError(
                 f"--resume: no checkpoint at {last}. Name the run to resume with --name "
                 f"(runs in {config.output_dir}: {', '.join(sorted(p.name for p in Path(config.output_dir).glob('*'))) or 'none'})."
@@ -296,10 +300,12 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
     # Lightning's DDP launcher re-runs the command in each extra process, with our environment
     main_process = rank_zero_only.rank == 0
     if not resume and requeued_by_slurm():  # the same command, run again by SLURM after a requeue
-        resume = has_resumable_run(config)
-        if resume and main_process:
-            log.warning("SLURM requeued this job (SLURM_RESTART_COUNT=%s): resuming the run from its last "
-                        "checkpoint.", os.environ["SLURM_RESTART_COUNT"])
+        found = resumable_run(config)
+        if found is not None:
+            resume, config = True, replace(config, name=found)
+            if main_process:
+                log.warning("SLURM requeued this job (SLURM_RESTART_COUNT=%s): resuming run %s from its last "
+                            "checkpoint.", os.environ["SLURM_RESTART_COUNT"], found)
     if main_process and resume and not config.name:
         config = replace(config, name=resumable_run_name(config))
     config = replace(config, name=os.environ.get(RUN_NAME_VARIABLE) if not main_process else run_name(config))

@@ -224,7 +224,7 @@ def test_a_job_slurm_requeued_resumes_without_the_flag(tmp_path, monkeypatch, ca
     monkeypatch.setenv("SLURM_JOB_ID", "42")
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
     assert main([*args, "--epochs", "2"]) == 0  # the same command, run again by SLURM
-    assert "SLURM requeued this job (SLURM_RESTART_COUNT=1): resuming" in caplog.text
+    assert "SLURM requeued this job (SLURM_RESTART_COUNT=1): resuming run run" in caplog.text
     assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
     monkeypatch.setenv("SLURM_RESTART_COUNT", "0")  # a first start is not a resume: the run folder is kept
     assert main([*args, "--epochs", "3"]) == 2
