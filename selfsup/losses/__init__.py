@@ -12,11 +12,13 @@ from selfsup.losses.cluster_ce import ClusterCrossEntropyLoss, cluster_size_weig
 from selfsup.losses.dcl import DCLLoss, DCLWLoss, VonMisesFisherWeight
 from selfsup.losses.densecl import DenseContrastiveLoss
 from selfsup.losses.dino import DINOLoss
+from selfsup.losses.fastsiam import FastSiamLoss
 from selfsup.losses.ibot import SinkhornDistillationLoss, iBOTPatchLoss
 from selfsup.losses.ijepa import JEPALoss
 from selfsup.losses.koleo import KoLeoLoss
 from selfsup.losses.mae import MAELoss
 from selfsup.losses.maskfeat import MaskedFeatureLoss
+from selfsup.losses.mmcr import MMCRLoss
 from selfsup.losses.mocov3 import MoCoV3Loss
 from selfsup.losses.msn import MSNLoss, power_law_prior
 from selfsup.losses.negative_cosine import NegativeCosineSimilarity
@@ -34,7 +36,7 @@ from selfsup.losses.wmse import WMSELoss
 __all__ = [
     "A2MIMLoss", "AIMLoss", "CAELoss", "JEPALoss", "KoLeoLoss", "MAELoss", "MSNLoss", "MaskedFeatureLoss",
     "SimMIMLoss", "SinkhornDistillationLoss", "focal_frequency_loss", "iBOTPatchLoss", "power_law_prior",
-    "BarlowTwinsLoss", "ClusterCrossEntropyLoss", "DCLLoss", "DCLWLoss", "DINOLoss", "DenseContrastiveLoss",
+    "BarlowTwinsLoss", "ClusterCrossEntropyLoss", "DCLLoss", "DCLWLoss", "DINOLoss", "DenseContrastiveLoss", "FastSiamLoss", "MMCRLoss",
     "MoCoV3Loss", "NNCLRLoss", "NPIDLoss", "NTXentLoss", "NegativeCosineSimilarity", "ReSSLLoss", "SupConLoss",
     "SwAVLoss", "TiCoLoss", "VICRegLoss", "VonMisesFisherWeight", "WMSELoss", "cluster_size_weights",
 ]
