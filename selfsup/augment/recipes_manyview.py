@@ -1,4 +1,4 @@
-"""View recipes with more than two identically distributed views (FastSiam, MMCR)."""
+"""View recipes with more than two identically distributed views (FastSiam, MMCR, LeJEPA)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from selfsup.augment.recipes import RECIPES
 from selfsup.augment.views import MultiView, ViewSpec
 
-__all__ = ["fastsiam", "mmcr"]
+__all__ = ["fastsiam", "lejepa", "mmcr"]
 
 
 def _check_views(num_views: int, least: int, recipe: str) -> None:
@@ -72,4 +72,34 @@ def mmcr(
     _check_views(num_views, 2, "mmcr")
     spec = ViewSpec(size=size, scale=scale, hflip_p=hflip_p, jitter=(0.4, 0.4, 0.4, 0.1), jitter_p=0.8,
                     gray_p=0.2, blur_p=blur_p, mean=mean, std=std)
+    return MultiView([spec], counts=[num_views], seed=seed)
+
+
+@RECIPES.register("lejepa", "LeJEPA: k views, crop 0.08-1, jitter 0.8 (p 0.8), grayscale 0.2, blur 0.5, solarize 0.2")
+def lejepa(
+    size: int = 224,
+    num_views: int = 4,
+    scale: tuple[float, float] = (0.08, 1.0),
+    hflip_p: float = 0.5,
+    blur_p: float = 0.5,
+    solarize_p: float = 0.2,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    seed: int = 0,
+) -> MultiView:
+    """``num_views`` identically distributed views, as LeJEPA's official minimal example draws them.
+
+    Balestriero & LeCun 2025, arXiv 2511.08544; official code https://github.com/rbalestr-lab/lejepa
+    (``MINIMAL.md``, 4 views): random resized crop with scale (0.08, 1.0), colour jitter (0.8, 0.8,
+    0.8, 0.2) with probability 0.8, grayscale with probability 0.2, Gaussian blur with probability
+    0.5, solarisation with probability 0.2, horizontal flip. For the paper's global and local crops
+    use the ``multicrop`` recipe with the method's ``num_global_views``.
+
+    Example:
+        >>> lejepa(size=32).num_views
+        4
+    """
+    _check_views(num_views, 2, "lejepa")
+    spec = ViewSpec(size=size, scale=scale, hflip_p=hflip_p, jitter=(0.8, 0.8, 0.8, 0.2), jitter_p=0.8,
+                    gray_p=0.2, blur_p=blur_p, solarize_p=solarize_p, mean=mean, std=std)
     return MultiView([spec], counts=[num_views], seed=seed)

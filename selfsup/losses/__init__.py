@@ -16,6 +16,7 @@ from selfsup.losses.fastsiam import FastSiamLoss
 from selfsup.losses.ibot import SinkhornDistillationLoss, iBOTPatchLoss
 from selfsup.losses.ijepa import JEPALoss
 from selfsup.losses.koleo import KoLeoLoss
+from selfsup.losses.lejepa import LeJEPALoss, SIGReg
 from selfsup.losses.mae import MAELoss
 from selfsup.losses.maskfeat import MaskedFeatureLoss
 from selfsup.losses.mmcr import MMCRLoss
@@ -34,8 +35,8 @@ from selfsup.losses.vicreg import VICRegLoss
 from selfsup.losses.wmse import WMSELoss
 
 __all__ = [
-    "A2MIMLoss", "AIMLoss", "CAELoss", "JEPALoss", "KoLeoLoss", "MAELoss", "MSNLoss", "MaskedFeatureLoss",
-    "SimMIMLoss", "SinkhornDistillationLoss", "focal_frequency_loss", "iBOTPatchLoss", "power_law_prior",
+    "A2MIMLoss", "AIMLoss", "CAELoss", "JEPALoss", "KoLeoLoss", "LeJEPALoss", "MAELoss", "MSNLoss", "MaskedFeatureLoss",
+    "SIGReg", "SimMIMLoss", "SinkhornDistillationLoss", "focal_frequency_loss", "iBOTPatchLoss", "power_law_prior",
     "BarlowTwinsLoss", "ClusterCrossEntropyLoss", "DCLLoss", "DCLWLoss", "DINOLoss", "DenseContrastiveLoss", "FastSiamLoss", "MMCRLoss",
     "MoCoV3Loss", "NNCLRLoss", "NPIDLoss", "NTXentLoss", "NegativeCosineSimilarity", "ReSSLLoss", "SupConLoss",
     "SwAVLoss", "TiCoLoss", "VICRegLoss", "VonMisesFisherWeight", "WMSELoss", "cluster_size_weights",
