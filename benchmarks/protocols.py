@@ -28,7 +28,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from selfsup.config import load, packaged_recipes
+from selfsup.config import packaged_recipes
+from selfsup.config.load import read_yaml
 from selfsup.methods import METHODS
 
 CPU_BUDGET = ["epochs=8", "batch_size=256", "optimizer.warmup_epochs=1", "checkpoint_every=4"]
@@ -78,7 +79,7 @@ class Protocol:
         data = [f"data.name={self.data}"] + ([f"data.root={self.root}"] if self.root else [])
         if recipe.startswith("fashion_mnist_cpu/"):
             return data
-        recipe_backbone = load(recipe).backbone
+        recipe_backbone = read_yaml(recipe).get("backbone") or {}  # read, not built: a teacher may be missing
         if str(recipe_backbone.get("name", "")).startswith(("vit", "swin")):
             # a new backbone name drops the recipe's other backbone keys, so the ones the small ViT
             # does not set (image size, position embedding, registers) are given again

@@ -116,6 +116,18 @@ def train_method(method: str, protocol: protocols.Protocol, runs: Path, reuse: b
     return run_dir
 
 
+TEACHERS = {"distillation": "simclr"}
+"""Methods that distil a frozen teacher, and the method whose run of the same protocol teaches them
+(reused when finished, trained first otherwise)."""
+
+
+def teacher_overrides(method: str, protocol: protocols.Protocol, runs: Path, seed: int) -> tuple[str, ...]:
+    """``method.teacher=<run>`` for a method in :data:`TEACHERS`, else nothing."""
+    if method not in TEACHERS:
+        return ()
+    return (f"method.teacher={train_method(TEACHERS[method], protocol, runs, True, seed)}",)
+
+
 OWN_RUN = "training run"
 """``peak_memory_from`` of a row whose peak memory was read in its own training run."""
 ONE_EPOCH_RUN = "1-epoch run"
@@ -315,7 +327,8 @@ def main() -> None:
     ordered = write_table(rows, protocol, commands, header, out_json)
     for method in methods:
         try:
-            run_dir = train_method(method, protocol, Path(args.runs), args.reuse, args.seed)
+            teacher = teacher_overrides(method, protocol, Path(args.runs), args.seed)
+            run_dir = train_method(method, protocol, Path(args.runs), args.reuse, args.seed, teacher)
             rows[method] = method_row(method, run_dir, protocol, sets, args.device, args.seed, rows.get(method))
         except (TrainingFailed, OSError, KeyError, ValueError) as err:
             rows[method] = {"method": method, "error": (str(err).splitlines() or [type(err).__name__])[0][:240],

@@ -388,6 +388,8 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
         warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
         warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")  # inside Lightning, not ours
         warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed.*")  # rank 0 only
+        # a frozen teacher (distillation) evaluates on purpose: Method.train keeps it in eval mode
+        warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")
         if processes == 1:  # DataPosition and EpochShuffleSampler resume the epoch's order
             warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
         try:

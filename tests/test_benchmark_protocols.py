@@ -19,6 +19,7 @@ from selfsup.config.build import DataFacts, build
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import protocols  # noqa: E402
+import run as runner  # noqa: E402
 
 CPU = protocols.get("cpu", None, None)
 GPU = protocols.get("gpu", None, None)  # without a CIFAR-10 copy: Fashion-MNIST at 32 px
@@ -26,13 +27,26 @@ NUM_SAMPLES = 3072  # large enough for DeepCluster-v2's 3,000 prototypes, small 
 BATCH = {"wmse": 128}  # W-MSE whitens sub-batches of w_size = 128
 
 
-def cpu_config(method: str):
-    return load(CPU.recipe(method), overrides=CPU.overrides(method))
+def cpu_config(method: str, teacher: str | None = None):
+    """The CPU protocol's config of ``method``; a distilling method gets ``teacher`` (the benchmark
+    gives it the table's teacher run)."""
+    extra = [f"method.teacher={teacher}"] if method in runner.TEACHERS else []
+    return load(CPU.recipe(method), overrides=CPU.overrides(method) + extra)
 
 
-def test_cpu_protocol_sizes_backbones_for_the_cpu():
+@pytest.fixture(scope="module")
+def teacher_export(tmp_path_factory) -> str:
+    """A 1-channel export standing in for the table's teacher run (benchmarks/run.py TEACHERS)."""
+    from selfsup import backbones
+    from selfsup.backbones.export import export_backbone
+
+    path = tmp_path_factory.mktemp("teacher") / "backbone.safetensors"
+    return str(export_backbone(backbones.get("resnet_tiny", width=4, in_channels=1), path, image_size=28))
+
+
+def test_cpu_protocol_sizes_backbones_for_the_cpu(teacher_export):
     for method in METHODS.names():
-        config = cpu_config(method)
+        config = cpu_config(method, teacher_export)
         assert config.data.name == "fashion_mnist" and config.data.val_fraction == 0.1, method
         assert config.monitor.test_at_end, method
         name = config.backbone["name"]
@@ -42,9 +56,10 @@ def test_cpu_protocol_sizes_backbones_for_the_cpu():
         else:
             assert name == "resnet_small" and config.backbone["width"] == 16, method
             # a tuned recipe sets its own epochs within the budget (11, or SimSiam's 8: the budget of its
-            # parity run against lightly); the others get the protocol's 8
+            # parity run against lightly; 4 for the four-view methods, as many views as 8 two-view
+            # epochs); the others get the protocol's 8
             tuned = CPU.recipe(method).startswith("fashion_mnist_cpu/")
-            assert config.epochs in ((8, 11) if tuned else (8,)), method
+            assert config.epochs in ((4, 8, 11) if tuned else (8,)), method
     assert cpu_config("mocov2plus").method["queue_size"] == 4096  # the method cards' cpu sizes
     ibot = cpu_config("ibot")
     assert (ibot.method["out_dim"], ibot.method["hidden_dim"], ibot.augment["num_local"]) == (512, 256, 4)
@@ -60,9 +75,10 @@ def test_tuned_cpu_recipe_is_used_as_it_is():
 
 @pytest.mark.parametrize("method", sorted(METHODS.names()))
 @pytest.mark.parametrize("protocol", [CPU, GPU], ids=["cpu", "gpu"])
-def test_protocol_config_trains_one_step(protocol, method):
+def test_protocol_config_trains_one_step(protocol, method, teacher_export):
     torch.manual_seed(0)
-    config = load(protocol.recipe(method), overrides=protocol.overrides(method))
+    teacher = [f"method.teacher={teacher_export}"] if method in runner.TEACHERS else []
+    config = load(protocol.recipe(method), overrides=protocol.overrides(method) + teacher)
     size = 28 if protocol is CPU else 32
     parts = build(config, DataFacts(channels=1, num_samples=NUM_SAMPLES, image_size=size, mean=(0.286,), std=(0.353,)))
     model, views = parts.method, parts.views

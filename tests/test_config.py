@@ -4,7 +4,9 @@ from __future__ import annotations
 import pytest
 
 from selfsup.config import load, packaged_recipes
-from selfsup.errors import ConfigError, UnknownNameError
+from selfsup import backbones
+from selfsup.backbones.export import export_backbone
+from selfsup.errors import ConfigError, SelfSupError, UnknownNameError
 
 
 def test_defaults_file_flags_and_overrides_layer_in_order(tmp_path):
@@ -22,12 +24,16 @@ def test_new_method_name_drops_the_old_methods_options(tmp_path):
     assert cfg.method == {"name": "byol"}
 
 
-def test_every_packaged_recipe_loads_and_validates():
+def test_every_packaged_recipe_loads_and_validates(tmp_path):
     names = packaged_recipes()
     assert {"digits/simclr", "cifar10/simclr", "fashion_mnist/simclr"} <= set(names)
+    teacher = export_backbone(backbones.get("resnet_tiny", width=4), tmp_path / "teacher.safetensors")
     for name in names:
-        cfg = load(name)
+        # a distillation recipe names a placeholder teacher run the user replaces
+        cfg = load(name, overrides=[f"method.teacher={teacher}"] if "distillation" in name else [])
         assert cfg.method["name"] in name
+    with pytest.raises(SelfSupError, match="No such file: runs/teacher"):
+        load("cifar10/distillation")
 
 
 def test_unknown_keys_name_the_key_and_suggest(tmp_path):

@@ -12,6 +12,7 @@ from selfsup.losses.cluster_ce import ClusterCrossEntropyLoss, cluster_size_weig
 from selfsup.losses.dcl import DCLLoss, DCLWLoss, VonMisesFisherWeight
 from selfsup.losses.densecl import DenseContrastiveLoss
 from selfsup.losses.dino import DINOLoss
+from selfsup.losses.distillation import FeatureMapMSELoss
 from selfsup.losses.fastsiam import FastSiamLoss
 from selfsup.losses.ibot import SinkhornDistillationLoss, iBOTPatchLoss
 from selfsup.losses.ijepa import JEPALoss
@@ -37,7 +38,7 @@ from selfsup.losses.wmse import WMSELoss
 __all__ = [
     "A2MIMLoss", "AIMLoss", "CAELoss", "JEPALoss", "KoLeoLoss", "LeJEPALoss", "MAELoss", "MSNLoss", "MaskedFeatureLoss",
     "SIGReg", "SimMIMLoss", "SinkhornDistillationLoss", "focal_frequency_loss", "iBOTPatchLoss", "power_law_prior",
-    "BarlowTwinsLoss", "ClusterCrossEntropyLoss", "DCLLoss", "DCLWLoss", "DINOLoss", "DenseContrastiveLoss", "FastSiamLoss", "MMCRLoss",
+    "BarlowTwinsLoss", "ClusterCrossEntropyLoss", "DCLLoss", "DCLWLoss", "DINOLoss", "DenseContrastiveLoss", "FastSiamLoss", "FeatureMapMSELoss", "MMCRLoss",
     "MoCoV3Loss", "NNCLRLoss", "NPIDLoss", "NTXentLoss", "NegativeCosineSimilarity", "ReSSLLoss", "SupConLoss",
     "SwAVLoss", "TiCoLoss", "VICRegLoss", "VonMisesFisherWeight", "WMSELoss", "cluster_size_weights",
 ]
