@@ -14,6 +14,7 @@ from selfsup.losses.densecl import DenseContrastiveLoss
 from selfsup.losses.dino import DINOLoss
 from selfsup.losses.distillation import FeatureMapMSELoss
 from selfsup.losses.fastsiam import FastSiamLoss
+from selfsup.losses.gram import GramAnchoringLoss
 from selfsup.losses.ibot import SinkhornDistillationLoss, iBOTPatchLoss
 from selfsup.losses.ijepa import JEPALoss
 from selfsup.losses.koleo import KoLeoLoss
@@ -38,7 +39,7 @@ from selfsup.losses.wmse import WMSELoss
 __all__ = [
     "A2MIMLoss", "AIMLoss", "CAELoss", "JEPALoss", "KoLeoLoss", "LeJEPALoss", "MAELoss", "MSNLoss", "MaskedFeatureLoss",
     "SIGReg", "SimMIMLoss", "SinkhornDistillationLoss", "focal_frequency_loss", "iBOTPatchLoss", "power_law_prior",
-    "BarlowTwinsLoss", "ClusterCrossEntropyLoss", "DCLLoss", "DCLWLoss", "DINOLoss", "DenseContrastiveLoss", "FastSiamLoss", "FeatureMapMSELoss", "MMCRLoss",
+    "BarlowTwinsLoss", "ClusterCrossEntropyLoss", "DCLLoss", "DCLWLoss", "DINOLoss", "DenseContrastiveLoss", "FastSiamLoss", "FeatureMapMSELoss", "GramAnchoringLoss", "MMCRLoss",
     "MoCoV3Loss", "NNCLRLoss", "NPIDLoss", "NTXentLoss", "NegativeCosineSimilarity", "ReSSLLoss", "SupConLoss",
     "SwAVLoss", "TiCoLoss", "VICRegLoss", "VonMisesFisherWeight", "WMSELoss", "cluster_size_weights",
 ]

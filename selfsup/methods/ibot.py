@@ -9,6 +9,7 @@ import torch
 
 from selfsup.backbones.base import Backbone
 from selfsup.losses.dino import DINOLoss
+from selfsup.losses.gram import GramAnchoringLoss
 from selfsup.losses.ibot import SinkhornDistillationLoss, iBOTPatchLoss
 from selfsup.losses.koleo import KoLeoLoss
 from selfsup.methods.base import Method, StepOutput, TrainingProgress, ViewBatch
@@ -16,7 +17,7 @@ from selfsup.methods.card import MethodCard
 from selfsup.methods.registry import METHODS
 from selfsup.nn.block_masking import ibot_masks
 from selfsup.nn.ibot_head import iBOTHead
-from selfsup.nn.momentum import MomentumTeacher
+from selfsup.nn.momentum import MomentumTeacher, copy_frozen
 from selfsup.nn.multicrop import forward_by_resolution
 from selfsup.nn.schedules import warmup_temperature
 
@@ -47,6 +48,16 @@ class iBOT(Method):  # noqa: N801 - the paper's spelling
     :class:`~selfsup.losses.koleo.KoLeoLoss`, of the student's backbone class tokens, summed over
     the global views). The patch-token temperatures and centre momentum default to the class
     token's (None).
+
+    DINOv3's Gram anchoring (Simeoni et al. 2025, arXiv 2508.10104, Sec. 4.2) is an option of both,
+    off by default (``gram_weight = 0``): from ``gram_start`` (a fraction of the run) on, the loss
+    adds ``gram_weight`` times :class:`~selfsup.losses.gram.GramAnchoringLoss` between the student's
+    patch tokens of the global views and those of a "Gram teacher", a frozen snapshot of the EMA
+    teacher's backbone taken at ``gram_start`` and refreshed every ``gram_every`` steps, at most
+    ``gram_max_updates`` times (None: no limit). The official 7B run's values: weight 2, first
+    snapshot at iteration 1,010,000 of 1,200,000 (0.84), refreshed every 10,000 iterations, 3 times.
+    Here the Gram teacher sees the same (unmasked) global crops as the EMA teacher; the official
+    code gives it its own crops at twice the resolution, resized to the student's grid.
 
     Example:
         >>> method = iBOT(selfsup.backbones.get("vit_tiny", image_size=32, patch_size=4), out_dim=1024)
@@ -96,8 +107,17 @@ class iBOT(Method):  # noqa: N801 - the paper's spelling
         centering: str = "center",
         center_masked_patches_only: bool = False,
         koleo_weight: float = 0.0,
+        gram_weight: float = 0.0,
+        gram_start: float = 0.84,
+        gram_every: int = 10000,
+        gram_max_updates: int | None = 3,
     ) -> None:
         super().__init__(backbone)
+        if gram_weight < 0 or not 0.0 <= gram_start <= 1.0 or gram_every < 1 or (
+                gram_max_updates is not None and gram_max_updates < 1):
+            raise ValueError(f"{type(self).__name__} needs gram_weight >= 0, gram_start in [0, 1], gram_every >= 1 "
+                             f"and gram_max_updates >= 1 (or None), got {gram_weight}, {gram_start}, {gram_every}, "
+                             f"{gram_max_updates}")
         if num_global_views < 1 or warmup_teacher_temp_epochs < 0 or freeze_last_layer_epochs < 0 or koleo_weight < 0:
             raise ValueError(f"{type(self).__name__} needs num_global_views >= 1, non-negative epoch counts and "
                              f"koleo_weight >= 0, got num_global_views={num_global_views}, warmup_teacher_temp_epochs="
@@ -131,6 +151,10 @@ class iBOT(Method):  # noqa: N801 - the paper's spelling
         self.cls_loss_weight, self.patch_loss_weight = cls_loss_weight, patch_loss_weight
         self.koleo_weight = koleo_weight
         self.koleo = KoLeoLoss() if koleo_weight else None
+        self.gram_weight, self.gram_start, self.gram_every = gram_weight, gram_start, gram_every
+        self.gram_max_updates = gram_max_updates
+        self.gram_teacher = copy_frozen(self.backbone) if gram_weight else None
+        self.gram_criterion = GramAnchoringLoss() if gram_weight else None
 
     def teacher_temperatures(self, epoch: int) -> tuple[float, float]:
         """Class-token and patch-token teacher temperatures of ``epoch`` (linear warm-ups)."""
@@ -150,6 +174,31 @@ class iBOT(Method):  # noqa: N801 - the paper's spelling
             return student_cls.new_zeros(()), {}
         koleo = sum((self.koleo(view) for view in student_cls), student_cls.new_zeros(()))
         return self.koleo_weight * koleo, {"loss_koleo": float(koleo.detach())}
+
+    def gram_start_step(self, total_steps: int) -> int:
+        """The first step trained with Gram anchoring."""
+        return round(self.gram_start * total_steps)
+
+    def refreshes_gram_teacher(self, step: int, total_steps: int) -> bool:
+        """Whether the Gram teacher is a new snapshot of the EMA teacher for ``step`` (taken after step - 1)."""
+        start = self.gram_start_step(total_steps)
+        k, offset = divmod(step - start, self.gram_every)
+        return step >= start and offset == 0 and (self.gram_max_updates is None or k < self.gram_max_updates)
+
+    def gram_loss(self, student_patch: torch.Tensor, globals_: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """``gram_weight`` times the Gram anchoring loss once anchoring has started, else zero."""
+        progress = self.progress
+        if self.gram_teacher is None or progress.step < self.gram_start_step(progress.total_steps):
+            return student_patch.new_zeros(()), {}
+        with torch.no_grad():
+            target = self.gram_teacher.forward_tokens(globals_)[:, self.backbone.num_prefix:]
+        gram = self.gram_criterion(student_patch, target)
+        return self.gram_weight * gram, {"loss_gram": gram.detach()}
+
+    def on_step_end(self, progress: TrainingProgress) -> None:
+        """Snapshot the EMA teacher's backbone into the Gram teacher when the next step starts anew."""
+        if self.gram_teacher is not None and self.refreshes_gram_teacher(progress.step + 1, progress.total_steps):
+            self.gram_teacher.load_state_dict(self.teacher["backbone"].state_dict())
 
     def training_step(self, batch: ViewBatch) -> StepOutput:
         views, g = batch.views, self.num_global_views
@@ -174,7 +223,9 @@ class iBOT(Method):  # noqa: N801 - the paper's spelling
         loss_patch = self.patch_criterion(student_patch.reshape(g, n, gh * gw, -1),
                                           teacher_patch.reshape(g, n, gh * gw, -1), masks, temp_patch)
         extra, extra_logs = self.koleo_loss(tokens[:, 0].reshape(g, n, -1))
-        loss = self.cls_loss_weight * loss_cls + self.patch_loss_weight * loss_patch + extra
+        gram, gram_logs = self.gram_loss(tokens[:, prefix:], globals_)
+        extra_logs.update(gram_logs)
+        loss = self.cls_loss_weight * loss_cls + self.patch_loss_weight * loss_patch + extra + gram
         logs = {"loss_cls": loss_cls.detach(), "loss_patch": loss_patch.detach(), "teacher_temp": temp_cls,
                 "mask_fraction": masks.float().mean(), **extra_logs}
         return StepOutput(loss=loss, features=tokens[:n, 0].detach(), logs=logs)
