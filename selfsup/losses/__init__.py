@@ -29,6 +29,7 @@ from selfsup.losses.nnclr import NNCLRLoss
 from selfsup.losses.npid import NPIDLoss
 from selfsup.losses.ntxent import NTXentLoss
 from selfsup.losses.ressl import ReSSLLoss
+from selfsup.losses.simdino import SimDINOLoss, coding_rate
 from selfsup.losses.simmim import SimMIMLoss
 from selfsup.losses.supcon import SupConLoss
 from selfsup.losses.swav import SwAVLoss
@@ -38,7 +39,7 @@ from selfsup.losses.wmse import WMSELoss
 
 __all__ = [
     "A2MIMLoss", "AIMLoss", "CAELoss", "JEPALoss", "KoLeoLoss", "LeJEPALoss", "MAELoss", "MSNLoss", "MaskedFeatureLoss",
-    "SIGReg", "SimMIMLoss", "SinkhornDistillationLoss", "focal_frequency_loss", "iBOTPatchLoss", "power_law_prior",
+    "SIGReg", "SimDINOLoss", "SimMIMLoss", "coding_rate", "SinkhornDistillationLoss", "focal_frequency_loss", "iBOTPatchLoss", "power_law_prior",
     "BarlowTwinsLoss", "ClusterCrossEntropyLoss", "DCLLoss", "DCLWLoss", "DINOLoss", "DenseContrastiveLoss", "FastSiamLoss", "FeatureMapMSELoss", "GramAnchoringLoss", "MMCRLoss",
     "MoCoV3Loss", "NNCLRLoss", "NPIDLoss", "NTXentLoss", "NegativeCosineSimilarity", "ReSSLLoss", "SupConLoss",
     "SwAVLoss", "TiCoLoss", "VICRegLoss", "VonMisesFisherWeight", "WMSELoss", "cluster_size_weights",

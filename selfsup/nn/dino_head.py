@@ -9,7 +9,7 @@ from torch import nn
 
 from selfsup.nn.mlp import MLP
 
-__all__ = ["DINOHead", "WeightNormLinear"]
+__all__ = ["DINOHead", "WeightNormLinear", "dino_mlp"]
 
 
 class WeightNormLinear(nn.Module):
@@ -50,6 +50,26 @@ class WeightNormLinear(nn.Module):
         return F.linear(x, self.weight)
 
 
+def dino_mlp(in_dim: int, hidden_dim: int = 2048, bottleneck_dim: int = 256, num_layers: int = 3,
+             use_bn: bool = False) -> MLP:
+    """DINO's head MLP to the bottleneck (GELU, weights truncated-normal with std 0.02, zero biases);
+    :class:`DINOHead` ends it with its last layer, SimDINO uses it alone.
+
+    Example:
+        >>> dino_mlp(64, 32, 16)(torch.randn(4, 64)).shape
+        torch.Size([4, 16])
+    """
+    if num_layers < 1:
+        raise ValueError(f"the DINO head MLP needs num_layers >= 1, got {num_layers}")
+    mlp = MLP([in_dim] + [hidden_dim] * (num_layers - 1) + [bottleneck_dim], batch_norm=use_bn, activation="gelu",
+              bias=True)
+    for module in mlp.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.trunc_normal_(module.weight, std=0.02)
+            nn.init.zeros_(module.bias)
+    return mlp
+
+
 class DINOHead(nn.Module):
     """MLP -> L2 normalisation -> weight-normalised Linear to ``out_dim`` outputs.
 
@@ -86,14 +106,7 @@ class DINOHead(nn.Module):
         norm_last_layer: bool = True,
     ) -> None:
         super().__init__()
-        if num_layers < 1:
-            raise ValueError(f"DINOHead needs num_layers >= 1, got {num_layers}")
-        dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [bottleneck_dim]
-        self.mlp = MLP(dims, batch_norm=use_bn, activation="gelu", bias=True)
-        for module in self.mlp.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                nn.init.zeros_(module.bias)
+        self.mlp = dino_mlp(in_dim, hidden_dim, bottleneck_dim, num_layers, use_bn)
         self.last_layer = WeightNormLinear(bottleneck_dim, out_dim, learn_norm=not norm_last_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
