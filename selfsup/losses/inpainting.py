@@ -1,0 +1,59 @@
+"""Context Encoders' reconstruction loss: a weighted L2 over the predicted centre region."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from selfsup.nn.precision import at_least_fp32
+
+__all__ = ["InpaintingLoss", "centre_weights"]
+
+
+def centre_weights(side: int, overlap: int, overlap_weight: float) -> torch.Tensor:
+    """``(side, side)`` weights: ``overlap_weight`` on a border ``overlap`` pixels wide, 1 inside.
+
+    Example:
+        >>> centre_weights(4, 1, 10.0)[:, 0].tolist()
+        [10.0, 10.0, 10.0, 10.0]
+    """
+    if side < 1 or not 0 <= 2 * overlap < side + 1 or overlap_weight <= 0:
+        raise ValueError(f"centre_weights needs side >= 1, 0 <= 2 * overlap <= side and overlap_weight > 0, "
+                         f"got side={side}, overlap={overlap}, overlap_weight={overlap_weight}")
+    weights = torch.full((side, side), float(overlap_weight))
+    weights[overlap:side - overlap, overlap:side - overlap] = 1.0
+    return weights
+
+
+class InpaintingLoss(nn.Module):
+    """The weighted mean squared error of a predicted centre region.
+
+    Pathak, Krahenbuhl, Donahue, Darrell, Efros, "Context Encoders: Feature Learning by Inpainting",
+    CVPR 2016, https://arxiv.org/abs/1604.07379, Sec. 3.2 and the official code
+    (https://github.com/pathak22/context-encoder, ``train.lua``: ``overlapPred = 4`` of a 64-pixel
+    centre, ``overlapL2Weight = 10``): the network predicts the whole centre, whose outer
+    ``overlap`` pixels stay visible in its input, and their squared errors weigh ``overlap_weight``
+    times the hidden interior's. Here the loss is the weighted mean
+    ``sum(W (p - t)^2) / (B C sum(W))``. The paper's adversarial term (weight 0.001) is not
+    implemented: this is its reconstruction-only variant.
+
+    Example:
+        >>> loss = InpaintingLoss(overlap=1)(torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8))
+    """
+
+    def __init__(self, overlap: int = 4, overlap_weight: float = 10.0) -> None:
+        super().__init__()
+        self.overlap, self.overlap_weight = int(overlap), float(overlap_weight)
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The loss for ``(B, C, S, S)`` predictions and targets of the centre region."""
+        if prediction.shape != target.shape or prediction.dim() != 4 or prediction.shape[-1] != prediction.shape[-2]:
+            raise ValueError(f"InpaintingLoss needs square (B, C, S, S) predictions and targets of one shape, got "
+                             f"{tuple(prediction.shape)} and {tuple(target.shape)}")
+        with torch.autocast(prediction.device.type, enabled=False):
+            weights = centre_weights(prediction.shape[-1], self.overlap, self.overlap_weight).to(prediction.device)
+            error = (at_least_fp32(prediction) - at_least_fp32(target.detach())).square()
+            b, c = prediction.shape[:2]
+            return (error * weights).sum() / (b * c * weights.sum())
+
+    def extra_repr(self) -> str:
+        return f"overlap={self.overlap}, overlap_weight={self.overlap_weight}"

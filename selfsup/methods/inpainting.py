@@ -1,0 +1,118 @@
+"""Context Encoders: "Context Encoders: Feature Learning by Inpainting".
+
+Pathak, Krahenbuhl, Donahue, Darrell, Efros, CVPR 2016. https://arxiv.org/abs/1604.07379
+Official code: https://github.com/pathak22/context-encoder
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from selfsup.backbones.base import Backbone
+from selfsup.losses.inpainting import InpaintingLoss
+from selfsup.methods.base import Method, StepOutput, ViewBatch
+from selfsup.methods.card import MethodCard, backbone_kind
+from selfsup.methods.registry import METHODS
+
+
+def centre_box(size: int, hole_fraction: float) -> tuple[int, int]:
+    """``(start, side)`` of the centred square whose side is ``hole_fraction`` of ``size`` (rounded, >= 1).
+
+    Example:
+        >>> centre_box(128, 0.5)
+        (32, 64)
+    """
+    side = max(1, round(size * hole_fraction))
+    return (size - side) // 2, side
+
+
+class CentreDecoder(nn.Module):
+    """Backbone feature map -> the centre region's pixels: a 1x1 convolution to ``width`` channels,
+    a bilinear resize to the centre's side, two 3x3 convolutions with BatchNorm and ReLU, a 3x3
+    convolution to the image's channels. (The paper's decoder, for AlexNet's 6x6 map, is a
+    channel-wise fully connected layer and five up-convolutions; this one takes any backbone's map.)"""
+
+    def __init__(self, in_dim: int, out_channels: int, width: int = 64) -> None:
+        super().__init__()
+        self.reduce = nn.Conv2d(in_dim, width, kernel_size=1)
+        self.refine = nn.Sequential(
+            nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            nn.Conv2d(width, out_channels, 3, padding=1),
+        )
+
+    def forward(self, feature_map: torch.Tensor, side: int) -> torch.Tensor:
+        x = F.interpolate(self.reduce(feature_map), size=(side, side), mode="bilinear", align_corners=False)
+        return self.refine(x)
+
+
+@METHODS.register("inpainting")
+class Inpainting(Method):
+    """Hide the centre of each image and regress its pixels from the surrounding context.
+
+    The centred square of side ``hole_fraction`` of the image (the paper's 64 of 128 pixels) is set
+    to 0 in the normalised view, the data set's mean colour, as the paper fills it with the mean,
+    except for a border ``overlap`` pixels wide that stays visible; the backbone's feature map of
+    that image goes through :class:`CentreDecoder`, and :class:`~selfsup.losses.InpaintingLoss`
+    compares the predicted centre with the original, the visible border weighing
+    ``overlap_weight`` (10) times more. ``overlap`` defaults to the paper's 4 of 64 centre pixels,
+    scaled to the centre's side. Reconstruction only: the paper's adversarial term is not
+    implemented. The online probe reads the pooled map of the masked image (ResNet and Swin).
+
+    Example:
+        >>> method = Inpainting(selfsup.backbones.get("resnet18", cifar_stem=True))
+        >>> out = method.training_step(ViewBatch(views=[x], labels=y, indices=i))
+    """
+
+    card = MethodCard(
+        label="Context Encoders", year=2016, authors="Pathak et al.",
+        title="Context Encoders: Feature Learning by Inpainting", paper="https://arxiv.org/abs/1604.07379",
+        code="https://github.com/pathak22/context-encoder", family="pretext task", views="crop_flip",
+        backbones=("resnet", "vit", "swin"),
+        summary="regress the pixels of a hidden centre square from the context (L2, no adversary)",
+        small=dict(decoder_width=8),
+    )
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        *,
+        hole_fraction: float = 0.5,
+        overlap: int | None = None,
+        overlap_weight: float = 10.0,
+        decoder_width: int = 64,
+    ) -> None:
+        super().__init__(backbone)
+        if not 0.0 < hole_fraction < 1.0 or overlap_weight <= 0 or (overlap is not None and overlap < 0):
+            raise ValueError(f"Inpainting needs 0 < hole_fraction < 1, overlap >= 0 and overlap_weight > 0, got "
+                             f"{hole_fraction}, {overlap}, {overlap_weight}")
+        channels = int(backbone.config.get("in_channels", 3))
+        self.decoder = CentreDecoder(self.feature_dim, channels, decoder_width)
+        self.hole_fraction, self.overlap, self.overlap_weight = hole_fraction, overlap, overlap_weight
+        self.pooled_map_is_the_representation = backbone_kind(backbone) in ("resnet", "swin")
+
+    def overlap_for(self, side: int) -> int:
+        """The visible border of a centre of ``side`` pixels (the paper's 4 of 64 unless given)."""
+        overlap = round(side * 4 / 64) if self.overlap is None else self.overlap
+        return min(overlap, (side - 1) // 2)
+
+    def training_step(self, batch: ViewBatch) -> StepOutput:
+        """The reconstruction loss of the first view's hidden centre.
+
+        Example:
+            >>> method.training_step(ViewBatch([x], labels, indices)).loss.backward()
+        """
+        x = batch.views[0]
+        if x.shape[-1] != x.shape[-2]:
+            raise ValueError(f"Inpainting needs square views, got {tuple(x.shape)}")
+        start, side = centre_box(x.shape[-1], self.hole_fraction)
+        border = self.overlap_for(side)
+        target = x[..., start:start + side, start:start + side]
+        hidden = x.clone()
+        hidden[..., start + border:start + side - border, start + border:start + side - border] = 0.0
+        feature_map = self.backbone.feature_map(hidden)
+        prediction = self.decoder(feature_map, side)
+        loss = InpaintingLoss(border, self.overlap_weight)(prediction, target)
+        features = feature_map.mean(dim=(2, 3)) if self.pooled_map_is_the_representation else None
+        return StepOutput(loss=loss, features=features)
