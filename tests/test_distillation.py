@@ -136,8 +136,11 @@ def test_distil_an_earlier_run_into_a_new_backbone(tmp_path) -> None:
     assert main(["train", "--method", "simclr", "--backbone", "resnet_tiny", "backbone.width=8", "--name", "teacher",
                  "method.proj_output_dim=16", *common]) == 0
     assert main(["train", "--method", "distillation", "--backbone", "resnet_tiny", "backbone.width=4",
-                 "--name", "student", f"method.teacher={tmp_path / 'teacher'}", *common]) == 0
+                 "--name", "student", f"method.teacher={tmp_path / 'teacher'}", "optimizer.clip_grad_norm=1.0",
+                 *common]) == 0
     summary = json.loads((tmp_path / "student" / "summary.json").read_text())
     assert summary["steps"] == 1347 // 256
+    records = [json.loads(line) for line in (tmp_path / "student" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["train/grad_norm"] for r in records if "train/grad_norm" in r]  # LightlyTrain clips at 1.0: logged
     student, _ = backbones.load_exported(tmp_path / "student" / "backbone.safetensors")
     assert student.feature_dim == backbones.get("resnet_tiny", width=4).feature_dim  # the student, not the teacher

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from selfsup.engine.lars import LARS
-from selfsup.engine.optim import OptimizerConfig, build_optimizer
+from selfsup.engine.optim import OptimizerConfig, build_optimizer, clip_gradients
 from selfsup.engine.schedule import scaled_lr, warmup_cosine
 from selfsup.errors import ConfigError
 
@@ -88,3 +88,15 @@ def test_schedule_decays_all_groups_but_fixed_lr(tiny_backbone):
         for group in optimizers[0].param_groups:
             expected = peak if group["name"].startswith("predictor_") else peak * factor
             assert group["lr"] == pytest.approx(expected), group["name"]
+
+
+def test_clip_gradients_scales_the_global_norm_and_returns_it_before_clipping():
+    a, b, c = (torch.nn.Parameter(torch.zeros(2)) for _ in range(3))
+    a.grad, b.grad = torch.tensor([3.0, 0.0]), torch.tensor([0.0, 4.0])  # global norm 5; c has no gradient
+    assert float(clip_gradients([a, b, c], 1.0)) == pytest.approx(5.0)
+    assert torch.allclose(a.grad, torch.tensor([0.6, 0.0])) and torch.allclose(b.grad, torch.tensor([0.0, 0.8]))
+    assert float(clip_gradients([a, b], 10.0)) == pytest.approx(1.0) and torch.allclose(a.grad, torch.tensor([0.6, 0.0]))
+    with pytest.raises(ConfigError, match="clip_grad_norm"):
+        from selfsup.config import load
+
+        load(overrides=["optimizer.clip_grad_norm=-1"])

@@ -275,6 +275,7 @@ def validate(config: TrainConfig) -> None:
         ("optimizer.weight_decay", config.optimizer.weight_decay >= 0, ">= 0"),
         ("optimizer.warmup_epochs", config.optimizer.warmup_epochs >= 0, ">= 0"),
         ("optimizer.final_lr_fraction", 0 <= config.optimizer.final_lr_fraction <= 1, "in [0, 1]"),
+        ("optimizer.clip_grad_norm", config.optimizer.clip_grad_norm >= 0, ">= 0 (0: no clipping)"),
         ("optimizer.name", config.optimizer.name in OPTIMIZERS, one_of(OPTIMIZERS)),
         ("optimizer.lr_scaling", config.optimizer.lr_scaling in SCALING_RULES, one_of(SCALING_RULES)),
         ("monitor.knn_k", config.monitor.knn_k >= 1, ">= 1"),

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from selfsup.augment import MultiView
 from selfsup.data.device_decode import EncodedImages
-from selfsup.engine.optim import OptimizerConfig, build_optimizer
+from selfsup.engine.optim import OptimizerConfig, build_optimizer, clip_gradients
 from selfsup.engine.schedule import warmup_cosine
 from selfsup.errors import NonFiniteLossError
 
@@ -148,6 +148,8 @@ class SelfSupervisedModule(L.LightningModule):
             return self.skip_step(step, f"the gradient of {bad} is not finite (loss {loss.item():.6g})",
                                   out.logs, optimizers)
         self.method.on_after_backward(progress)
+        if self.optimizer_config.clip_grad_norm > 0:
+            logs["train/grad_norm"] = clip_gradients(self.method.parameters(), self.optimizer_config.clip_grad_norm)
         optimizers[0].step()
         if probe_loss is not None and "probe/train_loss" in logs:
             optimizers[1].step()

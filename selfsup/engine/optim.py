@@ -29,6 +29,9 @@ class OptimizerConfig:
         final_lr_fraction: the cosine ends at this fraction of the peak learning rate.
         lars_eta: LARS trust coefficient.
         betas: AdamW's betas.
+        clip_grad_norm: clip the global gradient norm of the method's parameters to this value
+            before each step (DINO's and SimDINO's official code: 3.0; LightlyTrain's distillation:
+            1.0); 0 leaves gradients alone. The norm before clipping is logged as ``train/grad_norm``.
     """
 
     name: str = "sgd"
@@ -41,6 +44,21 @@ class OptimizerConfig:
     final_lr_fraction: float = 0.0
     lars_eta: float = 0.001
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    clip_grad_norm: float = 0.0
+
+
+def clip_gradients(parameters, max_norm: float) -> torch.Tensor:
+    """Scale the gradients of ``parameters`` so their global L2 norm is at most ``max_norm``; returns
+    the norm before clipping (``torch.nn.utils.clip_grad_norm_``, as DINO's ``clip_gradients`` but
+    over all parameters at once).
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.ones(4)); w.grad = torch.full((4,), 3.0)
+        >>> float(clip_gradients([w], 1.0)), round(float(w.grad.norm()), 4)
+        (6.0, 1.0)
+    """
+    grads = [p for p in parameters if p.grad is not None]
+    return torch.nn.utils.clip_grad_norm_(grads, max_norm)
 
 
 def build_optimizer(groups: list[dict], config: OptimizerConfig, batch_size: int) -> Optimizer:
