@@ -90,10 +90,29 @@ def test_the_timm_file_loads_into_timm_as_the_printed_call_says(tmp_path):
     torch.testing.assert_close(scope["m"].eval()(x), net(x), atol=1e-5, rtol=1e-5)
 
 
+def test_a_swin_round_trips_through_timm_and_timm_swin_weights_load_back(tmp_path):
+    """Shifted windows in the first stages, clamped windows (smaller bias tables in timm) in the last."""
+    pytest.importorskip("timm", reason="the timm layout is checked with timm (pip install timm)")
+    torch.manual_seed(0)
+    net = backbones.get("swin_tiny", image_size=32, patch_size=2, window_size=4, depths=[2, 2, 2, 2]).eval()
+    with torch.no_grad():
+        for p in net.parameters():  # away from the initial state: biases and tables all non-zero
+            p.add_(0.05 * torch.randn_like(p))
+    report = export_as(net, tmp_path / "swin.timm.safetensors", "timm", image_size=32)
+    assert report.max_abs_diff is not None and report.max_abs_diff < 1e-5
+    assert "timm.models.SwinTransformer(" in report.loader
+    target = backbones.get("swin_tiny", image_size=32, patch_size=2, window_size=4, depths=[2, 2, 2, 2]).eval()
+    loaded = load_weights(target, tmp_path / "swin.timm.safetensors")
+    assert loaded.layout == "timm" and loaded.missing == ["mask_token"] and not loaded.unused
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(target(x), net(x), atol=1e-6)
+
+
 def test_a_format_that_cannot_take_the_backbone_names_the_ones_that_can(tmp_path):
     with pytest.raises(SelfSupError, match="format 'torchvision' takes a torchvision ResNet.*'vit_tiny'"):
         export_as(tiny_vit(), tmp_path / "x.safetensors", "torchvision", image_size=16)
-    with pytest.raises(SelfSupError, match="format 'timm' takes a selfsup ViT.*--format torchvision"):
+    with pytest.raises(SelfSupError, match="format 'timm' takes a selfsup ViT or Swin.*--format torchvision"):
         export_as(backbones.get("resnet18"), tmp_path / "x.safetensors", "timm", image_size=16)
     with pytest.raises(SelfSupError, match="unknown export format 'tflite'"):
         export_as(backbones.get("resnet18"), tmp_path / "x", "tflite", image_size=16)

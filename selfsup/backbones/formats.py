@@ -5,7 +5,7 @@ format         file                                                       loads 
 =============  =========================================================  ===============================
 safetensors    selfsup's export: weights + build recipe                   ``selfsup.backbones.load_exported``
 torchvision    a ResNet's weights under torchvision's names               ``torchvision.models.resnet18``
-timm           a ViT's (or ``timm:`` model's) weights under timm's names  ``timm.models.VisionTransformer``
+timm           a ViT's, Swin's or ``timm:`` model's weights, timm's names ``timm.models.VisionTransformer``
 hf             a folder: ``save_pretrained`` of ``transformers.ViTModel``  ``ViTModel.from_pretrained``
 torchscript    a traced module (``torch.jit``, deprecated in PyTorch)     ``torch.jit.load``
 pt2            a ``torch.export`` program, any batch size                 ``torch.export.load``
@@ -40,6 +40,7 @@ from selfsup._files import publish
 from selfsup.backbones.export import export_backbone, load_exported
 from selfsup.backbones.layouts import hf_vit_config, hf_vit_layout, timm_layout, torchvision_layout
 from selfsup.backbones.resnet import adapt_stem
+from selfsup.backbones.swin import SwinTransformer
 from selfsup.errors import SelfSupError
 
 FORMATS: dict[str, str] = {
@@ -174,13 +175,14 @@ def _write_timm(backbone: nn.Module, path: Path, example: Tensor, meta: dict[str
     state, build = timm_layout(backbone)
     _save_state(state, path, {**meta, "timm": build})
     by_name = "model_name" in build
-    loader = (f"m = timm.create_model(**{build!r})" if by_name else f"m = timm.models.VisionTransformer(**{build!r})")
+    architecture = "SwinTransformer" if isinstance(backbone, SwinTransformer) else "VisionTransformer"
+    loader = (f"m = timm.create_model(**{build!r})" if by_name else f"m = timm.models.{architecture}(**{build!r})")
     loader += f"; m.load_state_dict({_load_call(path)})"
     if importlib.util.find_spec("timm") is None:
         return None, loader, "not checked: timm is not installed (pip install timm)"
     import timm
 
-    model = timm.create_model(**build) if by_name else timm.models.VisionTransformer(**build)
+    model = timm.create_model(**build) if by_name else getattr(timm.models, architecture)(**build)
     model.load_state_dict(_read_state(path))
     return model.eval(), loader, ""
 

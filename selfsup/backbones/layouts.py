@@ -11,6 +11,12 @@
   ``attn.qkv`` / ``attn.proj``, ``mlp.0`` / ``mlp.2`` -> ``mlp.fc1`` / ``mlp.fc2``,
   ``registers`` -> ``reg_token``; ``mask_token`` (a pretraining part) is left out. A ``timm:``
   backbone is a timm model wrapped as ``model``: the prefix is dropped.
+- **timm, Swin**: selfsup's :class:`~selfsup.backbones.swin.SwinTransformer` maps onto
+  ``timm.models.SwinTransformer`` (``global_pool="avg"``, no classifier): ``patch_embed`` /
+  ``patch_norm`` -> ``patch_embed.proj`` / ``patch_embed.norm``, ``stages.I.J`` ->
+  ``layers.I.blocks.J`` (``mlp.0`` / ``mlp.2`` -> ``mlp.fc1`` / ``mlp.fc2``), and ``merges.I`` (the
+  patch merging after stage I) -> ``layers.I+1.downsample`` (timm merges at the start of the next
+  stage; both concatenate the 2 x 2 neighbours in the same order); ``mask_token`` is left out.
 - **Hugging Face**: a selfsup ViT without registers maps onto ``transformers.ViTModel``
   (``layer_norm_eps=1e-6``, no pooling layer): ``qkv`` split into query / key / value, and a zero
   row for the class token prepended to the position table (HF adds a position embedding to the
@@ -30,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from selfsup.backbones.resnet import TorchvisionResNet
+from selfsup.backbones.swin import SwinTransformer
 from selfsup.backbones.timm_backbone import PREFIX, TimmBackbone
 from selfsup.backbones.vit import VisionTransformer
 from selfsup.errors import SelfSupError
@@ -58,6 +65,87 @@ def timm_vit_key(key: str, *, to_timm: bool = True) -> str:
     return key
 
 
+def timm_swin_key(key: str, *, to_timm: bool = True) -> str:
+    """The name of a selfsup Swin tensor ``key`` in ``timm.models.SwinTransformer``, or (``to_timm=False``)
+    the selfsup name of timm's ``key``.
+
+    Example:
+        >>> timm_swin_key("merges.0.reduction.weight"), timm_swin_key("stages.2.1.mlp.0.bias")
+        ('layers.1.downsample.reduction.weight', 'layers.2.blocks.1.mlp.fc1.bias')
+    """
+    parts = key.split(".")
+    if to_timm:
+        if parts[0] == "stages":
+            rest = ".".join(parts[3:]).replace("mlp.0.", "mlp.fc1.").replace("mlp.2.", "mlp.fc2.")
+            return f"layers.{parts[1]}.blocks.{parts[2]}.{rest}"
+        if parts[0] == "merges":
+            return f"layers.{int(parts[1]) + 1}.downsample.{'.'.join(parts[2:])}"
+        if parts[0] == "patch_embed":
+            return "patch_embed.proj." + ".".join(parts[1:])
+        if parts[0] == "patch_norm":
+            return "patch_embed.norm." + ".".join(parts[1:])
+        return key
+    if parts[0] == "layers" and parts[2] == "blocks":
+        rest = ".".join(parts[4:]).replace("mlp.fc1.", "mlp.0.").replace("mlp.fc2.", "mlp.2.")
+        return f"stages.{parts[1]}.{parts[3]}.{rest}"
+    if parts[0] == "layers" and parts[2] == "downsample":
+        return f"merges.{int(parts[1]) - 1}.{'.'.join(parts[3:])}"
+    if parts[:2] == ["patch_embed", "proj"]:
+        return "patch_embed." + ".".join(parts[2:])
+    if parts[:2] == ["patch_embed", "norm"]:
+        return "patch_norm." + ".".join(parts[2:])
+    return key
+
+
+def swin_stage_windows(backbone: SwinTransformer) -> list[int]:
+    """The window side each stage uses at the backbone's image size: the configured one, or the
+    stage's grid side when that is not larger (selfsup and timm clamp alike, without shift)."""
+    options = backbone.config
+    grid = options["image_size"] // options["patch_size"]
+    windows = []
+    for stage in range(len(options["depths"])):
+        side = grid // 2 ** stage
+        windows.append(side if side <= options["window_size"] else options["window_size"])
+    return windows
+
+
+def resize_bias_table(table: Tensor, window: int) -> Tensor:
+    """A ``(2M - 1)^2``-row relative position table cut to (or zero-padded from) ``(2 window - 1)^2``
+    rows around its centre: the offsets a window of side ``window`` uses, in the same order.
+
+    Example:
+        >>> resize_bias_table(torch.arange(49.0).reshape(49, 1), 2).flatten().tolist()
+        [16.0, 17.0, 18.0, 23.0, 24.0, 25.0, 30.0, 31.0, 32.0]
+    """
+    side, heads = round(table.shape[0] ** 0.5), table.shape[1]
+    new_side = 2 * window - 1
+    grid = table.reshape(side, side, heads)
+    if new_side <= side:
+        start = (side - new_side) // 2
+        return grid[start:start + new_side, start:start + new_side].reshape(-1, heads).contiguous()
+    padded = table.new_zeros(new_side, new_side, heads)
+    start = (new_side - side) // 2
+    padded[start:start + side, start:start + side] = grid
+    return padded.reshape(-1, heads)
+
+
+def _timm_swin(backbone: SwinTransformer) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    windows = swin_stage_windows(backbone)
+    state: dict[str, Tensor] = {}
+    for key, value in _state(backbone).items():
+        if key == "mask_token":
+            continue
+        if key.endswith("relative_position_bias_table"):  # timm keeps only the offsets the clamped window uses
+            value = resize_bias_table(value, windows[int(key.split(".")[1])])
+        state[timm_swin_key(key)] = value
+    options = dict(backbone.config)
+    build = {"img_size": options["image_size"], "patch_size": options["patch_size"],
+             "window_size": options["window_size"], "embed_dim": options["embed_dim"],
+             "depths": list(options["depths"]), "num_heads": list(options["num_heads"]),
+             "in_chans": options["in_channels"], "num_classes": 0, "global_pool": "avg"}
+    return state, build
+
+
 def _state(module: nn.Module) -> dict[str, Tensor]:
     return {key: value.detach().contiguous().cpu() for key, value in module.state_dict().items()}
 
@@ -82,20 +170,22 @@ def torchvision_layout(backbone: nn.Module) -> tuple[dict[str, Tensor], dict[str
 def timm_layout(backbone: nn.Module) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """``(state dict, build)`` for timm: the weights under timm's names, and either
     ``{"model_name": ..., **options}`` for ``timm.create_model`` (a ``timm:`` backbone) or the
-    keyword arguments of ``timm.models.VisionTransformer`` (a selfsup ViT).
+    keyword arguments of ``timm.models.VisionTransformer`` (a selfsup ViT) or
+    ``timm.models.SwinTransformer`` (a selfsup Swin).
 
     Raises:
-        SelfSupError: the backbone has no timm counterpart here (a ResNet: use ``torchvision``;
-            a Swin: selfsup's own window layout).
+        SelfSupError: the backbone has no timm counterpart here (a ResNet: use ``torchvision``).
     """
     if isinstance(backbone, TimmBackbone):
         options = dict(backbone.config)
         in_channels = options.pop("in_channels", 3)
         build = {"model_name": backbone.name[len(PREFIX):], "in_chans": in_channels, "num_classes": 0, **options}
         return _state(backbone.model), build
+    if isinstance(backbone, SwinTransformer):
+        return _timm_swin(backbone)
     if not isinstance(backbone, VisionTransformer):
         raise SelfSupError(
-            f"format 'timm' takes a selfsup ViT or a timm: backbone; this backbone is "
+            f"format 'timm' takes a selfsup ViT or Swin, or a timm: backbone; this backbone is "
             f"{getattr(backbone, 'name', type(backbone).__name__)!r} (a ResNet: use --format torchvision). "
             "Formats that take any backbone: safetensors, torchscript, pt2, onnx")
     state: dict[str, Tensor] = {}

@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from selfsup.backbones.layouts import timm_vit_key
+from selfsup.backbones.layouts import resize_bias_table, timm_swin_key, timm_vit_key
+from selfsup.backbones.swin import SwinTransformer
 from selfsup.backbones.timm_backbone import TimmBackbone
 from selfsup.backbones.vit import VisionTransformer
 from selfsup.errors import SelfSupError
@@ -118,6 +119,16 @@ def _from_timm_vit(state: dict[str, Tensor], backbone: VisionTransformer) -> dic
     return out
 
 
+def _from_timm_swin(state: dict[str, Tensor], backbone: SwinTransformer) -> dict[str, Tensor]:
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        ours = timm_swin_key(key, to_timm=False)
+        if ours.endswith("relative_position_bias_table"):  # timm's clamped windows keep fewer offsets: pad
+            value = resize_bias_table(value, backbone.config["window_size"])
+        out[ours] = value
+    return out
+
+
 def load_weights(backbone: nn.Module, path: str | Path) -> WeightsReport:
     """Copy the weights of ``path`` into ``backbone`` (in place) and say what was and was not loaded.
 
@@ -136,6 +147,8 @@ def load_weights(backbone: nn.Module, path: str | Path) -> WeightsReport:
         state, prefix = _strip_prefix(state, set(own))
         if isinstance(backbone, VisionTransformer) and "patch_embed.proj.weight" in state:
             state, layout = _from_timm_vit(state, backbone), "timm"
+        elif isinstance(backbone, SwinTransformer) and "patch_embed.proj.weight" in state:
+            state, layout = _from_timm_swin(state, backbone), "timm"
         elif "fc.weight" in state or "layer1.0.conv1.weight" in state:
             layout = "torchvision"
     if prefix == "method.backbone.":
