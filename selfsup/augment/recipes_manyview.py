@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from selfsup.augment.recipes import RECIPES
 from selfsup.augment.views import MultiView, ViewSpec
@@ -9,9 +10,11 @@ from selfsup.augment.views import MultiView, ViewSpec
 __all__ = ["fastsiam", "lejepa", "mmcr"]
 
 
-def _check_views(num_views: int, least: int, recipe: str) -> None:
-    if num_views < least:
-        raise ValueError(f"view recipe {recipe!r} needs num_views >= {least}, got {num_views}")
+def _identical_views(recipe: str, num_views: int, seed: int, **spec: Any) -> MultiView:
+    """``num_views`` views drawn alike from one :class:`ViewSpec` (at least two: these methods compare views)."""
+    if num_views < 2:
+        raise ValueError(f"view recipe {recipe!r} needs num_views >= 2, got {num_views}")
+    return MultiView([ViewSpec(**spec)], counts=[num_views], seed=seed)
 
 
 @RECIPES.register("fastsiam", "FastSiam: SimSiam's views, four of them (three targets per prediction)")
@@ -38,10 +41,8 @@ def fastsiam(
         >>> fastsiam(size=32, blur_p=0.0).num_views
         4
     """
-    _check_views(num_views, 2, "fastsiam")
-    spec = ViewSpec(size=size, scale=scale, hflip_p=hflip_p, jitter=(0.4, 0.4, 0.4, 0.1), jitter_p=0.8,
-                    gray_p=0.2, blur_p=blur_p, mean=mean, std=std)
-    return MultiView([spec], counts=[num_views], seed=seed)
+    return _identical_views("fastsiam", num_views, seed, size=size, scale=scale, hflip_p=hflip_p,
+                            jitter=(0.4, 0.4, 0.4, 0.1), jitter_p=0.8, gray_p=0.2, blur_p=blur_p, mean=mean, std=std)
 
 
 @RECIPES.register("mmcr", "MMCR: k views, crop, flip, jitter 0.4 (p 0.8), grayscale 0.2, no blur")
@@ -69,10 +70,8 @@ def mmcr(
         >>> mmcr(size=32, num_views=8).num_views
         8
     """
-    _check_views(num_views, 2, "mmcr")
-    spec = ViewSpec(size=size, scale=scale, hflip_p=hflip_p, jitter=(0.4, 0.4, 0.4, 0.1), jitter_p=0.8,
-                    gray_p=0.2, blur_p=blur_p, mean=mean, std=std)
-    return MultiView([spec], counts=[num_views], seed=seed)
+    return _identical_views("mmcr", num_views, seed, size=size, scale=scale, hflip_p=hflip_p,
+                            jitter=(0.4, 0.4, 0.4, 0.1), jitter_p=0.8, gray_p=0.2, blur_p=blur_p, mean=mean, std=std)
 
 
 @RECIPES.register("lejepa", "LeJEPA: k views, crop 0.08-1, jitter 0.8 (p 0.8), grayscale 0.2, blur 0.5, solarize 0.2")
@@ -99,7 +98,6 @@ def lejepa(
         >>> lejepa(size=32).num_views
         4
     """
-    _check_views(num_views, 2, "lejepa")
-    spec = ViewSpec(size=size, scale=scale, hflip_p=hflip_p, jitter=(0.8, 0.8, 0.8, 0.2), jitter_p=0.8,
-                    gray_p=0.2, blur_p=blur_p, solarize_p=solarize_p, mean=mean, std=std)
-    return MultiView([spec], counts=[num_views], seed=seed)
+    return _identical_views("lejepa", num_views, seed, size=size, scale=scale, hflip_p=hflip_p,
+                            jitter=(0.8, 0.8, 0.8, 0.2), jitter_p=0.8, gray_p=0.2, blur_p=blur_p,
+                            solarize_p=solarize_p, mean=mean, std=std)
