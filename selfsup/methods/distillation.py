@@ -17,7 +17,7 @@ from torch import nn
 from selfsup.backbones.base import Backbone
 from selfsup.losses.distillation import FeatureMapMSELoss
 from selfsup.methods.base import Method, StepOutput, ViewBatch
-from selfsup.methods.card import MethodCard, backbone_kind
+from selfsup.methods.card import MethodCard
 from selfsup.methods.registry import METHODS
 
 
@@ -78,8 +78,9 @@ class Distillation(Method):
     to the teacher's grid, with the teacher's map. LightlyTrain concatenates the patch tokens of the
     teacher's last two blocks; here the teacher's ``feature_map`` (its last block) is the target, so
     any selfsup backbone can teach. The teacher stays in evaluation mode and out of the optimizer.
-    The online probe reads the student's pooled map without ``mixup`` (its labels are the unmixed
-    images'), for ResNet and Swin students; otherwise the k-NN monitor alone follows the run.
+    A ViT student is evaluated and exported on its mean patch token (``representation = "avg"``),
+    the output the loss trains. The online probe reads the student's pooled map without ``mixup``
+    (its labels are the unmixed images'); with it, the k-NN monitor alone follows the run.
 
     Example:
         >>> method = Distillation(selfsup.backbones.get("resnet18", cifar_stem=True), teacher="runs/dino")
@@ -94,6 +95,7 @@ class Distillation(Method):
         summary="regress a frozen pretrained teacher's feature map (LightlyTrain's distillation v2)",
         small=dict(teacher_backbone={"name": "resnet_tiny", "width": 4}, teacher_weights=None),
     )
+    representation = "avg"  # a ViT student: the loss trains the patch tokens (its feature map), not the class token
 
     def __init__(
         self,
@@ -112,7 +114,6 @@ class Distillation(Method):
         nn.init.zeros_(self.head.bias)
         self.criterion = FeatureMapMSELoss()
         self.mixup, self.seed = mixup, seed
-        self.pooled_map_is_the_representation = backbone_kind(backbone) in ("resnet", "swin")
 
     def train(self, mode: bool = True) -> "Distillation":
         """Train mode for the student and head; the teacher always evaluates (frozen BatchNorm statistics)."""
@@ -141,5 +142,5 @@ class Distillation(Method):
         student_map = self.backbone.feature_map(x)
         loss = self.criterion(self.head(student_map), target)
         # the probe's labels belong to the unmixed images, so it only reads unmixed features
-        features = student_map.mean(dim=(2, 3)) if self.pooled_map_is_the_representation and not self.mixup else None
+        features = None if self.mixup else student_map.mean(dim=(2, 3))
         return StepOutput(loss=loss, features=features)

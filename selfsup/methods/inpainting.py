@@ -12,7 +12,7 @@ from torch import nn
 from selfsup.backbones.base import Backbone
 from selfsup.losses.inpainting import InpaintingLoss
 from selfsup.methods.base import Method, StepOutput, ViewBatch
-from selfsup.methods.card import MethodCard, backbone_kind
+from selfsup.methods.card import MethodCard
 from selfsup.methods.registry import METHODS
 
 
@@ -58,7 +58,8 @@ class Inpainting(Method):
     compares the predicted centre with the original, the visible border weighing
     ``overlap_weight`` (10) times more. ``overlap`` defaults to the paper's 4 of 64 centre pixels,
     scaled to the centre's side. Reconstruction only: the paper's adversarial term is not
-    implemented. The online probe reads the pooled map of the masked image (ResNet and Swin).
+    implemented. A ViT is evaluated and exported on its mean patch token (``representation = "avg"``),
+    the output the decoder trains. The online probe reads the pooled map of the masked image.
 
     Example:
         >>> method = Inpainting(selfsup.backbones.get("resnet18", cifar_stem=True))
@@ -73,6 +74,7 @@ class Inpainting(Method):
         summary="regress the pixels of a hidden centre square from the context (L2, no adversary)",
         small=dict(decoder_width=8),
     )
+    representation = "avg"  # a ViT: the decoder reads the patch tokens (the feature map), not the class token
 
     def __init__(
         self,
@@ -90,7 +92,6 @@ class Inpainting(Method):
         channels = int(backbone.config.get("in_channels", 3))
         self.decoder = CentreDecoder(self.feature_dim, channels, decoder_width)
         self.hole_fraction, self.overlap, self.overlap_weight = hole_fraction, overlap, overlap_weight
-        self.pooled_map_is_the_representation = backbone_kind(backbone) in ("resnet", "swin")
 
     def overlap_for(self, side: int) -> int:
         """The visible border of a centre of ``side`` pixels (the paper's 4 of 64 unless given)."""
@@ -114,5 +115,5 @@ class Inpainting(Method):
         feature_map = self.backbone.feature_map(hidden)
         prediction = self.decoder(feature_map, side)
         loss = InpaintingLoss(border, self.overlap_weight)(prediction, target)
-        features = feature_map.mean(dim=(2, 3)) if self.pooled_map_is_the_representation else None
+        features = feature_map.mean(dim=(2, 3))
         return StepOutput(loss=loss, features=features)
