@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from selfsup.augment import functional as AF
+from selfsup.augment.geometry import Views
 from selfsup.augment.pipeline import View
 from selfsup.errors import ConfigError, DataError
 
@@ -81,12 +82,13 @@ class MultiView:
         """
         return [view.output_size(height, width) for view, n in zip(self.views, self.counts) for _ in range(n)]
 
-    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
+    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Views:
         """The ``num_views`` views of ``images`` (uint8 or float in [0, 1], ``(B, C, H, W)``).
 
         Every view's parameters are drawn first (view by view, in spec order), then the views are
         rendered; on the CPU chunk by chunk of the batch (each chunk converted to float once for
-        all views), elsewhere in one go.
+        all views), elsewhere in one go. The result is a list of tensors that also knows each
+        view's crop and flips (:class:`~selfsup.augment.geometry.Views`).
         """
         for view in self.views:
             view.check_normalization()
@@ -108,7 +110,7 @@ class MultiView:
             x = AF.to_float(images[rows])
             for view, p, out in zip(views, params, outs):
                 view.render(x, p.rows(rows), out=out[rows])
-        return outs
+        return Views(outs, views, params, (height, width))
 
     def _own_generator(self, device: torch.device) -> torch.Generator:
         if self._generator is None:

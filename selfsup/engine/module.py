@@ -79,6 +79,7 @@ class SelfSupervisedModule(L.LightningModule):
         self.warmup_steps = min(self.total_steps, round(optimizer.warmup_epochs * steps_per_epoch))
         self.probe = nn.Linear(method.feature_dim, num_classes) if num_classes > 0 else None
         self.probe_lr, self.channels_last = probe_lr, channels_last
+        self.probe_trained = False  # set by the first step that gives the probe features
         self.train_features = train_features
         self.max_skipped_steps, self.skipped_steps = max_skipped_steps, 0
         self.method.configure_training(epochs, steps_per_epoch)
@@ -120,8 +121,9 @@ class SelfSupervisedModule(L.LightningModule):
         """uint8 batch -> augmented float views, outside autocast (augmentation stays fp32)."""
         with torch.autocast(images.device.type, enabled=False):
             views = self.views(images)
-        if self.channels_last:
-            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+        if self.channels_last:  # in place: the list keeps the views' geometry (VICRegL reads it)
+            for i, view in enumerate(views):
+                views[i] = view.contiguous(memory_format=torch.channels_last)
         return views
 
     def training_step(self, batch: tuple[Tensor | EncodedImages, Tensor, Tensor], batch_idx: int) -> Tensor:
@@ -211,6 +213,7 @@ class SelfSupervisedModule(L.LightningModule):
         known = labels >= 0
         if features is None or not known.any():
             return sum(p.sum() for p in self.probe.parameters()) * 0.0, {}
+        self.probe_trained = True  # the monitor scores the probe only once it has trained
         with torch.autocast(features.device.type, enabled=False):
             logits = self.probe(features.detach()[known].float())
             loss = F.cross_entropy(logits, labels[known])

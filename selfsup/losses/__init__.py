@@ -36,6 +36,7 @@ from selfsup.losses.supcon import SupConLoss
 from selfsup.losses.swav import SwAVLoss
 from selfsup.losses.tico import TiCoLoss
 from selfsup.losses.vicreg import VICRegLoss
+from selfsup.losses.vicregl import VICRegLLoss, nearest_matches
 from selfsup.losses.wmse import WMSELoss
 
 __all__ = [
@@ -43,5 +44,5 @@ __all__ = [
     "SIGReg", "SimDINOLoss", "SimMIMLoss", "coding_rate", "SinkhornDistillationLoss", "focal_frequency_loss", "iBOTPatchLoss", "power_law_prior",
     "BarlowTwinsLoss", "ClusterCrossEntropyLoss", "DCLLoss", "DCLWLoss", "DINOLoss", "DenseContrastiveLoss", "FastSiamLoss", "FeatureMapMSELoss", "GramAnchoringLoss", "MMCRLoss",
     "MoCoV3Loss", "NNCLRLoss", "NPIDLoss", "NTXentLoss", "NegativeCosineSimilarity", "ReSSLLoss", "SupConLoss",
-    "SwAVLoss", "TiCoLoss", "VICRegLoss", "VonMisesFisherWeight", "WMSELoss", "cluster_size_weights",
+    "SwAVLoss", "TiCoLoss", "VICRegLoss", "VICRegLLoss", "nearest_matches", "VonMisesFisherWeight", "WMSELoss", "cluster_size_weights",
 ]
