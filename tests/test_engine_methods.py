@@ -20,11 +20,15 @@ def test_one_epoch_through_the_engine(name, tmp_path):
     """Each method on the backbone its card puts first (resnet_tiny, else the tiny ViT) with its card's sizes."""
     args = ["train", "--output-dir", str(tmp_path), "--name", name, "--epochs", "1", "--method", name,
             "--data", "digits", "--batch-size", "64", "--precision", "32-true",
-            "augment.size=16", "progress_bar=false", "monitor.knn_k=20", *engine_args(name)]
+            "augment.size=16", "progress_bar=false", "monitor.knn_k=20", "log_every_n_steps=5", *engine_args(name)]
     assert main(args) == 0
     summary = json.loads((tmp_path / name / "summary.json").read_text())
     assert summary["steps"] == 1347 // 64
     assert 0 <= summary["metrics"]["knn/top1"] <= 100
+    lines = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+    probe_trained = any("probe/train_loss" in line for line in lines)
+    # the held-out probe score only where the probe trained (not a chance-level number for MIM methods)
+    assert ("probe/val_top1" in summary["metrics"]) == probe_trained, name
     assert main(["eval", "knn", str(tmp_path / name), "--k", "20"]) == 0
 
 
