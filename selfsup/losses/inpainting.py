@@ -43,6 +43,7 @@ class InpaintingLoss(nn.Module):
     def __init__(self, overlap: int = 4, overlap_weight: float = 10.0) -> None:
         super().__init__()
         self.overlap, self.overlap_weight = int(overlap), float(overlap_weight)
+        self._weights: dict[tuple[int, torch.device], torch.Tensor] = {}  # built once per side and device
 
     def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The loss for ``(B, C, S, S)`` predictions and targets of the centre region."""
@@ -50,7 +51,10 @@ class InpaintingLoss(nn.Module):
             raise ValueError(f"InpaintingLoss needs square (B, C, S, S) predictions and targets of one shape, got "
                              f"{tuple(prediction.shape)} and {tuple(target.shape)}")
         with torch.autocast(prediction.device.type, enabled=False):
-            weights = centre_weights(prediction.shape[-1], self.overlap, self.overlap_weight).to(prediction.device)
+            key = (prediction.shape[-1], prediction.device)
+            if key not in self._weights:
+                self._weights[key] = centre_weights(key[0], self.overlap, self.overlap_weight).to(key[1])
+            weights = self._weights[key]
             error = (at_least_fp32(prediction) - at_least_fp32(target.detach())).square()
             b, c = prediction.shape[:2]
             return (error * weights).sum() / (b * c * weights.sum())

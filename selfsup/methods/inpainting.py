@@ -92,6 +92,7 @@ class Inpainting(Method):
         channels = int(backbone.config.get("in_channels", 3))
         self.decoder = CentreDecoder(self.feature_dim, channels, decoder_width)
         self.hole_fraction, self.overlap, self.overlap_weight = hole_fraction, overlap, overlap_weight
+        self._criteria: dict[int, InpaintingLoss] = {}  # one per visible border width (views of one size: one)
 
     def overlap_for(self, side: int) -> int:
         """The visible border of a centre of ``side`` pixels (the paper's 4 of 64 unless given)."""
@@ -114,6 +115,7 @@ class Inpainting(Method):
         hidden[..., start + border:start + side - border, start + border:start + side - border] = 0.0
         feature_map = self.backbone.feature_map(hidden)
         prediction = self.decoder(feature_map, side)
-        loss = InpaintingLoss(border, self.overlap_weight)(prediction, target)
+        criterion = self._criteria.setdefault(border, InpaintingLoss(border, self.overlap_weight))
+        loss = criterion(prediction, target)
         features = feature_map.mean(dim=(2, 3))
         return StepOutput(loss=loss, features=features)
