@@ -20,6 +20,7 @@ import importlib as _importlib
 import pkgutil as _pkgutil
 
 from selfsup.augment import functional, ops
+from selfsup.augment.geometry import Views, cell_centres, view_geometry
 from selfsup.augment.multiview import MultiView
 from selfsup.augment.op import OPS, Op, Params, RandomOp, make_op, register_op
 from selfsup.augment.ops import (
@@ -57,8 +58,10 @@ __all__ = [
     "View",
     "ViewParams",
     "ViewSpec",
+    "Views",
     "apply_view",
     "byol",
+    "cell_centres",
     "crop_flip",
     "functional",
     "get",
@@ -70,6 +73,7 @@ __all__ = [
     "render_view",
     "sample_view",
     "simclr",
+    "view_geometry",
 ]
 
 # further recipe modules (recipes_<family>.py) register themselves on import
