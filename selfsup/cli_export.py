@@ -22,8 +22,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         description=("Write the backbone of PATH (a run folder, a .ckpt checkpoint or an exported .safetensors "
                      "file) in FORMAT, load the file back as that tool would and compare its features with "
                      "selfsup's on random images of the training size. torchvision: ResNet-18/34/50; timm: "
-                     "selfsup ViTs and timm: backbones; hf (a transformers ViTModel folder): selfsup ViTs "
-                     "without registers; torchscript, pt2 and onnx: any backbone."))
+                     "selfsup ViTs and Swins and timm: backbones; hf (a transformers ViTModel or SwinModel folder): "
+                     "selfsup ViTs without registers and Swins; torchscript, pt2 and onnx: any backbone."))
     cmd.add_argument("path", help="run folder, .ckpt or .safetensors")
     cmd.add_argument("--format", required=True, choices=list(FORMATS), dest="fmt")
     cmd.add_argument("--out", help="file (hf: folder) to write (default: backbone.<format>... in PATH's run folder)")

@@ -109,6 +109,29 @@ def test_a_swin_round_trips_through_timm_and_timm_swin_weights_load_back(tmp_pat
         assert torch.allclose(target(x), net(x), atol=1e-6)
 
 
+def test_a_swin_round_trips_through_hugging_face(tmp_path):
+    """Three stages on a 16-8-4 map with window 4: shifted windows in the first two, the last at the
+    window's size (no shift); a Swin whose last map is smaller than its window is refused by name."""
+    pytest.importorskip("transformers", reason="the hf format needs transformers (pip install transformers)")
+    from transformers import SwinModel
+
+    torch.manual_seed(0)
+    options = dict(image_size=32, patch_size=2, window_size=4, depths=[2, 2, 2], num_heads=[1, 2, 4], embed_dim=8)
+    net = backbones.get("swin_tiny", **options).eval()
+    with torch.no_grad():
+        for p in net.parameters():  # away from the initial state: biases and tables all non-zero
+            p.add_(0.05 * torch.randn_like(p))
+    report = export_as(net, tmp_path / "swin-hf", "hf", image_size=32)
+    assert report.max_abs_diff is not None and report.max_abs_diff < 1e-5
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():  # as a user loads it
+        theirs = SwinModel.from_pretrained(str(tmp_path / "swin-hf")).eval()(pixel_values=x).pooler_output
+        torch.testing.assert_close(theirs, net(x), atol=1e-5, rtol=1e-5)
+    clamped = backbones.get("swin_tiny", **{**options, "depths": [2, 2, 2, 2], "num_heads": [1, 2, 4, 8]})
+    with pytest.raises(SelfSupError, match="stage 3 of this Swin has a 2x2 map, smaller than its window 4"):
+        export_as(clamped, tmp_path / "clamped-hf", "hf", image_size=32)
+
+
 def test_a_format_that_cannot_take_the_backbone_names_the_ones_that_can(tmp_path):
     with pytest.raises(SelfSupError, match="format 'torchvision' takes a torchvision ResNet.*'vit_tiny'"):
         export_as(tiny_vit(), tmp_path / "x.safetensors", "torchvision", image_size=16)

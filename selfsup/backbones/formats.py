@@ -7,6 +7,7 @@ safetensors    selfsup's export: weights + build recipe                   ``self
 torchvision    a ResNet's weights under torchvision's names               ``torchvision.models.resnet18``
 timm           a ViT's, Swin's or ``timm:`` model's weights, timm's names ``timm.models.VisionTransformer``
 hf             a folder: ``save_pretrained`` of ``transformers.ViTModel``  ``ViTModel.from_pretrained``
+               (a Swin: of ``transformers.SwinModel``)                  (``SwinModel.from_pretrained``)
 torchscript    a traced module (``torch.jit``, deprecated in PyTorch)     ``torch.jit.load``
 pt2            a ``torch.export`` program, any batch size                 ``torch.export.load``
 onnx           an ONNX graph (opset of the PyTorch exporter), any batch   ``onnxruntime.InferenceSession``
@@ -38,7 +39,8 @@ from torch import Tensor, nn
 
 from selfsup._files import publish
 from selfsup.backbones.export import export_backbone, load_exported
-from selfsup.backbones.layouts import hf_vit_config, hf_vit_layout, timm_layout, torchvision_layout
+from selfsup.backbones.layouts import (hf_swin_config, hf_swin_layout, hf_vit_config, hf_vit_layout, timm_layout,
+                                      torchvision_layout)
 from selfsup.backbones.resnet import adapt_stem
 from selfsup.backbones.swin import SwinTransformer
 from selfsup.errors import SelfSupError
@@ -188,23 +190,36 @@ def _write_timm(backbone: nn.Module, path: Path, example: Tensor, meta: dict[str
 
 
 def _write_hf(backbone: nn.Module, path: Path, example: Tensor, meta: dict[str, Any]) -> Written:
-    config = hf_vit_config(backbone)
+    swin = isinstance(backbone, SwinTransformer)
+    config = hf_swin_config(backbone) if swin else hf_vit_config(backbone)
     if importlib.util.find_spec("transformers") is None:
         raise SelfSupError("format 'hf' needs transformers: pip install transformers")
     import shutil
 
-    from transformers import ViTConfig, ViTModel
+    from transformers import SwinConfig, SwinModel, ViTConfig, ViTModel
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a bar per load and save otherwise
-    model = ViTModel(ViTConfig(**config), add_pooling_layer=False)
-    model.load_state_dict(hf_vit_layout(backbone, set(model.state_dict())))  # strict: every name placed
+    if swin:
+        model = SwinModel(SwinConfig(**config), add_pooling_layer=True)
+        if "encoder.layers.0.blocks.0.attention.q_proj.weight" not in model.state_dict():
+            raise SelfSupError("format 'hf' writes a Swin under transformers 5's SwinModel names; this "
+                               "transformers is older: pip install 'transformers>=5'")
+        model.load_state_dict(hf_swin_layout(backbone))  # strict: every name placed (the pooler has no weights)
+    else:
+        model = ViTModel(ViTConfig(**config), add_pooling_layer=False)
+        model.load_state_dict(hf_vit_layout(backbone, set(model.state_dict())))  # strict: every name placed
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp))
     if path.is_dir():
         shutil.rmtree(path)
     tmp.replace(path)
+    if swin:
+        loaded_swin = SwinModel.from_pretrained(str(path)).eval()
+        loader = f"transformers.SwinModel.from_pretrained({str(path)!r})(pixel_values=x).pooler_output"
+        return (lambda images: loaded_swin(pixel_values=images).pooler_output), loader, (
+            "features: pooler_output (selfsup's pooled output)")
     loaded = ViTModel.from_pretrained(str(path), add_pooling_layer=False).eval()
     avg = getattr(backbone, "pool", "cls") == "avg"
     pooled = "last_hidden_state[:, 1:].mean(1)" if avg else "last_hidden_state[:, 0]"

@@ -22,7 +22,10 @@
   row for the class token prepended to the position table (HF adds a position embedding to the
   class token; selfsup's class token has none). Both transformers 4's key names
   (``encoder.layer.N.attention.attention.query``) and 5's (``layers.N.attention.q_proj``) are
-  written, whichever the installed model has.
+  written, whichever the installed model has. A selfsup Swin maps onto ``transformers.SwinModel``
+  (transformers 5 names; ``qkv`` split, ``merges.i`` -> ``encoder.layers.i.downsample``, its pooled
+  output equals selfsup's), as long as no stage's map is smaller than the window (transformers
+  cannot shrink a stage's window as selfsup and timm do).
 
 Example:
     >>> state, kwargs = timm_layout(selfsup.backbones.get("vit_tiny", image_size=32, patch_size=4))
@@ -226,6 +229,71 @@ def hf_vit_config(backbone: nn.Module) -> dict[str, Any]:
         "num_channels": backbone.patch_embed.in_channels, "qkv_bias": block.qkv.bias is not None,
         "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
     }
+
+
+def hf_swin_config(backbone: SwinTransformer) -> dict[str, Any]:
+    """Keyword arguments of ``transformers.SwinConfig`` for a selfsup Swin.
+
+    Raises:
+        SelfSupError: a stage's map is smaller than the window: selfsup (like timm) shrinks that
+            stage's window and bias table, ``transformers.SwinModel`` keeps the configured table
+            and fails on such a map.
+    """
+    options = backbone.config
+    windows = swin_stage_windows(backbone)
+    if min(windows) < options["window_size"]:
+        stage = windows.index(min(windows))
+        raise SelfSupError(
+            f"format 'hf': at image size {options['image_size']} stage {stage} of this Swin has a "
+            f"{windows[stage]}x{windows[stage]} map, smaller than its window {options['window_size']}; "
+            "transformers' SwinModel cannot run that stage (selfsup and timm shrink the window). Use "
+            "--format timm, or train at an image size whose last map is at least the window "
+            f"(patch_size * 2^(stages-1) * window_size = "
+            f"{options['patch_size'] * 2 ** (len(windows) - 1) * options['window_size']} px)")
+    block = backbone.stages[0][0]
+    return {
+        "image_size": options["image_size"], "patch_size": options["patch_size"],
+        "num_channels": options["in_channels"], "embed_dim": options["embed_dim"],
+        "depths": list(options["depths"]), "num_heads": list(options["num_heads"]),
+        "window_size": options["window_size"], "mlp_ratio": block.mlp[0].out_features / options["embed_dim"],
+        "qkv_bias": block.attn.qkv.bias is not None, "hidden_act": "gelu", "layer_norm_eps": 1e-5,
+        "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, "drop_path_rate": 0.0,
+        "use_absolute_embeddings": False,
+    }
+
+
+def hf_swin_layout(backbone: SwinTransformer) -> dict[str, Tensor]:
+    """A selfsup Swin's weights under the names of ``transformers.SwinModel`` (transformers 5
+    naming): ``stages.i.j`` -> ``encoder.layers.i.blocks.j`` with the fused ``qkv`` split into
+    ``q_proj`` / ``k_proj`` / ``v_proj``; ``merges.i`` -> ``encoder.layers.i.downsample`` (transformers
+    merges at the end of a stage, as selfsup does); the final norm -> ``layernorm``. The mask token
+    (SimMIM's) is left out."""
+    own = _state(backbone)
+    state = {
+        "embeddings.patch_embeddings.projection.weight": own["patch_embed.weight"],
+        "embeddings.patch_embeddings.projection.bias": own["patch_embed.bias"],
+        "embeddings.norm.weight": own["patch_norm.weight"], "embeddings.norm.bias": own["patch_norm.bias"],
+        "layernorm.weight": own["norm.weight"], "layernorm.bias": own["norm.bias"],
+    }
+    for i, stage in enumerate(backbone.stages):
+        for j in range(len(stage)):
+            ours, theirs = f"stages.{i}.{j}.", f"encoder.layers.{i}.blocks.{j}."
+            state[f"{theirs}attention.relative_position_bias.relative_position_bias_table"] = (
+                own[f"{ours}attn.relative_position_bias_table"])
+            for kind in ("weight", "bias"):
+                if f"{ours}attn.qkv.{kind}" in own:
+                    for part, tensor in zip("qkv", own[f"{ours}attn.qkv.{kind}"].chunk(3, dim=0)):
+                        state[f"{theirs}attention.{part}_proj.{kind}"] = tensor.contiguous()
+                state[f"{theirs}attention.o_proj.{kind}"] = own[f"{ours}attn.proj.{kind}"]
+                state[f"{theirs}mlp.fc1.{kind}"] = own[f"{ours}mlp.0.{kind}"]
+                state[f"{theirs}mlp.fc2.{kind}"] = own[f"{ours}mlp.2.{kind}"]
+                state[f"{theirs}layernorm_before.{kind}"] = own[f"{ours}norm1.{kind}"]
+                state[f"{theirs}layernorm_after.{kind}"] = own[f"{ours}norm2.{kind}"]
+    for i in range(len(backbone.merges)):
+        state[f"encoder.layers.{i}.downsample.reduction.weight"] = own[f"merges.{i}.reduction.weight"]
+        for kind in ("weight", "bias"):
+            state[f"encoder.layers.{i}.downsample.norm.{kind}"] = own[f"merges.{i}.norm.{kind}"]
+    return state
 
 
 def hf_vit_layout(backbone: VisionTransformer, hf_keys: set[str]) -> dict[str, Tensor]:
