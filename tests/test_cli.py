@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -199,16 +200,32 @@ def test_demo_runs_and_prints_the_three_rows(tmp_path, capsys):
     assert rows["raw pixels"] > 90  # raw-pixel k-NN on the digits is a strong baseline (95.8% measured)
 
 
-def test_two_process_ddp_run_on_cpu(tmp_path):
-    """Lightning's DDP launcher re-runs the command per process, so this goes through a subprocess."""
-    cmd = [sys.executable, "-m", "selfsup", "train", "--output-dir", str(tmp_path), "--epochs", "1", "--devices", "2",
-           "accelerator=cpu", *TINY, "--batch-size", "128"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+def test_two_process_ddp_run_on_cpu_resumes_exactly(tmp_path):
+    """Lightning's DDP launcher re-runs the command per process, so this goes through subprocesses.
+    Two processes train two epochs; a second run resumed from the first one's epoch-1 checkpoint
+    ends with the same weights: each rank got its own view generator and global generator back."""
+    from safetensors.torch import load_file
+
+    common = [sys.executable, "-m", "selfsup", "train", "--output-dir", str(tmp_path), "--epochs", "2",
+              "--devices", "2", "accelerator=cpu", *TINY, "--batch-size", "128", "checkpoint_every=1",
+              "optimizer.warmup_epochs=1", "monitor.knn_every=0"]
+    proc = subprocess.run([*common, "--name", "straight"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (run,) = tmp_path.iterdir()  # both processes used one run folder
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["steps"] == 1347 // 128 and "knn/top1" in summary["metrics"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["straight"]  # both processes used one run folder
+    summary = json.loads((tmp_path / "straight" / "summary.json").read_text())
+    assert summary["steps"] == 2 * (1347 // 128)
     assert proc.stdout.count("run folder:") == 1
+    epoch_one = torch.load(tmp_path / "straight" / "checkpoints" / "epoch_0001.ckpt", weights_only=True)
+    assert len(epoch_one["selfsup_ranks"]) == 2
+    views = [rank["views"]["generator"] for rank in epoch_one["selfsup_ranks"]]
+    assert not torch.equal(views[0], views[1])  # each rank draws its own views
+    (tmp_path / "resumed" / "checkpoints").mkdir(parents=True)
+    shutil.copy(tmp_path / "straight" / "checkpoints" / "epoch_0001.ckpt", tmp_path / "resumed" / "checkpoints" / "last.ckpt")
+    proc = subprocess.run([*common, "--name", "resumed", "--resume"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = (load_file(tmp_path / n / "backbone.safetensors") for n in ("straight", "resumed"))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
 
 
 def test_resume_after_a_crash_equals_the_uninterrupted_run(tmp_path, monkeypatch):

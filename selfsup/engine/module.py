@@ -226,31 +226,53 @@ class SelfSupervisedModule(L.LightningModule):
             self.views.seed += self.global_rank
             self._views_seeded = True
 
+    def _random_state(self) -> dict[str, Any]:
+        """This process's random streams: its view generator and the global generators."""
+        state: dict[str, Any] = {"views": self.views.state_dict(), "torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["selfsup_views"] = self.views.state_dict()
+        """Save every process's random streams (gathered from all ranks: Lightning calls this hook on
+        each of them and writes rank 0's dictionary), so each rank resumes its own views and draws."""
+        own = self._random_state()
+        ranks = [own]
+        if self.trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            ranks = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(ranks, own)
+        checkpoint["selfsup_ranks"] = ranks
+        checkpoint["selfsup_views"] = own["views"]  # rank 0's, as older selfsup read it
         checkpoint["selfsup_skipped_steps"] = self.skipped_steps
         # methods that draw from the global generator (e.g. patch jitter) resume the same draws
-        checkpoint["selfsup_rng"] = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            checkpoint["selfsup_rng"]["cuda"] = torch.cuda.get_rng_state_all()
+        checkpoint["selfsup_rng"] = {k: v for k, v in own.items() if k != "views"}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the view generator, so a resumed single-process run draws the same views.
+        """Restore each rank's view generator and global generators, so a resumed run draws the
+        same views and random numbers as the uninterrupted one, with one process or several.
 
-        Checkpoints hold rank 0's generator only; with several processes each rank instead starts
-        a fresh stream seeded by its rank and the checkpoint's step, so no stream repeats.
+        A checkpoint written by another number of processes (or by a selfsup that kept rank 0's
+        streams only) cannot give every rank its own: each rank then starts a fresh stream seeded
+        by its rank and the checkpoint's step, so no stream repeats, with a warning.
         """
         self.skipped_steps = int(checkpoint.get("selfsup_skipped_steps", 0))
-        rng = checkpoint.get("selfsup_rng")
-        if rng is not None and self.trainer.world_size == 1:
-            torch.set_rng_state(rng["torch"])
-            if "cuda" in rng and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(rng["cuda"])
-        state = checkpoint.get("selfsup_views")
-        if state is None:
+        ranks = checkpoint.get("selfsup_ranks")
+        world = self.trainer.world_size
+        if ranks is None and "selfsup_views" in checkpoint:  # written before per-rank streams were saved
+            ranks = [{"views": checkpoint["selfsup_views"], **checkpoint.get("selfsup_rng", {})}]
+        if ranks is None:
             return
-        if self.trainer.world_size == 1:
-            self.views.load_state_dict(state)
-        else:
-            seed = state["seed"] + self.global_rank + 100_003 * int(checkpoint.get("global_step", 0))
-            self.views.load_state_dict({**state, "seed": seed, "generator": None})
+        if len(ranks) == world:
+            own = ranks[self.global_rank]
+            if "torch" in own:
+                torch.set_rng_state(own["torch"])
+            if "cuda" in own and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(own["cuda"])
+            self.views.load_state_dict(own["views"])
+            return
+        log.warning("The checkpoint holds the random streams of %d process(es) and this run has %d: each "
+                    "process starts fresh views, so the resumed run does not repeat the original's draws.",
+                    len(ranks), world)
+        state = ranks[0]["views"]
+        seed = state["seed"] + self.global_rank + 100_003 * int(checkpoint.get("global_step", 0))
+        self.views.load_state_dict({**state, "seed": seed, "generator": None})
