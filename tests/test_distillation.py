@@ -115,6 +115,22 @@ def test_teachers_from_an_export_and_from_a_weights_file(tmp_path) -> None:
             assert torch.equal(method.teacher.state_dict()[k], v), k
 
 
+def test_the_config_check_on_the_meta_device_reads_only_the_teachers_header(tmp_path, monkeypatch) -> None:
+    """selfsup checks a config by building it on the meta device first; the teacher's weights are
+    read once, by the real build."""
+    import selfsup.backbones.export as export
+
+    exported = export_backbone(backbones.get("resnet_tiny", width=8), tmp_path / "teacher.safetensors", image_size=16)
+    reads = []
+    real = export.load_file
+    monkeypatch.setattr(export, "load_file", lambda path, *a, **k: reads.append(path) or real(path, *a, **k))
+    with torch.device("meta"):
+        checked = _method(teacher=str(exported), teacher_backbone=None)
+    assert reads == [] and checked.teacher.feature_dim == 64
+    _method(teacher=str(exported), teacher_backbone=None)
+    assert reads == [str(exported)]
+
+
 def test_a_teacher_must_be_named_once_and_exist(tmp_path) -> None:
     with pytest.raises(ValueError, match="exactly one of method.teacher"):
         methods.get("distillation", backbone=backbones.get("resnet_tiny", width=4))

@@ -46,6 +46,9 @@ def read_metadata(path: str | Path) -> dict[str, object]:
 def load_exported(path: str | Path) -> tuple[Backbone, dict[str, object]]:
     """Rebuild the backbone saved at ``path`` and load its weights (strictly).
 
+    Under ``torch.device("meta")`` (selfsup's config check) only the header is read: the backbone
+    is built without memory and its weights are left unread.
+
     Example:
         >>> net, meta = load_exported("runs/demo/backbone.safetensors")
         >>> meta["image_size"]
@@ -59,5 +62,7 @@ def load_exported(path: str | Path) -> tuple[Backbone, dict[str, object]]:
             "architecture is unknown. Load it into your model with safetensors.torch.load_file."
         )
     net = get(str(meta["backbone"]), **dict(meta.get("backbone_config") or {}))
+    if any(p.device.type == "meta" for p in net.parameters()):
+        return net, meta  # built under torch.device("meta") (a config check): the weights are not read
     net.load_state_dict(load_file(str(path)))
     return net, meta
