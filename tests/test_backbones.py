@@ -192,3 +192,30 @@ def test_timm_models_are_wrapped_by_name(monkeypatch, tmp_path):
     torch.testing.assert_close(again(x), net(x))
     with pytest.raises(ConfigError, match="timm has no model 'nope'"):
         backbones.get("timm:nope")
+
+
+def test_activation_checkpointing_recomputes_blocks_and_keeps_the_gradients():
+    """Same weights, same stochastic-depth draws: equal loss and gradients, and each block's
+    input norm runs twice per step (forward, then again in the backward pass) only with checkpointing."""
+    nets = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        nets.append(backbones.get("vit_nano", image_size=16, patch_size=4, depth=2, drop_path_rate=0.3,
+                                  activation_checkpointing=checkpointing).train())
+    calls = [0, 0]
+    for i, net in enumerate(nets):
+        for block in net.blocks:
+            block.norm1.register_forward_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
+    x = torch.randn(4, 3, 16, 16)
+    grads = []
+    for net in nets:
+        torch.manual_seed(1)  # the same drop-path draws in both
+        net(x).square().sum().backward()
+        grads.append({k: p.grad.clone() for k, p in net.named_parameters() if p.grad is not None})
+    assert calls == [2, 4]
+    assert grads[0].keys() == grads[1].keys()
+    for k in grads[0]:
+        torch.testing.assert_close(grads[0][k], grads[1][k], rtol=0, atol=1e-6, msg=k)
+    with torch.no_grad():  # evaluation stores nothing to recompute
+        nets[1].eval()(x)
+    assert calls[1] == 6

@@ -40,10 +40,12 @@ def _vit_factory(name: str, dim: int, depth: int, heads: int):
     def build(
         image_size: int = 224, patch_size: int = 16, in_channels: int = 3, num_registers: int = 0,
         pos_embed: str = "sincos", drop_path_rate: float = 0.0, depth: int = depth, pool: str | None = None,
+        activation_checkpointing: bool = False,
     ) -> VisionTransformer:
         vit = VisionTransformer(image_size=image_size, patch_size=patch_size, embed_dim=dim, depth=depth,
                                 num_heads=heads, in_channels=in_channels, num_registers=num_registers,
-                                pos_embed=pos_embed, drop_path_rate=drop_path_rate, pool=pool)
+                                pos_embed=pos_embed, drop_path_rate=drop_path_rate, pool=pool,
+                                activation_checkpointing=activation_checkpointing)
         vit.config = {"image_size": image_size, "patch_size": patch_size, "in_channels": in_channels,
                       "num_registers": num_registers, "pos_embed": pos_embed, "depth": depth, "pool": pool}
         return vit

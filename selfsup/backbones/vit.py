@@ -41,6 +41,10 @@ class VisionTransformer(Backbone):
             no class token). ``None`` (default) is ``"cls"`` until a method sets the output its
             loss trains (:attr:`selfsup.methods.Method.representation`); an explicit value is a
             request the method checks. Recorded in ``config``, so exports load back with it.
+        activation_checkpointing: recompute each block's activations in the backward pass instead
+            of storing them (training only): less memory for large ViTs, about one more forward
+            pass of compute; the gradients are the same. A training option, not recorded in
+            ``config``.
 
     Example:
         >>> vit = VisionTransformer(image_size=32, patch_size=4, embed_dim=192, depth=12, num_heads=3)
@@ -61,6 +65,7 @@ class VisionTransformer(Backbone):
         pos_embed: str = "sincos",
         drop_path_rate: float = 0.0,
         pool: str | None = None,
+        activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         if embed_dim % num_heads or pos_embed not in ("sincos", "learned") or num_registers < 0:
@@ -83,6 +88,8 @@ class VisionTransformer(Backbone):
         self.pos_embed = nn.Parameter(table, requires_grad=pos_embed == "learned")
         rates = [drop_path_rate * i / max(1, depth - 1) for i in range(depth)]
         self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio, r) for r in rates)
+        for block in self.blocks:
+            block.checkpoint_activations = bool(activation_checkpointing)
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self._init_weights()
         self.config = {"image_size": image_size, "patch_size": patch_size, "embed_dim": embed_dim, "depth": depth,

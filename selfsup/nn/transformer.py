@@ -11,6 +11,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from selfsup.nn.precision import at_least_fp32
@@ -71,6 +72,8 @@ class Block(nn.Module):
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
         self.drop_path = DropPath(drop_path)
+        #: recompute this block's activations in the backward pass instead of keeping them (training only)
+        self.checkpoint_activations = False
 
     def qkv_heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         b, n, d = x.shape
@@ -83,6 +86,12 @@ class Block(nn.Module):
         return (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(dim=-1)
 
     def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+        if self.checkpoint_activations and self.training and torch.is_grad_enabled():
+            # the recomputation replays the same random state, so stochastic depth draws the same paths
+            return torch.utils.checkpoint.checkpoint(self._forward, x, attn_mask, use_reentrant=False)
+        return self._forward(x, attn_mask)
+
+    def _forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
         q, k, v = self.qkv_heads(x)
         attended = attention(q, k, v, attn_mask=attn_mask)
         x = x + self.drop_path(self.proj(attended.transpose(1, 2).reshape(x.shape)))
