@@ -280,15 +280,7 @@ def hf_swin_layout(backbone: SwinTransformer) -> dict[str, Tensor]:
             ours, theirs = f"stages.{i}.{j}.", f"encoder.layers.{i}.blocks.{j}."
             state[f"{theirs}attention.relative_position_bias.relative_position_bias_table"] = (
                 own[f"{ours}attn.relative_position_bias_table"])
-            for kind in ("weight", "bias"):
-                if f"{ours}attn.qkv.{kind}" in own:
-                    for part, tensor in zip("qkv", own[f"{ours}attn.qkv.{kind}"].chunk(3, dim=0)):
-                        state[f"{theirs}attention.{part}_proj.{kind}"] = tensor.contiguous()
-                state[f"{theirs}attention.o_proj.{kind}"] = own[f"{ours}attn.proj.{kind}"]
-                state[f"{theirs}mlp.fc1.{kind}"] = own[f"{ours}mlp.0.{kind}"]
-                state[f"{theirs}mlp.fc2.{kind}"] = own[f"{ours}mlp.2.{kind}"]
-                state[f"{theirs}layernorm_before.{kind}"] = own[f"{ours}norm1.{kind}"]
-                state[f"{theirs}layernorm_after.{kind}"] = own[f"{ours}norm2.{kind}"]
+            state.update(_hf_block(own, ours, "attn.", theirs, _HF5_BLOCK))
     for i in range(len(backbone.merges)):
         state[f"encoder.layers.{i}.downsample.reduction.weight"] = own[f"merges.{i}.reduction.weight"]
         for kind in ("weight", "bias"):
@@ -300,8 +292,7 @@ def hf_vit_layout(backbone: VisionTransformer, hf_keys: set[str]) -> dict[str, T
     """A selfsup ViT's weights under the names of ``transformers.ViTModel`` whose state dict has
     ``hf_keys`` (transformers 4 or 5 naming)."""
     new = "layers.0.attention.q_proj.weight" in hf_keys
-    names = ({"layer": "layers.{i}.", "q": "attention.q_proj", "k": "attention.k_proj", "v": "attention.v_proj",
-              "out": "attention.o_proj", "fc1": "mlp.fc1", "fc2": "mlp.fc2"} if new else
+    names = ({"layer": "layers.{i}.", **_HF5_BLOCK} if new else
              {"layer": "encoder.layer.{i}.", "q": "attention.attention.query", "k": "attention.attention.key",
               "v": "attention.attention.value", "out": "attention.output.dense", "fc1": "intermediate.dense",
               "fc2": "output.dense"})
@@ -315,14 +306,26 @@ def hf_vit_layout(backbone: VisionTransformer, hf_keys: set[str]) -> dict[str, T
         "layernorm.weight": own["norm.weight"], "layernorm.bias": own["norm.bias"],
     }
     for i in range(len(backbone.blocks)):
-        ours, theirs = f"blocks.{i}.", names["layer"].format(i=i)
-        for kind in ("weight", "bias"):
-            if f"{ours}qkv.{kind}" in own:
-                for part, tensor in zip("qkv", own[f"{ours}qkv.{kind}"].chunk(3, dim=0)):
-                    state[f"{theirs}{names[part]}.{kind}"] = tensor.contiguous()
-            state[f"{theirs}{names['out']}.{kind}"] = own[f"{ours}proj.{kind}"]
-            state[f"{theirs}{names['fc1']}.{kind}"] = own[f"{ours}mlp.0.{kind}"]
-            state[f"{theirs}{names['fc2']}.{kind}"] = own[f"{ours}mlp.2.{kind}"]
-            state[f"{theirs}layernorm_before.{kind}"] = own[f"{ours}norm1.{kind}"]
-            state[f"{theirs}layernorm_after.{kind}"] = own[f"{ours}norm2.{kind}"]
+        state.update(_hf_block(own, f"blocks.{i}.", "", names["layer"].format(i=i), names))
+    return state
+
+
+_HF5_BLOCK = {"q": "attention.q_proj", "k": "attention.k_proj", "v": "attention.v_proj", "out": "attention.o_proj",
+              "fc1": "mlp.fc1", "fc2": "mlp.fc2"}
+"""transformers 5's names of a block's attention and MLP layers (ViTModel and SwinModel alike)."""
+
+
+def _hf_block(own: dict[str, Tensor], ours: str, attn: str, theirs: str, names: dict[str, str]) -> dict[str, Tensor]:
+    """One selfsup pre-norm block (``ours`` prefix; its attention under ``ours + attn``) under
+    transformers' names (``theirs`` prefix, ``names`` for the layers): the fused ``qkv`` split in three."""
+    state = {}
+    for kind in ("weight", "bias"):
+        if f"{ours}{attn}qkv.{kind}" in own:
+            for part, tensor in zip("qkv", own[f"{ours}{attn}qkv.{kind}"].chunk(3, dim=0)):
+                state[f"{theirs}{names[part]}.{kind}"] = tensor.contiguous()
+        state[f"{theirs}{names['out']}.{kind}"] = own[f"{ours}{attn}proj.{kind}"]
+        state[f"{theirs}{names['fc1']}.{kind}"] = own[f"{ours}mlp.0.{kind}"]
+        state[f"{theirs}{names['fc2']}.{kind}"] = own[f"{ours}mlp.2.{kind}"]
+        state[f"{theirs}layernorm_before.{kind}"] = own[f"{ours}norm1.{kind}"]
+        state[f"{theirs}layernorm_after.{kind}"] = own[f"{ours}norm2.{kind}"]
     return state
