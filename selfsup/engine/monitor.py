@@ -4,8 +4,8 @@ Every ``knn_every`` epochs (and after the last one) the backbone embeds a held-o
 seeded subset of the training split with the deterministic evaluation transform; the weighted
 k-NN classifier of InstDisc (Wu et al. 2018, arXiv 1805.01978) gives ``knn/top1`` and
 ``knn/top5``, and the online linear probe, applied to the same held-out features, gives
-``probe/val_top1`` (only once the probe has trained: methods whose steps give it no features, AIM
-and I-JEPA, log none rather than a chance-level score). The held-out features also give the collapse monitors of
+``probe/val_top1`` (only once the probe has trained: methods whose steps give it no features, AIM,
+CAE, I-JEPA, MaskFeat and distillation with mixup, log none rather than a chance-level score). The held-out features also give the collapse monitors of
 :mod:`selfsup.eval.collapse` (``collapse/std``, ``collapse/std_ideal``, ``collapse/rankme``).
 It runs on global rank 0 only; other ranks wait at the next collective.
 """
@@ -95,7 +95,7 @@ class EvaluationMonitor(L.Callback):
         scores = knn_accuracy(train_x, train_y, test_x[keep], test_y[keep], num_classes=self.num_classes,
                               k=self.config.knn_k, temperature=self.config.knn_temperature)
         metrics = {f"knn/{name}": value for name, value in scores.items()}
-        if pl_module.probe is not None and pl_module.probe_trained and keep.any():  # none for AIM, I-JEPA
+        if pl_module.probe is not None and pl_module.probe_trained and keep.any():  # none for AIM, CAE, I-JEPA, ...
             logits = pl_module.probe(test_x[keep].to(pl_module.device)).float().cpu()
             metrics["probe/val_top1"] = 100.0 * (logits.argmax(1) == test_y[keep]).float().mean().item()
         metrics.update(collapse_metrics(test_x))  # every held-out image, labelled or not
