@@ -241,11 +241,9 @@ class SelfSupervisedModule(L.LightningModule):
         if self.trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
             ranks = [None] * torch.distributed.get_world_size()
             torch.distributed.all_gather_object(ranks, own)
+        # views and the global generator (methods draw from it, e.g. patch jitter), per rank
         checkpoint["selfsup_ranks"] = ranks
-        checkpoint["selfsup_views"] = own["views"]  # rank 0's, as older selfsup read it
         checkpoint["selfsup_skipped_steps"] = self.skipped_steps
-        # methods that draw from the global generator (e.g. patch jitter) resume the same draws
-        checkpoint["selfsup_rng"] = {k: v for k, v in own.items() if k != "views"}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore each rank's view generator and global generators, so a resumed run draws the
@@ -258,7 +256,7 @@ class SelfSupervisedModule(L.LightningModule):
         self.skipped_steps = int(checkpoint.get("selfsup_skipped_steps", 0))
         ranks = checkpoint.get("selfsup_ranks")
         world = self.trainer.world_size
-        if ranks is None and "selfsup_views" in checkpoint:  # written before per-rank streams were saved
+        if ranks is None and "selfsup_views" in checkpoint:  # written by a selfsup that kept rank 0's streams only
             ranks = [{"views": checkpoint["selfsup_views"], **checkpoint.get("selfsup_rng", {})}]
         if ranks is None:
             return

@@ -143,13 +143,9 @@ class VICRegLLoss(nn.Module):
         v = self.vicreg
         invariance = F.mse_loss(x, y)
         x, y = self._gathered(x), self._gathered(y)
-        variance = (self._slot_variance(x) + self._slot_variance(y)) / 2
+        variance = (v.variance(x) + v.variance(y)) / 2  # the hinge averages over slots and channels alike
         covariance = (self._slot_covariance(x) + self._slot_covariance(y)) / 2
         return v.sim_weight * invariance, v.var_weight * variance, v.cov_weight * covariance
-
-    def _slot_variance(self, z: torch.Tensor) -> torch.Tensor:
-        std = torch.sqrt(z.var(dim=0) + self.vicreg.eps)  # (k, c)
-        return F.relu(self.vicreg.gamma - std).mean()
 
     @staticmethod
     def _slot_covariance(z: torch.Tensor) -> torch.Tensor:
