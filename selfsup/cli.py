@@ -11,7 +11,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from selfsup import __version__, cli_embed, cli_eval, cli_export, cli_pictures
+from selfsup import __version__, cli_embed, cli_eval, cli_export, cli_pictures, cli_shard
 from selfsup.errors import SelfSupError, user_message
 
 if TYPE_CHECKING:
@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_pictures.add_parser(protocols)
     cli_embed.add_parser(commands)
     cli_export.add_parser(commands)
+    cli_shard.add_parser(commands)
 
     listing = commands.add_parser("list", help="list methods, backbones, data sets, view recipes and packaged recipes")
     listing.add_argument("--long", action="store_true", help="print every field of each method's card")

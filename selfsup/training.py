@@ -73,6 +73,8 @@ def build_datasets(config: TrainConfig) -> tuple[Any, Any | None]:
     options = dict(download=config.data.download, image_size=config.data.image_size or folder_image_size(config),
                    skip_bad_images=config.data.skip_bad_images, channels=config.data.channels,
                    max_pixels=config.data.max_pixels, decoder=config.data.decoder)
+    if config.data.name == "shards":
+        return _shard_datasets(config, options)
     train_set = _dataset(config, config.data.name, config.data.root, config.data.train_split, options)
     if config.data.val_fraction > 0:  # hold out part of the training split (for tuning)
         return data.split_train_val(train_set, config.data.val_fraction, seed=config.seed)
@@ -90,6 +92,29 @@ def build_datasets(config: TrainConfig) -> tuple[Any, Any | None]:
     if config.data.eval_split.lower() == "none":
         return train_set, None
     return train_set, data.get(config.data.name, root=config.data.root, split=config.data.eval_split, **options)
+
+
+def _shard_datasets(config: TrainConfig, options: dict[str, Any]) -> tuple[data.ShardStream, Any | None]:
+    """The training stream of ``data.root``'s training split, and its evaluation split read into memory."""
+    decode = {key: options[key] for key in ("image_size", "channels", "max_pixels", "decoder")}
+    if decode["image_size"] is None and data.shards_hold_files(config.data.root, config.data.train_split):
+        decode["image_size"] = folder_image_size(replace(config, data=replace(config.data, name="folder")))
+    train_set = data.ShardStream(
+        config.data.root, split=config.data.train_split, batch_size=per_device_batch(config), seed=config.seed,
+        world_size=config.devices * config.num_nodes, num_workers=config.data.num_workers, epochs=config.epochs,
+        shuffle_buffer=config.data.shuffle_buffer, **decode)
+    if config.data.eval_split.lower() == "none":
+        return train_set, None
+    return train_set, data.read_shards(config.data.root, split=config.data.eval_split, **decode)
+
+
+def per_device_batch(config: TrainConfig) -> int:
+    """``batch_size`` split over ``devices x num_nodes`` processes; refused when it does not divide."""
+    processes = config.devices * config.num_nodes
+    if config.batch_size % processes:
+        raise ConfigError(f"batch_size={config.batch_size} must be divisible by the number of processes, devices x "
+                          f"num_nodes = {config.devices} x {config.num_nodes} = {processes}")
+    return config.batch_size // processes
 
 
 def folder_image_size(config: TrainConfig) -> int | None:
@@ -118,12 +143,16 @@ def build_loader(config: TrainConfig, train_set: Any, sampler: Any, batch_size: 
     CUDA (Lightning then copies batches with ``non_blocking=True``), and with ``data.decode_on_device``
     plain JPEGs shipped as bytes for the module to decode (:mod:`selfsup.data.device_decode`)."""
     cuda = training_device_type(config.accelerator) == "cuda"
+    workers = config.data.num_workers
+    if isinstance(train_set, data.ShardStream):  # batches cut by the stream; workers restart each epoch
+        return train_set.loader(pin_memory=cuda, persistent_workers=False,
+                                prefetch_factor=config.data.prefetch_factor if workers > 0 else None,
+                                generator=torch.Generator().manual_seed(config.seed))
     loader_set, collate = train_set, None
     if resolve_decode_on_device(config.data.decode_on_device, cuda=cuda, folder=config.data.name == "folder",
                                 cache=config.data.cache):
         loader_set = DeviceDecodeView(train_set)
         collate = loader_set.collate()
-    workers = config.data.num_workers
     return torch.utils.data.DataLoader(
         loader_set, batch_size=batch_size, sampler=sampler, collate_fn=collate, drop_last=True,
         num_workers=workers, pin_memory=cuda, persistent_workers=workers > 0,
@@ -318,10 +347,8 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
     train_set, eval_set = build_datasets(config)
     global_batch = config.batch_size
     processes = config.devices * config.num_nodes
-    if global_batch % processes:
-        raise ConfigError(f"batch_size={global_batch} must be divisible by the number of processes, devices x "
-                          f"num_nodes = {config.devices} x {config.num_nodes} = {processes}")
-    per_device = global_batch // processes
+    per_device = per_device_batch(config)
+    streamed = isinstance(train_set, data.ShardStream)
     if global_batch > len(train_set):
         raise DataError(
             f"batch_size={global_batch} is larger than the training set ({len(train_set)} images in "
@@ -335,7 +362,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
     method, views = parts.method, parts.views
     if config.compile:  # in place: parameter names, checkpoints and the export stay as without it
         compile_backbone(method.backbone, training_device_type(config.accelerator))
-    steps_per_epoch = len(train_set) // global_batch
+    steps_per_epoch = train_set.steps if streamed else len(train_set) // global_batch
     if config.optimizer.warmup_epochs > config.epochs:
         log.warning("optimizer.warmup_epochs=%s is longer than the run (%d epochs): the learning rate warms up "
                     "over the whole run and never decays.", config.optimizer.warmup_epochs, config.epochs)
@@ -346,15 +373,20 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
         epochs=config.epochs, num_classes=num_classes, probe_lr=config.monitor.probe_lr,
         channels_last=channels_last, max_skipped_steps=config.max_skipped_steps,
         train_features=lambda: extract_features(
-            method.backbone, train_set, transform, batch_size=per_device, device=module.device,
+            method.backbone, train_set.in_order() if streamed else train_set, transform, batch_size=per_device, device=module.device,
             autocast_dtype=module.eval_autocast_dtype, channels_last=channels_last)[0],
     )
     callbacks: list[L.Callback] = []
     monitor = None
     if eval_set is not None and train_set.num_classes > 0:
-        monitor = EvaluationMonitor(config.monitor, train_set, eval_set, transform, batch_size=per_device, seed=config.seed)
+        # a stream has no random access: the monitor's k-NN memory is its first shards, read into memory
+        # (shards are written in a seeded random order, so they are a random sample of the data)
+        memory = (data.read_shards(train_set.root, limit=config.monitor.knn_max_train, image_size=train_set.image_size[0],
+                                   channels=train_set.channels, max_pixels=config.data.max_pixels,
+                                   decoder=config.data.decoder) if streamed else train_set)
+        monitor = EvaluationMonitor(config.monitor, memory, eval_set, transform, batch_size=per_device, seed=config.seed)
         callbacks.append(monitor)
-    sampler = data.EpochShuffleSampler(len(train_set), config.seed)
+    sampler = train_set if streamed else data.EpochShuffleSampler(len(train_set), config.seed)
     callbacks.append(DataPosition(sampler, per_device))  # before the checkpoint: it saves the position
     checkpoint = EpochCheckpoint(run_dir / "checkpoints", every=config.checkpoint_every,
                                  every_n_steps=config.checkpoint_every_steps)
@@ -390,8 +422,10 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
         warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed.*")  # rank 0 only
         # a frozen teacher (distillation) evaluates on purpose: Method.train keeps it in eval mode
         warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")
-        if processes == 1:  # DataPosition and EpochShuffleSampler resume the epoch's order
+        if processes == 1 or streamed:  # DataPosition and EpochShuffleSampler / ShardStream resume the epoch's order
             warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
+        # ShardStream deals its shards to the workers itself, so its length is exact
+        warnings.filterwarnings("ignore", message=".*has `__len__` defined. In combination with multi-process.*")
         try:
             # weights_only: a checkpoint is data; loading must not run code from it
             ckpt_path = intact_checkpoint(checkpoint.dirpath) if resume else None

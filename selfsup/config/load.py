@@ -288,6 +288,7 @@ def validate(config: TrainConfig) -> None:
         ("data.decode_on_device", config.data.decode_on_device in (True, False, "auto"), "auto, true or false"),
         ("data.prefetch_factor", config.data.prefetch_factor is None or config.data.prefetch_factor >= 1,
          "null (PyTorch's default) or an integer >= 1"),
+        ("data.shuffle_buffer", config.data.shuffle_buffer >= 1, "an integer >= 1 (samples)"),
         ("precision", config.precision in PRECISIONS or config.precision in PRECISION_ALIASES, one_of(PRECISIONS)),
     ]
     for key, ok, expected in checks:
@@ -310,6 +311,15 @@ def _check_data_path(config: TrainConfig) -> None:
         )
     folder_only = [("data.cache", data.cache is True), ("data.decode_on_device", data.decode_on_device is True),
                    ("data.decoder", data.decoder != "auto")]
+    if data.name == "shards":
+        folder_only = folder_only[:2]  # shards of image files are decoded by the workers, as a folder's
+        if data.val_fraction > 0:
+            raise ConfigError(
+                "Config key 'data.val_fraction' does not apply to shards: they are streamed, so a held-out part is "
+                "written as its own split: `selfsup shard SOURCE OUT --val-fraction F` writes OUT/train and OUT/val; "
+                "then train with data.root=OUT data.eval_split=val.")
+        if not data.root:
+            raise ConfigError("--data shards needs data.root=PATH_OR_URL: the folder `selfsup shard` wrote.")
     for key, is_set in folder_only:
         if is_set and data.name != "folder":
             raise ConfigError(

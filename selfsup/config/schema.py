@@ -21,8 +21,9 @@ class DataConfig:
     """Where the images come from.
 
     Attributes:
-        name: a registered data set (``selfsup list``), e.g. ``digits``, ``cifar10``, ``folder``.
-        root: its local folder (not needed by ``digits``).
+        name: a registered data set (``selfsup list``), e.g. ``digits``, ``cifar10``, ``folder``,
+            ``shards`` (tar shards written by ``selfsup shard``, streamed).
+        root: its local folder (not needed by ``digits``); for ``shards`` a path or fsspec URL.
         download: let torchvision download the data set into ``root`` when it is missing.
         image_size: size images are loaded at (required for ``folder``: shorter side resized and
             centre-cropped in the workers).
@@ -48,6 +49,8 @@ class DataConfig:
             writable, else ``<output_dir>/.selfsup-cache``).
         prefetch_factor: batches each worker loads ahead (null: PyTorch's default, 2); needs
             ``num_workers > 0``.
+        shuffle_buffer: for ``shards``, samples each loader worker mixes before cutting batches
+            (held as undecoded bytes; :mod:`selfsup.data.shards`).
     """
 
     name: str = "digits"
@@ -67,6 +70,7 @@ class DataConfig:
     cache: bool = False
     cache_dir: str | None = None
     prefetch_factor: int | None = None
+    shuffle_buffer: int = 1000
 
 
 CUSTOM_RECIPE = "custom"

@@ -15,6 +15,7 @@ from selfsup.data.folder import ImageFolder
 from selfsup.data.protocol import ImageDataset, Sample
 from selfsup.data.registry import DATASETS, describe, get, names
 from selfsup.data.sampler import EpochShuffleSampler
+from selfsup.data.shards import ShardStream, read_shards, shards_hold_files, write_shards
 from selfsup.data.splits import DataSubset, split_train_val
 
 __all__ = [
@@ -26,9 +27,13 @@ __all__ = [
     "ImageDataset",
     "ImageFolder",
     "Sample",
+    "ShardStream",
     "cache_folder",
     "describe",
     "get",
     "names",
+    "read_shards",
+    "shards_hold_files",
     "split_train_val",
+    "write_shards",
 ]

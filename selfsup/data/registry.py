@@ -14,6 +14,7 @@ from selfsup.data.arrays import ArrayDataset
 from selfsup.data.builtin import digits
 from selfsup.data.folder import DEFAULT_MAX_PIXELS, ImageFolder, resolve_decoder
 from selfsup.data.protocol import ImageDataset
+from selfsup.data.shards import read_shards
 from selfsup.errors import ConfigError, DataError
 
 DATASETS: Registry[ImageDataset] = Registry("data set")
@@ -59,11 +60,11 @@ def get(
         root=root, split=split, download=download, image_size=image_size,
         skip_bad_images=skip_bad_images, channels=channels,
     )  # fmt: skip
-    if name == "folder":
+    if name in ("folder", "shards"):
         options["max_pixels"] = max_pixels
         options["decoder"] = decoder
     elif max_pixels != DEFAULT_MAX_PIXELS:
-        raise ConfigError(f"data.max_pixels only applies to 'folder' data; {name!r} has fixed-size images.")
+        raise ConfigError(f"data.max_pixels only applies to 'folder' and 'shards' data; {name!r} has fixed-size images.")
     elif decoder != "auto":
         resolve_decoder(decoder)  # a bad value gets its own message first
         raise ConfigError(f"data.decoder only applies to 'folder' data; {name!r} is read already decoded.")
@@ -183,3 +184,24 @@ def _folder(
         )
     return ImageFolder(root, image_size, channels=3 if channels is None else channels, skip_bad_images=skip_bad_images,
                        max_pixels=max_pixels, decoder=decoder)
+
+
+@DATASETS.register("shards", "tar shards written by `selfsup shard` (WebDataset layout), local or fsspec URL; "
+                   "splits are its split folders; read into memory here, streamed when training")
+def _shards(
+    *,
+    root: str | Path | None = None,
+    split: str = "train",
+    download: bool = False,
+    image_size: int | None = None,
+    skip_bad_images: bool = False,
+    channels: int | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    decoder: str = "auto",
+) -> ArrayDataset:
+    if root is None or str(root).strip() == "":
+        raise DataError("--data shards needs data.root=PATH_OR_URL: the folder `selfsup shard` wrote.")
+    if download:
+        raise ConfigError("data.download does not apply to shards; write them with `selfsup shard`.")
+    return read_shards(root, split=split, image_size=image_size, channels=channels, max_pixels=max_pixels,
+                       decoder=decoder)
