@@ -167,7 +167,16 @@ def eval_size(config: TrainConfig, image_size: int) -> int:
 
 
 def run_name(config: TrainConfig) -> str:
-    return config.name or f"{config.method['name']}-{config.data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """``--name``, else ``<method>-<data>-<time>``. Processes on several machines must agree on it
+    without talking: there ``--name`` is needed, or SLURM's job id names the run."""
+    if config.name:
+        return config.name
+    if config.num_nodes > 1:
+        if os.environ.get("SLURM_JOB_ID"):
+            return f"{config.method['name']}-{config.data.name}-slurm{os.environ['SLURM_JOB_ID']}"
+        raise ConfigError(f"num_nodes={config.num_nodes}: give the run a --name, so the processes on every machine "
+                          "write into the same run folder (each would otherwise name it by its own clock).")
+    return f"{config.method['name']}-{config.data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def run_summary(config: TrainConfig, train_set: Any, method: Any, steps_per_epoch: int, precision: str,
@@ -337,7 +346,9 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
                             "checkpoint.", os.environ["SLURM_RESTART_COUNT"], found)
     if main_process and resume and not config.name:
         config = replace(config, name=resumable_run_name(config))
-    config = replace(config, name=os.environ.get(RUN_NAME_VARIABLE) if not main_process else run_name(config))
+    # Lightning's launcher tells the processes it starts the name; processes started by a cluster
+    # (torchrun, srun) on other machines derive it as rank 0 does
+    config = replace(config, name=run_name(config) if main_process else os.environ.get(RUN_NAME_VARIABLE) or run_name(config))
     os.environ[RUN_NAME_VARIABLE] = config.name
     if main_process:
         run_dir = prepare_run_dir(config, resume)
