@@ -144,8 +144,8 @@ def build_loader(config: TrainConfig, train_set: Any, sampler: Any, batch_size: 
     plain JPEGs shipped as bytes for the module to decode (:mod:`selfsup.data.device_decode`)."""
     cuda = training_device_type(config.accelerator) == "cuda"
     workers = config.data.num_workers
-    if isinstance(train_set, data.ShardStream):  # batches cut by the stream; workers restart each epoch
-        return train_set.loader(pin_memory=cuda, persistent_workers=False,
+    if isinstance(train_set, data.ShardStream):  # batches cut by the stream, by its own workers
+        return train_set.loader(pin_memory=cuda, persistent_workers=workers > 0,
                                 prefetch_factor=config.data.prefetch_factor if workers > 0 else None,
                                 generator=torch.Generator().manual_seed(config.seed))
     loader_set, collate = train_set, None

@@ -79,9 +79,9 @@ def test_folder_to_shards_to_training_batches_shows_the_folders_images(tmp_path)
     assert sorted(seen) == list(range(12))
 
 
-def epoch_batches(stream, workers):
+def epoch_batches(stream, workers, loader=None):
     assert stream.num_workers == workers
-    return [(images, indices) for images, _, indices in stream.loader()]
+    return [(images, indices) for images, _, indices in (loader or stream.loader())]
 
 
 def test_every_process_takes_the_same_number_of_batches_and_no_sample_is_seen_twice(digit_shards):
@@ -117,6 +117,16 @@ def test_a_resumed_epoch_continues_with_exactly_the_next_batch(digit_shards):
             assert torch.equal(ia, ib) and torch.equal(a, b)
     stream.resume_at(0)
     assert [torch.equal(a, b) for (_, a), (_, b) in zip(epoch_batches(stream, workers=2), straight)] == [True] * len(straight)
+    # persistent workers (as training uses them) see the epoch and the position change between epochs
+    loader = stream.loader(persistent_workers=True)
+    stream.set_epoch(0)
+    epoch_zero = epoch_batches(stream, 2, loader)
+    stream.set_epoch(1)
+    stream.resume_at(7 * 64)
+    assert [torch.equal(a, b) for (_, a), (_, b) in zip(epoch_batches(stream, 2, loader), straight[7:])] == [True] * (len(straight) - 7)
+    stream.resume_at(0)
+    assert not torch.equal(epoch_zero[0][1], straight[0][1])
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(epoch_batches(stream, 2, loader), straight))
 
 
 def test_shards_are_read_from_fsspec_urls(digit_shards):
@@ -185,3 +195,40 @@ def test_train_from_shards_and_resume_mid_epoch_exactly(tmp_path, monkeypatch):
     assert_same_state(straight, resumed)
     summary = json.loads((tmp_path / "runs" / "straight" / "summary.json").read_text())
     assert summary["metrics"]["knn/top1"] > 10  # the monitor scored the held-out split
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_the_tar_reader_reads_what_tarfile_writes(tmp_path, fmt):
+    """Long names (GNU `L` records, pax `path` records, ustar prefixes), empty files, directories and
+    links: the fast reader gives the regular files tarfile gives, in order; a damaged header is refused."""
+    import io
+
+    from selfsup.data.tar_stream import TarFormatError, tar_files
+
+    rng = np.random.default_rng(0)
+    files = {"a/" + "x" * 120 + ".png": rng.bytes(1000), "short.cls": b"3", "empty.json": b"",
+             "d" * 90 + "/" + "e" * 60 + ".jpg": rng.bytes(513), "ü-name.txt": rng.bytes(512)}
+    if fmt == tarfile.USTAR_FORMAT:  # ustar holds names up to 255 bytes split at a slash, and ASCII only
+        files = {k: v for k, v in files.items() if not k.startswith("a/") and k.isascii()}
+    path = tmp_path / "t.tar"
+    with tarfile.open(path, "w", format=fmt) as tar:
+        folder = tarfile.TarInfo("folder")
+        folder.type = tarfile.DIRTYPE
+        tar.addfile(folder)
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("link")
+        link.type, link.linkname = tarfile.SYMTYPE, "short.cls"
+        tar.addfile(link)
+    with tarfile.open(path) as tar:
+        expected = [(m.name, tar.extractfile(m).read()) for m in tar if m.isfile()]
+    with open(path, "rb") as f:
+        assert list(tar_files(f)) == expected == list(files.items())
+    damaged = bytearray(path.read_bytes())
+    damaged[600] ^= 0xFF  # inside the second header
+    with pytest.raises(TarFormatError, match="damaged"):
+        list(tar_files(io.BytesIO(bytes(damaged))))
+    with pytest.raises(TarFormatError, match="ends inside"):
+        list(tar_files(io.BytesIO(path.read_bytes()[:1500])))

@@ -51,6 +51,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from selfsup.data.arrays import ArrayDataset
+from selfsup.data.tar_stream import TarFormatError, tar_files
 from selfsup.data.folder import (DEFAULT_MAX_PIXELS, GRAY_MEAN, GRAY_STD, IMAGENET_MEAN, IMAGENET_STD, ImageFolder,
                                  _BadImage, _open_and_decode, resolve_decoder)
 from selfsup.errors import ConfigError, DataError
@@ -251,21 +252,18 @@ class _ShardSource:
 
         position, key, parts = 0, None, {}
         try:
-            with fsspec.open(shard.url, "rb") as f, tarfile.open(fileobj=f, mode="r|") as tar:
-                for member in tar:
-                    if not member.isfile():
-                        continue
-                    name = member.name.rsplit("/", 1)[-1]
-                    stem, _, ext = name.partition(".")
+            with fsspec.open(shard.url, "rb") as f:
+                for path, content in tar_files(f):
+                    stem, _, ext = path.rsplit("/", 1)[-1].partition(".")
                     if stem != key and key is not None:
                         yield self._sample(shard, position, key, parts)
                         position, parts = position + 1, {}
                     key = stem
-                    parts[ext.lower()] = tar.extractfile(member).read()  # type: ignore[union-attr]
+                    parts[ext.lower()] = content
                 if key is not None:
                     yield self._sample(shard, position, key, parts)
                     position += 1
-        except (tarfile.TarError, OSError, EOFError) as err:
+        except (TarFormatError, OSError) as err:
             raise DataError(f"Shard {shard.url} cannot be read after {position} samples: {err}. "
                             "Rewrite the shards with `selfsup shard`.") from None
         if position != shard.count:
@@ -336,6 +334,9 @@ class ShardStream(IterableDataset):
     through :meth:`loader`: each rank yields ``stream.steps`` batches per epoch. Call :meth:`set_epoch` before each epoch (selfsup's
     ``DataPosition`` callback does) and :meth:`resume_at` to start part-way into one.
 
+    The epoch and resume position live in shared memory, so persistent loader workers see them
+    change between epochs.
+
     Args:
         root: a shard folder (or a folder of split folders), local path or fsspec URL.
         batch_size: samples per batch on each rank.
@@ -365,7 +366,8 @@ class ShardStream(IterableDataset):
         if rank is not None and not 0 <= rank < world_size:
             raise ConfigError(f"rank {rank} is outside the {world_size} process(es).")
         self.num_workers, self.shuffle_buffer = int(num_workers), int(shuffle_buffer)
-        self.epoch, self._start = 0, 0
+        # (epoch, batches to skip) in shared memory: persistent loader workers read them at each epoch
+        self._position = torch.zeros(2, dtype=torch.long).share_memory_()
         self.steps = min(self.batches_on_rank(e, r) for e in range(max(1, epochs)) for r in range(self.world_size))
         if self.steps == 0:
             raise DataError(
@@ -392,12 +394,16 @@ class ShardStream(IterableDataset):
     def samples_per_epoch(self) -> int:
         return self.steps * self.batch_size * self.world_size
 
+    @property
+    def epoch(self) -> int:
+        return int(self._position[0])
+
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        self._position[0] = int(epoch)
 
     def resume_at(self, position: int) -> None:
         """Start the next pass after its first ``position`` samples (a whole number of batches)."""
-        self._start = int(position) // self.batch_size
+        self._position[1] = int(position) // self.batch_size
 
     def worker_shards(self, epoch: int, rank: int) -> list[list[_Shard]]:
         """The shards each worker of ``rank`` reads in ``epoch``, in reading order."""
@@ -434,7 +440,7 @@ class ShardStream(IterableDataset):
         if workers != max(1, self.num_workers):
             raise ConfigError(f"ShardStream was planned for {self.num_workers} loader worker(s), the loader has "
                               f"{workers}; pass num_workers={workers} to ShardStream.")
-        epoch, start = self.epoch, self._start
+        epoch, start = (int(v) for v in self._position)
         positions = self.batch_positions(epoch, rank)[worker]
         samples = self._shuffled(self.worker_shards(epoch, rank)[worker], epoch, rank, worker)
         for position in positions:

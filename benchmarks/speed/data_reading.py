@@ -1,5 +1,6 @@
 """Images per second through the training loader for an image folder: PIL decoding vs torchvision
-decoding vs the decoded memmap cache, side by side in one run, with ratios.
+decoding vs the decoded memmap cache vs tar shards of the same files (``selfsup shard``, streamed
+by ``ShardStream``), side by side in one run, with ratios.
 
 A folder of ``--images`` generated JPEGs (smooth noise, sides drawn from ``--source``) is read at
 ``--image-size`` by a DataLoader (batch 256, ``--workers`` persistent workers, shuffled order, as
@@ -7,10 +8,13 @@ A folder of ``--images`` generated JPEGs (smooth noise, sides drawn from ``--sou
 clock images/s. Because wall clock on a shared machine measures the neighbours too, each variant is
 also read in-process (no workers, one thread) and timed by this process's CPU time: images per
 CPU-second, the decode cost itself. The variants take turns, ``--repeats`` rounds, and each figure
-is the best round. The cache's one-time build is timed separately.
+is the best round. The one-time costs (the cache's build, writing the shards) are timed separately.
+Shards hold the JPEG files as they are (``--shard-size`` images each) and are read from the local
+disk with the stream's own batching, workers and shuffle buffer, so their row differs from the
+folder rows by reading one tar per worker instead of one file per image.
 
-    nice -n 10 .venv/bin/python benchmarks/speed/folder_cache.py                  # 2,000 JPEGs, 64-96 px -> 64
-    nice -n 10 .venv/bin/python benchmarks/speed/folder_cache.py --source 256 384 # larger photos -> 64
+    nice -n 10 .venv/bin/python benchmarks/speed/data_reading.py                  # 2,000 JPEGs, 64-96 px -> 64
+    nice -n 10 .venv/bin/python benchmarks/speed/data_reading.py --source 256 384 # larger photos -> 64
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from selfsup.data import EpochShuffleSampler, ImageFolder, cache_folder  # noqa: E402
+from selfsup.data import EpochShuffleSampler, ImageFolder, ShardStream, cache_folder, write_shards  # noqa: E402
 
 
 def make_folder(root: Path, count: int, source: tuple[int, int], seed: int) -> None:
@@ -45,6 +49,8 @@ def make_folder(root: Path, count: int, source: tuple[int, int], seed: int) -> N
 
 def epochs_per_second(dataset, workers: int, epochs: int, batch_size: int) -> float:
     """Images per second over ``epochs`` timed epochs, after one warm-up epoch (workers started)."""
+    if isinstance(dataset, ShardStream):
+        return stream_per_second(dataset, epochs, time.perf_counter)
     sampler = EpochShuffleSampler(len(dataset), seed=0)
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                         persistent_workers=workers > 0, drop_last=False)
@@ -58,8 +64,24 @@ def epochs_per_second(dataset, workers: int, epochs: int, batch_size: int) -> fl
     return seen / (time.perf_counter() - start)
 
 
+def stream_per_second(stream: ShardStream, epochs: int, clock) -> float:
+    """Images per ``clock`` second of a shard stream's loader (persistent workers, as in training)."""
+    loader = stream.loader(persistent_workers=stream.num_workers > 0)
+    seen = 0
+    for epoch in range(epochs + 1):
+        stream.set_epoch(epoch)
+        if epoch == 1:
+            start, seen = clock(), 0
+        for images, _, _ in loader:
+            seen += len(images)
+    return seen / (clock() - start)
+
+
 def per_cpu_second(dataset, epochs: int, batch_size: int) -> float:
     """Images per CPU-second of this process, reading in-process (no workers) after one warm-up epoch."""
+    if isinstance(dataset, ShardStream):
+        in_process = ShardStream(dataset.root, batch_size=batch_size, image_size=dataset.image_size[0], epochs=epochs + 1)
+        return stream_per_second(in_process, epochs, time.process_time)
     sampler = EpochShuffleSampler(len(dataset), seed=0)
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=0)
     seen = 0
@@ -83,6 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the main process")
     parser.add_argument("--repeats", type=int, default=3, help="rounds; each figure is the best round")
+    parser.add_argument("--shard-size", type=int, default=250, help="images per shard")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
@@ -101,6 +124,12 @@ def main(argv: list[str] | None = None) -> None:
                               progress=False)
         build_s = time.perf_counter() - started
         datasets["memmap cache"] = cached
+        started = time.perf_counter()
+        write_shards(ImageFolder(root, args.image_size), Path(tmp) / "shards" / "train", shard_size=args.shard_size)
+        shards_s = time.perf_counter() - started
+        shard_mb = sum(p.stat().st_size for p in (Path(tmp) / "shards" / "train").glob("*.tar")) / 1e6
+        datasets["tar shards"] = ShardStream(Path(tmp) / "shards", batch_size=args.batch_size, image_size=args.image_size,
+                                             num_workers=args.workers, epochs=args.epochs + 1)
         for _ in range(args.repeats):  # variants take turns, so a busy spell on the machine hits them all
             for name, ds in datasets.items():
                 wall = epochs_per_second(ds, args.workers, args.epochs, args.batch_size)
@@ -116,6 +145,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {name} | {wall:,.0f} | {wall / wall0:.2f} | {cpu:,.0f} | {cpu / cpu0:.2f} |")
     print(f"\nCache build (once, decoder auto, {args.workers} workers): {build_s:.1f} s = "
           f"{args.images / build_s:,.0f} images/s; cache file {cached_mb:.1f} MB.")
+    shards = datasets["tar shards"]
+    print(f"Shards written (once, one process, files stored as they are): {shards_s:.1f} s = "
+          f"{args.images / shards_s:,.0f} images/s; {len(shards.source.shards)} shards, {shard_mb:.1f} MB; the stream "
+          f"reads {shards.samples_per_epoch} of {len(shards)} images per epoch (whole batches per worker).")
 
 
 if __name__ == "__main__":
