@@ -480,7 +480,7 @@ def test_folder_dataloader_stacks_batches(tmp_path):
 
 
 def test_registry_names_and_descriptions():
-    expected = {"digits", "cifar10", "cifar100", "stl10", "mnist", "fashion_mnist", "folder"}
+    expected = {"digits", "cifar10", "cifar100", "stl10", "mnist", "fashion_mnist", "folder", "shards"}
     assert set(names()) == expected == set(DATASETS.names())
     lines = describe()
     assert set(lines) == expected and all(line and "\n" not in line for line in lines.values())
