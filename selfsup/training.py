@@ -114,7 +114,11 @@ def per_device_batch(config: TrainConfig) -> int:
     if config.batch_size % processes:
         raise ConfigError(f"batch_size={config.batch_size} must be divisible by the number of processes, devices x "
                           f"num_nodes = {config.devices} x {config.num_nodes} = {processes}")
-    return config.batch_size // processes
+    per_device = config.batch_size // processes
+    if per_device % config.micro_batches:
+        raise ConfigError(f"micro_batches={config.micro_batches} must divide each process's batch, batch_size / "
+                          f"(devices x num_nodes) = {config.batch_size} / {processes} = {per_device}")
+    return per_device
 
 
 def folder_image_size(config: TrainConfig) -> int | None:
@@ -382,7 +386,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
     module = SelfSupervisedModule(
         method, views, config.optimizer, batch_size=global_batch, steps_per_epoch=steps_per_epoch,
         epochs=config.epochs, num_classes=num_classes, probe_lr=config.monitor.probe_lr,
-        channels_last=channels_last, max_skipped_steps=config.max_skipped_steps,
+        channels_last=channels_last, max_skipped_steps=config.max_skipped_steps, micro_batches=config.micro_batches,
         train_features=lambda: extract_features(
             method.backbone, train_set.in_order() if streamed else train_set, transform, batch_size=per_device, device=module.device,
             autocast_dtype=module.eval_autocast_dtype, channels_last=channels_last)[0],

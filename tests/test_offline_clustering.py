@@ -318,7 +318,7 @@ def test_odc_memory_update_relabel_and_centroids():
     method.configure_training(epochs=2, steps_per_epoch=1)
     method.begin_step(0)
     out = method.training_step(b)
-    _, z = method._pending
+    [(_, z)] = method._deferred
     out.loss.backward()
     opt.step()
     method.min_cluster_size = 0

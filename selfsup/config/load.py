@@ -265,6 +265,7 @@ def validate(config: TrainConfig) -> None:
     checks = [
         ("epochs", config.epochs >= 1, "an integer >= 1"),
         ("batch_size", config.batch_size >= 1, "an integer >= 1"),
+        ("micro_batches", config.micro_batches >= 1, "an integer >= 1 (1: no gradient accumulation)"),
         ("devices", config.devices >= 1, "an integer >= 1"),
         ("num_nodes", config.num_nodes >= 1, "an integer >= 1"),
         ("checkpoint_every", config.checkpoint_every >= 0, ">= 0 (0: only 'last')"),

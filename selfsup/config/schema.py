@@ -117,6 +117,9 @@ class TrainConfig:
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     epochs: int = 100
     batch_size: int = 256
+    # gradient accumulation: each process's batch is split into this many micro-batches, trained one
+    # after the other (activation memory of one micro-batch) before one optimizer step
+    micro_batches: int = 1
     devices: int = 1
     num_nodes: int = 1  # machines, each running `devices` processes; the global batch is split over all
     accelerator: str = "auto"

@@ -49,6 +49,10 @@ class SelfSupervisedModule(L.LightningModule):
             for methods that cluster it at each epoch start (see ``Method.on_epoch_start``).
         max_skipped_steps: steps with a non-finite loss or gradient that are skipped (no update)
             before the run stops; 0 stops at the first.
+        micro_batches: gradient accumulation: each step's batch is split into this many equal
+            micro-batches, each forwarded and backpropagated in turn (activation memory of one),
+            then one optimizer step takes their mean gradient. The method's loss sees one
+            micro-batch at a time: contrastive negatives and BatchNorm statistics come from it.
 
     Example:
         >>> module = SelfSupervisedModule(method, views, OptimizerConfig(), batch_size=256,
@@ -70,6 +74,7 @@ class SelfSupervisedModule(L.LightningModule):
         channels_last: bool = False,
         train_features: Callable[[], Tensor] | None = None,
         max_skipped_steps: int = 0,
+        micro_batches: int = 1,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -82,6 +87,7 @@ class SelfSupervisedModule(L.LightningModule):
         self.probe_trained = False  # set by the first step that gives the probe features
         self.train_features = train_features
         self.max_skipped_steps, self.skipped_steps = max_skipped_steps, 0
+        self.micro_batches = micro_batches
         self.method.configure_training(epochs, steps_per_epoch)
         if channels_last:
             self.method.to(memory_format=torch.channels_last)
@@ -132,37 +138,49 @@ class SelfSupervisedModule(L.LightningModule):
             images = images.decode(self.device)
         step = self.current_epoch * self.steps_per_epoch + batch_idx  # also right after a resume
         progress = self.method.begin_step(step)
-        out = self.method.training_step(ViewBatch(self.make_views(images), labels, indices))
-        loss = out.loss
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
-        if not torch.isfinite(loss.detach()):
-            return self.skip_step(step, f"the loss became {loss.item()}", out.logs, optimizers)
-        probe_loss, logs = self.probe_loss(out.features, labels)
         factor = self.set_learning_rates(optimizers, step)
         for optimizer in optimizers:
             optimizer.zero_grad(set_to_none=True)
-        # one backward for both: the probe sees detached features, so the two losses share no
-        # gradient, and under DDP every parameter takes part in the single backward pass
-        self.manual_backward(loss if probe_loss is None else loss + probe_loss)
+        parts = self.micro_batches
+        losses, logs, probe_trained = [], [], False
+        for part, rows in enumerate(micro_batch_rows(len(images), parts)):
+            out = self.method.training_step(ViewBatch(self.make_views(images[rows]), labels[rows], indices[rows]))
+            loss = out.loss
+            if not torch.isfinite(loss.detach()):
+                where = f" in micro-batch {part + 1} of {parts}" if parts > 1 else ""
+                return self.skip_step(step, f"the loss became {loss.item()}{where}", out.logs, optimizers)
+            probe_loss, probe_logs = self.probe_loss(out.features, labels[rows])
+            probe_trained = probe_trained or "probe/train_loss" in probe_logs
+            # one backward for both: the probe sees detached features, so the two losses share no
+            # gradient, and under DDP every parameter takes part in the backward pass; with micro-
+            # batches each adds its share of the step's mean gradient
+            total = loss if probe_loss is None else loss + probe_loss
+            self.manual_backward(total / parts if parts > 1 else total)
+            losses.append(loss.detach())
+            logs.append({**probe_logs, **{f"train/{k}": v for k, v in out.logs.items()}})
+        loss = losses[0] if parts == 1 else torch.stack(losses).mean()
         bad = self.non_finite_gradients()
         if bad:
             return self.skip_step(step, f"the gradient of {bad} is not finite (loss {loss.item():.6g})",
                                   out.logs, optimizers)
         self.method.on_after_backward(progress)
+        logs = mean_logs(logs)
         if self.optimizer_config.clip_grad_norm > 0:
             logs["train/grad_norm"] = clip_gradients(self.method.parameters(), self.optimizer_config.clip_grad_norm)
         optimizers[0].step()
-        if probe_loss is not None and "probe/train_loss" in logs:
+        if probe_trained:
             optimizers[1].step()
         self.method.end_step()
 
-        logs.update({"train/loss": loss.detach(), "train/lr_factor": factor})
-        logs.update({f"train/{k}": v for k, v in {**self.method.state_logs(), **out.logs}.items()})
+        logs.update({"train/loss": loss, "train/lr_factor": factor})
+        for key, value in self.method.state_logs().items():  # a method's own log of the same name wins
+            logs.setdefault(f"train/{key}", value)
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=len(images))
-        self.log("train/loss_epoch", loss.detach(), on_step=False, on_epoch=True, prog_bar=True,
+        self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, prog_bar=True,
                  batch_size=len(images), sync_dist=True)
-        return loss.detach()
+        return loss
 
     def non_finite_gradients(self) -> str:
         """Names of the first parameters whose gradient holds NaN or infinity ('' when all are finite)."""
@@ -274,3 +292,29 @@ class SelfSupervisedModule(L.LightningModule):
         state = ranks[0]["views"]
         seed = state["seed"] + self.global_rank + 100_003 * int(checkpoint.get("global_step", 0))
         self.views.load_state_dict({**state, "seed": seed, "generator": None})
+
+
+def micro_batch_rows(size: int, parts: int) -> list[slice]:
+    """The rows of each of ``parts`` equal micro-batches of a batch of ``size``.
+
+    Example:
+        >>> micro_batch_rows(6, 3)
+        [slice(0, 2, None), slice(2, 4, None), slice(4, 6, None)]
+    """
+    if size % parts:
+        raise ValueError(f"a batch of {size} does not split into {parts} equal micro-batches")
+    step = size // parts
+    return [slice(i * step, (i + 1) * step) for i in range(parts)]
+
+
+def mean_logs(logs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each logged value averaged over the micro-batches that logged it.
+
+    Example:
+        >>> mean_logs([{"a": 1.0}, {"a": 3.0, "b": 2.0}])
+        {'a': 2.0, 'b': 2.0}
+    """
+    if len(logs) == 1:
+        return dict(logs[0])
+    keys = dict.fromkeys(k for entry in logs for k in entry)
+    return {k: sum(entry[k] for entry in logs if k in entry) / sum(k in entry for entry in logs) for k in keys}

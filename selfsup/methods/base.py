@@ -120,6 +120,7 @@ class Method(nn.Module):
         use_representation(backbone, self.representation, type(self).__name__)
         self.backbone = backbone
         self.epochs, self.steps_per_epoch = 1, 1
+        self._deferred: list[tuple[Tensor, ...]] = []  # see defer()
         #: the step being trained (set by :meth:`begin_step`; step 0 of a one-step run before)
         self.progress = TrainingProgress(0, 1, 1)
 
@@ -180,7 +181,25 @@ class Method(nn.Module):
         self.progress = self._progress_at(step)
         for teacher in self.momentum_teachers():
             teacher.set_fraction(self.progress.fraction)
+        self._deferred.clear()  # left over from a step that was skipped (non-finite loss)
         return self.progress
+
+    def defer(self, *tensors: Tensor) -> None:
+        """Keep this batch's tensors for :meth:`on_step_end` (e.g. keys for a queue or rows for a
+        memory bank, written after the optimizer step). With ``micro_batches`` > 1 a step trains on
+        several batches, each deferring its own; :meth:`take_deferred` gives them all, in order.
+
+        Example:
+            >>> method.defer(z.detach(), batch.indices)   # in training_step
+            >>> for z, indices in method.take_deferred(): ...   # in on_step_end
+        """
+        if self.training:
+            self._deferred.append(tensors)
+
+    def take_deferred(self) -> list[tuple[Tensor, ...]]:
+        """What :meth:`defer` kept since the step began, one tuple per batch; emptied."""
+        taken, self._deferred = self._deferred, []
+        return taken
 
     def _progress_at(self, step: int) -> TrainingProgress:
         steps_per_epoch = max(1, int(self.steps_per_epoch))

@@ -88,7 +88,6 @@ class DeepClusterV2(Method):
         self.register_buffer("labels", torch.zeros(len(self.num_prototypes), num_samples, dtype=torch.long))
         self.register_buffer("memory_ready", torch.zeros((), dtype=torch.bool))
         self.criterion = ClusterCrossEntropyLoss(temperature=temperature)
-        self._pending: tuple[Tensor, Tensor] | None = None
 
     def prototypes(self, head: int) -> Tensor:
         """``(k_head, d)`` prototype matrix of ``head``."""
@@ -133,17 +132,13 @@ class DeepClusterV2(Method):
             self.criterion(z @ self.prototypes(h).T, self.labels[h][indices].repeat(len(views)))
             for h in range(len(self.num_prototypes))
         ) / len(self.num_prototypes)
-        if self.training:
-            self._pending = (indices, z[: n * min(self.num_global_views, len(views))].detach())
+        self.defer(indices, z[: n * min(self.num_global_views, len(views))].detach())
         return StepOutput(loss=loss, features=feats[:n])
 
     @torch.no_grad()
     def on_step_end(self, progress: TrainingProgress) -> None:
-        if self._pending is None:
-            return
-        indices, z = self._pending
-        self._pending = None
-        n = len(indices)
-        for j, zj in enumerate(z.split(n)):
-            idx, zj = (gather_no_grad(indices), gather_no_grad(zj)) if world_size() > 1 else (indices, zj)
-            self.memory[j, idx] = zj.to(self.memory)
+        for indices, z in self.take_deferred():  # the step's batches (several with micro_batches > 1)
+            n = len(indices)
+            for j, zj in enumerate(z.split(n)):
+                idx, zj = (gather_no_grad(indices), gather_no_grad(zj)) if world_size() > 1 else (indices, zj)
+                self.memory[j, idx] = zj.to(self.memory)

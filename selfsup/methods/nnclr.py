@@ -69,7 +69,6 @@ class NNCLR(Method):
         self.predictor = MLP([proj_output_dim, pred_hidden_dim, proj_output_dim])
         self.support_set = NearestNeighbourSupportSet(queue_size, proj_output_dim)
         self.criterion = NNCLRLoss(temperature=temperature, gather_distributed=True)
-        self._pending: Tensor | None = None
 
     def training_step(self, batch: ViewBatch) -> StepOutput:
         """The symmetrised NNCLR loss; remembers the view-0 projections for the support set.
@@ -86,17 +85,17 @@ class NNCLR(Method):
         z0, z1 = z.chunk(2)
         nn0, nn1 = self.support_set.nearest(z0), self.support_set.nearest(z1)
         loss = (self.criterion(nn0, p1) + self.criterion(nn1, p0)) / 2
-        self._pending = z0.detach() if self.training else None
+        self.defer(z0.detach())
         return StepOutput(loss=loss, features=features[:n])
 
     @torch.no_grad()
     def on_step_end(self, progress: TrainingProgress) -> None:
-        """Enqueue the last training batch's view-0 projections into the support set.
+        """Enqueue the view-0 projections of the step's batches (several with gradient accumulation)
+        into the support set.
 
         Example:
             >>> optimizer.step()
             >>> method.end_step()  # calls on_step_end(method.progress)
         """
-        if self._pending is not None:
-            self.support_set.update(self._pending)
-            self._pending = None
+        for (z0,) in self.take_deferred():
+            self.support_set.update(z0)

@@ -161,7 +161,6 @@ class NPID(Method):
             num_samples=num_samples, dim=proj_output_dim, temperature=temperature,
             num_negatives=num_negatives, momentum=memory_momentum, seed=seed,
         )
-        self._pending: tuple[Tensor, Tensor] | None = None
         self._memory_checked = False
 
     @torch.no_grad()
@@ -222,13 +221,11 @@ class NPID(Method):
         features = self.backbone(batch.views[0])
         z = F.normalize(self.projector(features), dim=1)
         loss = self.criterion(z, batch.indices)
-        if self.training:  # the memory update waits for on_step_end
-            self._pending = (z.detach(), batch.indices.detach())
+        self.defer(z.detach(), batch.indices.detach())  # the memory update waits for on_step_end
         return StepOutput(loss=loss, features=features, logs={"npid_z": float(self.criterion.z)})
 
     @torch.no_grad()
     def on_step_end(self, progress: TrainingProgress) -> None:
-        """Write ``normalise(m v + (1 - m) f)`` into the memory rows of the last batch."""
-        if self._pending is not None:
-            self.criterion.update_memory(*self._pending)
-            self._pending = None
+        """Write ``normalise(m v + (1 - m) f)`` into the memory rows of the step's batches."""
+        for z, indices in self.take_deferred():
+            self.criterion.update_memory(z, indices)

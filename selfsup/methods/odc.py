@@ -90,7 +90,6 @@ class ODC(Method):
         self.memory = ODCMemory(num_samples, neck_output_dim, self.num_clusters, memory_momentum, min_cluster_size)
         self.register_buffer("class_weights", torch.full((self.num_clusters,), 1.0 / self.num_clusters))
         self.criterion = ClusterCrossEntropyLoss(temperature=1.0)
-        self._pending: tuple[Tensor, Tensor] | None = None
 
     @torch.no_grad()
     def on_epoch_start(self, epoch: int, train_features: Callable[[], Tensor]) -> None:
@@ -118,17 +117,16 @@ class ODC(Method):
         z = self.neck(features)
         indices = batch.indices.to(self.memory.labels.device)
         loss = self.criterion(self.head(z), self.memory.labels[indices], self.class_weights)
-        if self.training:
-            self._pending = (indices, z.detach())
+        self.defer(indices, z.detach())
         return StepOutput(loss=loss, features=features)
 
     @torch.no_grad()
     def on_step_end(self, progress: TrainingProgress) -> None:
-        if self._pending is None:
+        deferred = self.take_deferred()
+        if not deferred:
             return
-        indices, z = self._pending
-        self._pending = None
-        change = self.memory.update_samples(indices, z)
+        changes = [self.memory.update_samples(indices, z) for indices, z in deferred]
+        change = sum(changes) / len(changes)
         steps_done = progress.step + 1
         if steps_done % self.centroids_update_interval == 0:
             self.memory.update_centroids()
