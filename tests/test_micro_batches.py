@@ -2,16 +2,11 @@
 optimizer step takes their mean gradient, and state deferred by every part reaches on_step_end."""
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import lightning as L
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from method_sizes import ENGINE_RESNET
 from selfsup import data
 from selfsup.cli import main
 from selfsup.config import load
@@ -95,17 +90,4 @@ def test_micro_batches_must_divide_each_process_batch():
     assert per_device_batch(load(overrides=["batch_size=64", "devices=2", "micro_batches=4"])) == 32
 
 
-def test_two_processes_with_micro_batches(tmp_path):
-    """Under DDP each micro-batch's backward all-reduces its share; a two-process run trains."""
-    cmd = [sys.executable, "-m", "selfsup", "train", "--output-dir", str(tmp_path), "--name", "ddp", "--devices", "2",
-           "accelerator=cpu", "--data", "digits", *ENGINE_RESNET, "--batch-size", "128", "micro_batches=2",
-           "--precision", "32-true", "augment.size=16", "progress_bar=false", "method.proj_output_dim=16",
-           "--epochs", "1", "monitor.knn_every=0", "--method", "nnclr", "method.queue_size=300"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
-    assert summary["steps"] == 1347 // 128
-    state = torch.load(tmp_path / "ddp" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    # the support set got both micro-batches of both processes at each step: 10 steps x 4 x 32 keys
-    # (the last micro-batches alone would have moved the pointer to 10 x 2 x 32 mod 300 = 40)
-    assert int(state["method.support_set.queue.ptr"]) == (10 * 4 * 32) % 300 == 80
+# micro-batches under DDP: tests/test_multinode.py trains with two per step on two processes

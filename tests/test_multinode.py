@@ -23,13 +23,17 @@ def free_port() -> int:
 
 
 def test_two_nodes_one_process_each_train_one_run_from_shards(tmp_path):
+    """NNCLR with two micro-batches per step: under DDP each micro-batch's backward all-reduces its
+    share, and the support set receives every micro-batch of both processes."""
     shards = tmp_path / "shards"
     assert main(["shard", "digits", str(shards), "--shard-size", "100", "--val-fraction", "0.2"]) == 0
     port = free_port()
     train = ["--data", "shards", "--root", str(shards), "data.eval_split=val", "accelerator=cpu", "--output-dir", str(tmp_path / "runs"), "--name", "two-nodes",
              "--backbone", "resnet_tiny", "backbone.width=4", "augment.size=16", "--batch-size", "64",
              "--precision", "32-true", "--epochs", "2", "checkpoint_every=1", "optimizer.warmup_epochs=1",
-             "method.proj_output_dim=16", "progress_bar=false", "monitor.knn_every=1"]
+             "progress_bar=false", "monitor.knn_every=1", "micro_batches=2",
+             "--method", "nnclr", "method.proj_hidden_dim=32", "method.proj_output_dim=16", "method.pred_hidden_dim=32",
+             "method.queue_size=300"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "RANK", "LOCAL_RANK", "WORLD_SIZE"))}
     env.update(OMP_NUM_THREADS="1", PYTHON=sys.executable, NNODES="2", NPROC="1", MASTER_ADDR="127.0.0.1",
                MASTER_PORT=str(port))
@@ -49,6 +53,9 @@ def test_two_nodes_one_process_each_train_one_run_from_shards(tmp_path):
     checkpoint = torch.load(tmp_path / "runs" / "two-nodes" / "checkpoints" / "epoch_0001.ckpt", weights_only=True)
     ranks = checkpoint["selfsup_ranks"]
     assert len(ranks) == 2 and not torch.equal(ranks[0]["views"]["generator"], ranks[1]["views"]["generator"])
+    last = torch.load(tmp_path / "runs" / "two-nodes" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    keys = summary["steps"] * 2 * 2 * 16  # steps x processes x micro-batches x 16 samples each
+    assert int(last["method.support_set.queue.ptr"]) == keys % 300 != (keys // 2) % 300
 
 
 def test_several_nodes_need_a_run_name_unless_slurm_gives_one(monkeypatch):
