@@ -19,7 +19,7 @@ from selfsup._registry import accepted_kwargs
 from selfsup.backbones.vit import VisionTransformer
 from selfsup.methods.base import ViewBatch
 
-PATCH_TRAINED = {"a2mim", "aim", "cae", "densecl", "distillation", "ijepa", "inpainting", "maskfeat", "simmim",
+PATCH_TRAINED = {"a2mim", "aim", "cae", "capi", "densecl", "distillation", "ijepa", "inpainting", "maskfeat", "simmim",
                  "vicregl"}
 MEAN, STD, BATCH = (0.5,) * 3, (0.25,) * 3, 16
 

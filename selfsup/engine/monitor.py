@@ -5,7 +5,7 @@ seeded subset of the training split with the deterministic evaluation transform;
 k-NN classifier of InstDisc (Wu et al. 2018, arXiv 1805.01978) gives ``knn/top1`` and
 ``knn/top5``, and the online linear probe, applied to the same held-out features, gives
 ``probe/val_top1`` (only once the probe has trained: methods whose steps give it no features, AIM,
-CAE, I-JEPA, MaskFeat and distillation with mixup, log none rather than a chance-level score). The held-out features also give the collapse monitors of
+CAE, CAPI, I-JEPA, MaskFeat and distillation with mixup, log none rather than a chance-level score). The held-out features also give the collapse monitors of
 :mod:`selfsup.eval.collapse` (``collapse/std``, ``collapse/std_ideal``, ``collapse/rankme``).
 It runs on global rank 0 only; other ranks wait at the next collective.
 """

@@ -64,9 +64,11 @@ def clip_gradients(parameters, max_norm: float) -> torch.Tensor:
 def build_optimizer(groups: list[dict], config: OptimizerConfig, batch_size: int) -> Optimizer:
     """Build the optimizer for a method's ``parameter_groups`` at a global ``batch_size``.
 
-    Each group gets ``peak_lr`` (the scaled learning rate the schedule multiplies) and keeps its
-    own flags (``fixed_lr``, ``lars_exclude``). With ``exclude_bias_and_norm=False`` biases and
-    normalisation parameters get weight decay too, as in MoCo's and SimSiam's official code.
+    Each group gets ``peak_lr`` (the scaled learning rate the schedule multiplies, times the
+    group's ``lr_scale`` when it has one) and keeps its own flags (``fixed_lr``, ``lars_exclude``;
+    ``own_weight_decay``: its weight decay is kept whatever ``exclude_bias_and_norm`` says). With
+    ``exclude_bias_and_norm=False`` biases and normalisation parameters get weight decay too, as in
+    MoCo's and SimSiam's official code.
 
     Example:
         >>> opt = build_optimizer(method.parameter_groups(1e-6), OptimizerConfig(name="lars"), 512)
@@ -75,9 +77,9 @@ def build_optimizer(groups: list[dict], config: OptimizerConfig, batch_size: int
     lr = scaled_lr(config.lr, batch_size, config.lr_scaling)
     groups = [dict(g) for g in groups if g["params"]]
     for group in groups:
-        if not config.exclude_bias_and_norm:
+        if not config.exclude_bias_and_norm and not group.get("own_weight_decay"):
             group["weight_decay"] = config.weight_decay
-        group["lr"] = group["peak_lr"] = lr
+        group["lr"] = group["peak_lr"] = lr * group.get("lr_scale", 1.0)
     if config.name == "sgd":
         for group in groups:
             group.pop("lars_exclude", None)
