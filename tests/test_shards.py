@@ -189,12 +189,10 @@ def test_train_from_shards_and_resume_mid_epoch_exactly(tmp_path, monkeypatch):
             *[a for a in test_resume.BASE if not a.startswith(("data.val_fraction", "monitor.test_at_end"))
               and a not in ("--data", "digits")]]
     monkeypatch.setattr(test_resume, "BASE", base)
-    extra = ["--method", "npid", *ENGINE_RESNET, "method.proj_output_dim=16", "monitor.knn_every=1"]
+    extra = ["--method", "npid", *ENGINE_RESNET, "method.proj_output_dim=16"]
     straight, resumed = run_straight_and_killed(tmp_path / "runs", monkeypatch, extra)
     assert straight["global_step"] == resumed["global_step"]
-    assert_same_state(straight, resumed)
-    summary = json.loads((tmp_path / "runs" / "straight" / "summary.json").read_text())
-    assert summary["metrics"]["knn/top1"] > 10  # the monitor scored the held-out split
+    assert_same_state(straight, resumed)  # (the two-node test checks the monitor on a shard split)
 
 
 @pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
