@@ -103,6 +103,20 @@ def test_every_process_takes_the_same_number_of_batches_and_no_sample_is_seen_tw
     assert seen[0] != seen[1]  # the shards are dealt anew each epoch
 
 
+def test_a_spawned_worker_reads_its_processs_shards(digit_shards, monkeypatch):
+    """A worker started by spawn holds no process group: the rank is fixed by ``loader()`` in the
+    main process, so rank 1's spawned worker reads rank 1's shards, not rank 0's."""
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 1)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    spawned = ShardStream(digit_shards, batch_size=32, world_size=2, num_workers=1, seed=3)
+    batches = epoch_batches(spawned, 1, spawned.loader(multiprocessing_context="spawn"))
+    assert spawned.rank == 1
+    planned = ShardStream(digit_shards, batch_size=32, world_size=2, rank=1, num_workers=1, seed=3)
+    expected = epoch_batches(planned, 1)
+    assert [i.tolist() for _, i in batches] == [i.tolist() for _, i in expected]
+
+
 def test_a_resumed_epoch_continues_with_exactly_the_next_batch(digit_shards):
     """With two workers the loader alternates between them, a worker that runs out is passed over;
     the stream predicts this order, so skipping k batches gives the uninterrupted run's tail."""

@@ -47,29 +47,12 @@ def make_folder(root: Path, count: int, source: tuple[int, int], seed: int) -> N
         image.save(folder / f"{i:05d}.jpg", quality=90)
 
 
-def epochs_per_second(dataset, workers: int, epochs: int, batch_size: int) -> float:
-    """Images per second over ``epochs`` timed epochs, after one warm-up epoch (workers started)."""
-    if isinstance(dataset, ShardStream):
-        return stream_per_second(dataset, epochs, time.perf_counter)
-    sampler = EpochShuffleSampler(len(dataset), seed=0)
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                        persistent_workers=workers > 0, drop_last=False)
+def rate(loader, set_epoch, epochs: int, clock) -> float:
+    """Images per ``clock`` second over ``epochs`` timed epochs of ``loader``, after one warm-up epoch
+    (workers started); ``set_epoch(e)`` reshuffles before epoch ``e``."""
     seen = 0
     for epoch in range(epochs + 1):
-        sampler.set_epoch(epoch)
-        if epoch == 1:
-            start, seen = time.perf_counter(), 0
-        for images, _, _ in loader:
-            seen += len(images)
-    return seen / (time.perf_counter() - start)
-
-
-def stream_per_second(stream: ShardStream, epochs: int, clock) -> float:
-    """Images per ``clock`` second of a shard stream's loader (persistent workers, as in training)."""
-    loader = stream.loader(persistent_workers=stream.num_workers > 0)
-    seen = 0
-    for epoch in range(epochs + 1):
-        stream.set_epoch(epoch)
+        set_epoch(epoch)
         if epoch == 1:
             start, seen = clock(), 0
         for images, _, _ in loader:
@@ -77,21 +60,24 @@ def stream_per_second(stream: ShardStream, epochs: int, clock) -> float:
     return seen / (clock() - start)
 
 
+def epochs_per_second(dataset, workers: int, epochs: int, batch_size: int) -> float:
+    """Wall-clock images per second through ``workers`` persistent workers, as in training."""
+    if isinstance(dataset, ShardStream):
+        return rate(dataset.loader(persistent_workers=workers > 0), dataset.set_epoch, epochs, time.perf_counter)
+    sampler = EpochShuffleSampler(len(dataset), seed=0)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                        persistent_workers=workers > 0, drop_last=False)
+    return rate(loader, sampler.set_epoch, epochs, time.perf_counter)
+
+
 def per_cpu_second(dataset, epochs: int, batch_size: int) -> float:
-    """Images per CPU-second of this process, reading in-process (no workers) after one warm-up epoch."""
+    """Images per CPU-second of this process, reading in-process (no workers)."""
     if isinstance(dataset, ShardStream):
         in_process = ShardStream(dataset.root, batch_size=batch_size, image_size=dataset.image_size[0], epochs=epochs + 1)
-        return stream_per_second(in_process, epochs, time.process_time)
+        return rate(in_process.loader(), in_process.set_epoch, epochs, time.process_time)
     sampler = EpochShuffleSampler(len(dataset), seed=0)
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=0)
-    seen = 0
-    for epoch in range(epochs + 1):
-        sampler.set_epoch(epoch)
-        if epoch == 1:
-            start, seen = time.process_time(), 0
-        for images, _, _ in loader:
-            seen += len(images)
-    return seen / (time.process_time() - start)
+    return rate(loader, sampler.set_epoch, epochs, time.process_time)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -341,7 +341,7 @@ class ShardStream(IterableDataset):
         root: a shard folder (or a folder of split folders), local path or fsspec URL.
         batch_size: samples per batch on each rank.
         world_size: number of training processes (devices x nodes).
-        rank: this process's rank; None: read from ``torch.distributed`` when iterating (0 without
+        rank: this process's rank; None: read from ``torch.distributed`` by ``loader()`` (0 without
             a process group).
         num_workers: the loader's worker processes (0: read in the main process).
         epochs: the run's length; the batch count per epoch is the smallest over these epochs.
@@ -387,8 +387,21 @@ class ShardStream(IterableDataset):
 
     def loader(self, **options: Any) -> "ShardLoader":
         """The training loader: ``DataLoader`` options but ``batch_size`` (the stream batches) and
-        ``num_workers`` (the stream's own)."""
+        ``num_workers`` (the stream's own). The process's rank is fixed here, in the main process, so
+        that workers started by spawn or forkserver (which hold no process group) read its shards."""
+        if self.rank is None:
+            self.rank = self._process_rank()
         return ShardLoader(EpochBatches(self), batch_size=None, num_workers=self.num_workers, **options)
+
+    def _process_rank(self) -> int:
+        """This process's rank in ``torch.distributed`` (0 without a process group), checked against
+        the planned world size."""
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return 0
+        if torch.distributed.get_world_size() != self.world_size:
+            raise ConfigError(f"ShardStream was planned for {self.world_size} process(es), the run has "
+                              f"{torch.distributed.get_world_size()}.")
+        return torch.distributed.get_rank()
 
     @property
     def samples_per_epoch(self) -> int:
@@ -430,11 +443,7 @@ class ShardStream(IterableDataset):
         return positions
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        if distributed and torch.distributed.get_world_size() != self.world_size:
-            raise ConfigError(f"ShardStream was planned for {self.world_size} process(es), the run has "
-                              f"{torch.distributed.get_world_size()}.")
-        rank = self.rank if self.rank is not None else torch.distributed.get_rank() if distributed else 0
+        rank = self.rank if self.rank is not None else self._process_rank()
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         if workers != max(1, self.num_workers):
