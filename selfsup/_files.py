@@ -6,8 +6,13 @@ readable by the group like every other file of the run, so each is given the mod
 before it replaces its destination.
 
 Example:
-    >>> save_file(state, "backbone.safetensors.tmp")
-    >>> publish(Path("backbone.safetensors.tmp"), Path("backbone.safetensors"))  # mode 0644 under umask 022
+    >>> import tempfile; from pathlib import Path
+    >>> from safetensors.torch import save_file
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> save_file({"w": torch.zeros(2)}, str(folder / "backbone.safetensors.tmp"))  # mode 0600
+    >>> path = publish(folder / "backbone.safetensors.tmp", folder / "backbone.safetensors")
+    >>> path.stat().st_mode & 0o777 == 0o666 & ~umask()  # 0644 under umask 022
+    True
 """
 from __future__ import annotations
 

@@ -47,8 +47,10 @@ class Registry(Generic[T]):
         """Remove ``name`` (e.g. a method a test registered) and return its factory.
 
         Example:
-            >>> reg.unregister("one")()
-            1
+            >>> reg = Registry("thing")
+            >>> _ = reg.register("one", "the number one")(lambda: 1)
+            >>> reg.unregister("one")(), reg.names()
+            (1, [])
         """
         factory = self.factory(name)  # a clear error for unknown names
         del self._factories[name], self._descriptions[name]

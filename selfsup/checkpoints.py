@@ -27,8 +27,13 @@ def load_backbone(path: str | Path) -> tuple[Backbone, dict[str, Any]]:
     ``data`` (data set name, and ``root`` when known), ``image_size``, ``mean`` and ``std``.
 
     Example:
-        >>> backbone, info = load_backbone("runs/demo")
-        >>> info["image_size"]
+        >>> import tempfile
+        >>> run = tempfile.mkdtemp()  # a run folder, as ``selfsup train`` writes under runs/
+        >>> _ = selfsup.backbones.export_backbone(selfsup.backbones.get("resnet_tiny", width=4),
+        ...                                       run + "/backbone.safetensors", data="digits", image_size=16)
+        >>> backbone, info = load_backbone(run)
+        >>> backbone.name, info["data"], info["image_size"]
+        ('resnet_tiny', 'digits', 16)
     """
     path = Path(path)
     if path.is_dir():

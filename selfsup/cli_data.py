@@ -35,8 +35,12 @@ def resolve_data(data: str | None, root: str | None, info: dict[str, Any]) -> tu
     Without ``root``, the training run's root is used when the data set is the one trained on.
 
     Example:
-        >>> resolve_data("photos/", None, {"data": "cifar10"})  # doctest: +SKIP
-        ('folder', 'photos/')
+        >>> import tempfile
+        >>> photos = tempfile.mkdtemp()  # a folder of images
+        >>> resolve_data(photos, None, {"data": "cifar10"}) == ("folder", photos)
+        True
+        >>> resolve_data(None, None, {"data": "cifar10", "root": "~/data"})  # the data set trained on
+        ('cifar10', '~/data')
     """
     from selfsup import data as datasets
 
@@ -65,7 +69,9 @@ def open_data(name: str, *, root: str | None, split: str, info: dict[str, Any]) 
         DataError: the backbone was trained on another channel count than the data set has.
 
     Example:
-        >>> open_data("digits", root=None, split="test", info={"channels": 1})
+        >>> test_set = open_data("digits", root=None, split="test", info={"channels": 1})
+        >>> len(test_set), test_set.channels
+        (450, 1)
     """
     from selfsup import data as datasets
 
@@ -90,7 +96,8 @@ def eval_transform(info: dict[str, Any], dataset: Any, name: str | None = None) 
     do, so every command preprocesses a given data set the same way.
 
     Example:
-        >>> eval_transform({"image_size": 32, "mean": [0.5], "std": [0.5], "data": "cifar10"}, test_set, "cifar10")
+        >>> test_set = open_data("digits", root=None, split="test", info={})
+        >>> eval_transform({"image_size": 32, "mean": [0.5], "std": [0.5], "data": "digits"}, test_set, "digits")
         EvalTransform(size=32, mean=(0.5,), std=(0.5,))
     """
     from selfsup.augment import EvalTransform

@@ -24,8 +24,17 @@ def run_demo(output_dir: str | Path = "runs", epochs: int | None = None) -> dict
     """Train, evaluate and print the table; returns row name -> top-1 accuracy (percent).
 
     Example:
-        >>> rows = run_demo(epochs=2)
-        >>> rows["raw pixels"]
+        >>> import tempfile
+        >>> rows = run_demo(tempfile.mkdtemp(), epochs=1)  # the recipe trains 200 epochs
+        selfsup demo: SimCLR on the built-in digits (digits/simclr), 1 epochs on the CPU
+        <BLANKLINE>
+        k-NN top-1 on the held-out digits (450 images; cosine, k=200, T=0.1):
+          SimCLR-trained resnet_small  ...%
+          raw pixels                       95.78%
+        <BLANKLINE>
+        trained in ... s; run folder: /.../demo-...
+        >>> round(rows["raw pixels"], 2)
+        95.78
     """
     flags = {"output_dir": str(output_dir), "name": f"demo-{time.strftime('%Y%m%d-%H%M%S')}", "epochs": epochs}
     config = load(RECIPE, flags=flags)

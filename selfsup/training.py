@@ -333,8 +333,12 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
     """Pretrain as ``config`` says; returns the run folder, exported backbone and final metrics.
 
     Example:
-        >>> result = train(selfsup.config.load("digits/simclr", overrides=["epochs=2"]))
-        >>> result.metrics["knn/top1"]
+        >>> import tempfile
+        >>> config = selfsup.config.load("digits/simclr", flags={"epochs": 1, "output_dir": tempfile.mkdtemp()},
+        ...                              overrides=["backbone.width=4", "progress_bar=false"])  # a short run
+        >>> result = train(config)
+        >>> result.backbone_path.relative_to(result.run_dir), 0 <= result.metrics["knn/top1"] <= 100
+        (PosixPath('backbone.safetensors'), True)
     """
     started = time.time()
     for noisy in ("lightning.pytorch", "lightning.fabric", "lightning"):

@@ -4,8 +4,9 @@ Used by the tests that show a loss computed across processes equals the one-proc
 concatenated batch. ``fn`` must be a module-level function (it is pickled into the children) and
 return a dict of tensors / numbers.
 
-Example:
-    >>> results = run_distributed(my_worker, tmp_path, world=2)  # my_worker(rank, world) -> dict
+Usage (a sketch; ``my_worker(rank, world) -> dict`` is the test's own function)::
+
+    results = run_distributed(my_worker, tmp_path, world=2)
 """
 from __future__ import annotations
 

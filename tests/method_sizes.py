@@ -4,8 +4,9 @@ Every registered method's card carries ``small`` (method options) and ``small_vi
 options) that fit the tests' 16 px images, tiny backbones and few images; the tests take their
 sizes from here instead of keeping tables of their own.
 
-Example:
-    >>> method = selfsup.methods.get("byol", backbone=tiny_backbone("byol"), **small("byol"))
+Usage::
+
+    method = selfsup.methods.get("byol", backbone=tiny_backbone("byol"), **small("byol"))
 """
 from __future__ import annotations
 

@@ -30,6 +30,7 @@ def view_geometry(view: View, params: ViewParams, height: int, width: int) -> Te
     pixels (``rotate90``, or a custom op that changes the size) raises a :class:`ConfigError`.
 
     Example:
+        >>> from selfsup.augment import HorizontalFlip, RandomResizedCrop, View
         >>> view = View([RandomResizedCrop(size=8, scale=(0.25, 0.25), ratio=(1.0, 1.0)), HorizontalFlip(p=1.0)])
         >>> view_geometry(view, view.sample(1, 32, 32, torch.Generator().manual_seed(0)), 32, 32)[0, 1].item()
         -16.0

@@ -2,7 +2,8 @@
 
 Example:
     >>> net = selfsup.backbones.get("resnet18", cifar_stem=True, in_channels=1)
-    >>> net.feature_dim  # 512
+    >>> net.feature_dim
+    512
 """
 from selfsup.backbones.base import Backbone
 from selfsup.backbones.export import export_backbone, load_exported, read_metadata

@@ -12,8 +12,11 @@ class Backbone(nn.Module):
     (:func:`selfsup.backbones.load_exported`).
 
     Example:
-        >>> net = selfsup.backbones.get("resnet18", cifar_stem=True)
-        >>> net(torch.zeros(2, 3, 32, 32)).shape  # torch.Size([2, 512])
+        >>> net = selfsup.backbones.get("resnet_tiny", width=4)
+        >>> net(torch.zeros(2, 3, 32, 32)).shape, net.feature_dim, net.name
+        (torch.Size([2, 32]), 32, 'resnet_tiny')
+        >>> net.config  # with the registry name, enough to rebuild it
+        {'width': 4, 'blocks': [1, 1, 1, 1], 'in_channels': 3}
     """
 
     feature_dim: int

@@ -22,8 +22,13 @@ def export_backbone(backbone: Backbone, path: str | Path, **metadata: object) ->
     """Write ``backbone``'s state dict to ``path`` (safetensors) with its build recipe.
 
     Example:
-        >>> export_backbone(selfsup.backbones.get("resnet18"), "backbone.safetensors", image_size=32)
-        >>> net, meta = load_exported("backbone.safetensors")
+        >>> import tempfile
+        >>> path = tempfile.mkdtemp() + "/backbone.safetensors"
+        >>> export_backbone(selfsup.backbones.get("resnet_tiny", width=4), path, image_size=32)
+        PosixPath('.../backbone.safetensors')
+        >>> net, meta = load_exported(path)
+        >>> meta["backbone"], meta["backbone_config"], meta["image_size"]
+        ('resnet_tiny', {'width': 4, 'blocks': [1, 1, 1, 1], 'in_channels': 3}, 32)
     """
     path = Path(path)
     state = {k: v.detach().contiguous().cpu() for k, v in backbone.state_dict().items()}
@@ -50,8 +55,12 @@ def load_exported(path: str | Path) -> tuple[Backbone, dict[str, object]]:
     is built without memory and its weights are left unread.
 
     Example:
-        >>> net, meta = load_exported("runs/demo/backbone.safetensors")
-        >>> meta["image_size"]
+        >>> import tempfile
+        >>> path = tempfile.mkdtemp() + "/backbone.safetensors"  # e.g. a run's runs/<name>/backbone.safetensors
+        >>> _ = export_backbone(selfsup.backbones.get("resnet_tiny", width=4), path, image_size=32)
+        >>> net, meta = load_exported(path)
+        >>> net.name, net.feature_dim, meta["image_size"]
+        ('resnet_tiny', 32, 32)
     """
     from selfsup.backbones.registry import get  # late: registry imports this module's siblings
 

@@ -21,8 +21,13 @@ torchvision and timm files are safetensors (``.safetensors``) or ``torch.save`` 
 (``.pt`` / ``.pth``, loadable with ``torch.load(..., weights_only=True)``).
 
 Example:
-    >>> report = export_as(backbone, "vit.timm.safetensors", "timm", image_size=32)
+    >>> import tempfile
+    >>> backbone = selfsup.backbones.get("vit_nano", image_size=32, patch_size=8, depth=1)
+    >>> report = export_as(backbone, tempfile.mkdtemp() + "/vit.timm.safetensors", "timm", image_size=32)
     >>> report.max_abs_diff < 1e-4
+    True
+    >>> print(report.loader)
+    m = timm.models.VisionTransformer(**{...}); m.load_state_dict(safetensors.torch.load_file(...))
 """
 from __future__ import annotations
 

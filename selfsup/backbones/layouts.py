@@ -28,8 +28,10 @@
   cannot shrink a stage's window as selfsup and timm do).
 
 Example:
-    >>> state, kwargs = timm_layout(selfsup.backbones.get("vit_tiny", image_size=32, patch_size=4))
+    >>> import timm
+    >>> state, kwargs = timm_layout(selfsup.backbones.get("vit_tiny", image_size=32, patch_size=4, depth=2))
     >>> timm.models.VisionTransformer(**kwargs).load_state_dict(state)
+    <All keys matched successfully>
 """
 from __future__ import annotations
 

@@ -16,9 +16,12 @@ latter keep their initial values); a tensor of the wrong shape, or a file that m
 stops with an error naming the file and the keys.
 
 Example:
-    >>> report = load_weights(selfsup.backbones.get("resnet18"), "resnet18-f37072fd.pth")
+    >>> import tempfile, torchvision
+    >>> path = tempfile.mkdtemp() + "/resnet18.pth"  # e.g. torchvision's resnet18-f37072fd.pth
+    >>> torch.save(torchvision.models.resnet18().state_dict(), path)
+    >>> report = load_weights(selfsup.backbones.get("resnet18"), path)
     >>> report.line()
-    'loaded 122 tensors from resnet18-f37072fd.pth (torchvision layout); left out of the file: fc.weight, fc.bias'
+    'loaded 120 tensors from .../resnet18.pth (torchvision layout); left out of the file: fc.weight, fc.bias'
 """
 from __future__ import annotations
 

@@ -86,7 +86,8 @@ def get(name: str, **kwargs: object) -> Backbone:
 
     Example:
         >>> net = get("resnet_small", in_channels=1)
-        >>> net.feature_dim  # 256
+        >>> net.feature_dim
+        256
     """
     if name.startswith(PREFIX):
         return TimmBackbone(name[len(PREFIX):], **kwargs)

@@ -32,8 +32,10 @@ def adapt_stem(model: ResNet, *, in_channels: int = 3, cifar_stem: bool = False)
     backbone that was trained with ``cifar_stem=True`` or ``in_channels=1``.
 
     Example:
+        >>> import torchvision
         >>> model = adapt_stem(torchvision.models.resnet18(), in_channels=1, cifar_stem=True)
-        >>> model.conv1.kernel_size  # (3, 3)
+        >>> model.conv1
+        Conv2d(1, 64, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1), bias=False)
     """
     if cifar_stem:
         model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
@@ -55,7 +57,8 @@ class TorchvisionResNet(ResNet, Backbone):
 
     Example:
         >>> net = TorchvisionResNet("resnet18", cifar_stem=True)
-        >>> net(torch.zeros(2, 3, 32, 32)).shape  # torch.Size([2, 512])
+        >>> net(torch.zeros(2, 3, 16, 16)).shape
+        torch.Size([2, 512])
     """
 
     def __init__(

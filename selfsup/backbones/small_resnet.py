@@ -25,7 +25,8 @@ class SmallResNet(Backbone):
 
     Example:
         >>> net = SmallResNet(width=16, blocks=(1, 1, 1, 1))
-        >>> net(torch.zeros(2, 3, 16, 16)).shape  # torch.Size([2, 128])
+        >>> net(torch.zeros(2, 3, 16, 16)).shape
+        torch.Size([2, 128])
     """
 
     def __init__(

@@ -175,7 +175,8 @@ class SwinTransformer(Backbone):
 
     Example:
         >>> swin = SwinTransformer(image_size=32, window_size=4, embed_dim=16, depths=(2, 2), num_heads=(2, 4))
-        >>> swin(torch.zeros(2, 3, 32, 32)).shape  # torch.Size([2, 32])
+        >>> swin(torch.zeros(2, 3, 32, 32)).shape
+        torch.Size([2, 32])
     """
 
     def __init__(

@@ -38,7 +38,8 @@ class TimmBackbone(Backbone):
 
     Example:
         >>> net = TimmBackbone("resnet18", in_channels=1)
-        >>> net(torch.zeros(2, 1, 32, 32)).shape  # torch.Size([2, 512])
+        >>> net(torch.zeros(2, 1, 32, 32)).shape
+        torch.Size([2, 512])
     """
 
     def __init__(self, model_name: str, in_channels: int = 3, **options: Any) -> None:

@@ -47,9 +47,11 @@ class VisionTransformer(Backbone):
             ``config``.
 
     Example:
-        >>> vit = VisionTransformer(image_size=32, patch_size=4, embed_dim=192, depth=12, num_heads=3)
-        >>> vit(torch.zeros(2, 3, 32, 32)).shape  # torch.Size([2, 192])
-        >>> vit.pool, vit.position_embedding(3, 3).shape  # ('cls', torch.Size([1, 9, 192])): a 12 px crop
+        >>> vit = VisionTransformer(image_size=32, patch_size=4, embed_dim=192, depth=2, num_heads=3)
+        >>> vit(torch.zeros(2, 3, 32, 32)).shape
+        torch.Size([2, 192])
+        >>> vit.pool, vit.position_embedding(3, 3).shape  # the table for a 12 px crop (3 x 3 patches)
+        ('cls', torch.Size([1, 9, 192]))
     """
 
     def __init__(

@@ -94,6 +94,7 @@ def config_errors(section: str) -> Iterator[None]:
     other selfsup errors (an unknown name is a ``KeyError``, bad data a ``DataError``).
 
     Example:
+        >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
         >>> with config_errors("method"):
         ...     selfsup.methods.get("simclr", backbone=backbone, temperature=0)
         Traceback (most recent call last):
@@ -168,7 +169,10 @@ def build(config: TrainConfig, data: DataFacts, *, meta: bool = False) -> Parts:
     initialisation cost): validation uses this to run the real build before any work starts.
 
     Example:
-        >>> parts = build(config, DataFacts.of(train_set))
+        >>> config = selfsup.config.load("digits/simclr")
+        >>> parts = build(config, DataFacts.of(selfsup.data.get("digits", split="train")))
+        >>> type(parts.method).__name__, parts.method.backbone.name, parts.views.num_views
+        ('SimCLR', 'resnet_small', 2)
     """
     with torch.device("meta") if meta else contextlib.nullcontext():
         backbone = build_backbone(config, data.channels)

@@ -106,7 +106,8 @@ class TrainConfig:
 
     Example:
         >>> cfg = selfsup.config.load(overrides=["method.name=byol", "epochs=5"])
-        >>> cfg.method  # {'name': 'byol'}
+        >>> cfg.method, cfg.epochs
+        ({'name': 'byol'}, 5)
     """
 
     method: dict[str, Any] = field(default_factory=lambda: {"name": "simclr"})

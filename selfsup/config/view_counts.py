@@ -12,7 +12,10 @@ together as global crops (:func:`~selfsup.nn.forward_by_resolution` groups views
 way).
 
 Example:
-    >>> check_global_views(method, views, 32, "dino")  # raises ConfigError on a mismatch
+    >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+    >>> method = selfsup.methods.get("dino", backbone=backbone, out_dim=32, hidden_dim=16, bottleneck_dim=8)
+    >>> views = selfsup.augment.get("dino", size=32)  # 2 global views of 32 px, then local ones
+    >>> check_global_views(method, views, 32, "dino")  # they agree; raises ConfigError on a mismatch
 """
 from __future__ import annotations
 
@@ -58,7 +61,8 @@ def check_global_views(method: Any, views: Any, image_size: int, recipe: str,
     count, when there is one).
 
     Example:
-        >>> dino = selfsup.methods.get("dino", backbone=backbone, num_global_views=3)
+        >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+        >>> dino = selfsup.methods.get("dino", backbone=backbone, num_global_views=3, out_dim=32, hidden_dim=16)
         >>> check_global_views(dino, selfsup.augment.get("dino", size=32), 32, "dino")
         Traceback (most recent call last):
         selfsup.errors.ConfigError: Config key 'method.num_global_views' (3) and view recipe 'dino' disagree...

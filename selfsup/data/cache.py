@@ -52,9 +52,12 @@ class CachedFolder(Dataset[Sample]):
     lazily in each process, so DataLoader workers share the operating system's page cache.
 
     Example:
-        >>> ds = cache_folder(ImageFolder("photos/", 64), "cache/")  # doctest: +SKIP
-        >>> ds[0][0].shape  # doctest: +SKIP
-        torch.Size([3, 64, 64])
+        >>> import os, tempfile; from PIL import Image; from selfsup.data import ImageFolder
+        >>> photos = tempfile.mkdtemp(); os.mkdir(photos + "/cats"); os.mkdir(photos + "/dogs")
+        >>> for name in ("cats/a.jpg", "cats/b.jpg", "dogs/c.png"): Image.new("RGB", (80, 60)).save(f"{photos}/{name}")
+        >>> ds = cache_folder(ImageFolder(photos, 64), photos + "/cache")
+        >>> ds[0][0].shape, ds.classes
+        (torch.Size([3, 64, 64]), ['cats', 'dogs'])
     """
 
     def __init__(self, folder: ImageFolder, entry: Path) -> None:
@@ -110,8 +113,12 @@ def default_cache_dir(root: str | Path, fallback: str | Path) -> Path:
     passes its ``output_dir``, so runs in one output folder share the cache).
 
     Example:
-        >>> default_cache_dir("/data/photos", "runs")  # doctest: +SKIP
-        PosixPath('/data/photos/.selfsup-cache')
+        >>> import tempfile; from pathlib import Path
+        >>> photos = tempfile.mkdtemp()  # a folder of images we may write to
+        >>> default_cache_dir(photos, "runs") == Path(photos) / ".selfsup-cache"
+        True
+        >>> default_cache_dir("/no/such/photos", "runs")  # one we cannot write to
+        PosixPath('runs/.selfsup-cache')
     """
     root = Path(root).expanduser()
     if os.access(root, os.W_OK | os.X_OK):
@@ -149,8 +156,13 @@ def cache_folder(
             little free disk space for the cache (the message gives the size needed and free).
 
     Example:
-        >>> folder = ImageFolder("photos/", 64)  # doctest: +SKIP
-        >>> ds = cache_folder(folder, default_cache_dir("photos/", "runs"), num_workers=8)  # doctest: +SKIP
+        >>> import os, tempfile; from PIL import Image; from selfsup.data import ImageFolder
+        >>> photos = tempfile.mkdtemp(); os.mkdir(photos + "/cats"); os.mkdir(photos + "/dogs")
+        >>> for name in ("cats/a.jpg", "cats/b.jpg", "dogs/c.png"): Image.new("RGB", (80, 60)).save(f"{photos}/{name}")
+        >>> folder = ImageFolder(photos, 64)
+        >>> ds = cache_folder(folder, default_cache_dir(photos, "runs"), num_workers=0)  # e.g. 8 decoding processes
+        >>> len(ds), sorted(os.listdir(photos))  # decoded once into photos/.selfsup-cache
+        (3, ['.selfsup-cache', 'cats', 'dogs'])
     """
     entry = Path(cache_dir).expanduser() / _entry_name(folder)
     try:

@@ -52,8 +52,10 @@ def decode_jpeg_bytes(data: Tensor, channels: int, *, device: str | torch.device
         RuntimeError: torchvision could not decode the bytes (damaged, truncated, unsupported).
 
     Example:
-        >>> data = torchvision.io.read_file("cat.jpg")  # doctest: +SKIP
-        >>> decode_jpeg_bytes(data, 3).shape  # doctest: +SKIP
+        >>> import io; from PIL import Image
+        >>> jpeg = io.BytesIO(); Image.new("RGB", (500, 375), "orange").save(jpeg, "JPEG")  # e.g. cat.jpg
+        >>> data = torch.frombuffer(bytearray(jpeg.getvalue()), dtype=torch.uint8)  # the file's bytes
+        >>> decode_jpeg_bytes(data, 3).shape
         torch.Size([3, 375, 500])
     """
     from torchvision.io import ImageReadMode, decode_jpeg
@@ -69,7 +71,11 @@ def decode_jpegs(data: list[Tensor], channels: int, device: str | torch.device) 
     """Decode a list of JPEG byte tensors in one call (one batched nvjpeg call on CUDA).
 
     Example:
-        >>> images = decode_jpegs([torchvision.io.read_file("a.jpg")], 3, "cuda")  # doctest: +SKIP
+        >>> import io; from PIL import Image
+        >>> jpeg = io.BytesIO(); Image.new("RGB", (64, 48), "orange").save(jpeg, "JPEG")  # e.g. a.jpg
+        >>> data = torch.frombuffer(bytearray(jpeg.getvalue()), dtype=torch.uint8)  # the file's bytes
+        >>> [image.shape for image in decode_jpegs([data, data], 1, "cpu")]  # "cuda": one nvjpeg call
+        [torch.Size([1, 48, 64]), torch.Size([1, 48, 64])]
     """
     from torchvision.io import ImageReadMode, decode_jpeg
 

@@ -47,8 +47,11 @@ class EncodedImages:
     tensors it finds inside collections, and ``decode_jpeg`` wants its input on the CPU.
 
     Example:
-        >>> batch = EncodedImages([EncodedJPEG(torchvision.io.read_file("a.jpg"), "a.jpg")], 64, 3)  # doctest: +SKIP
-        >>> batch.decode("cuda").shape  # doctest: +SKIP
+        >>> import io; from PIL import Image
+        >>> jpeg = io.BytesIO(); Image.new("RGB", (80, 48), "orange").save(jpeg, "JPEG")  # e.g. a.jpg
+        >>> data = torch.frombuffer(bytearray(jpeg.getvalue()), dtype=torch.uint8)  # the file's bytes
+        >>> batch = EncodedImages([EncodedJPEG(data, "a.jpg")], 64, 3)
+        >>> batch.decode("cpu").shape  # decoded, centre square resized; "cuda": with nvjpeg
         torch.Size([1, 3, 64, 64])
     """
 
@@ -101,8 +104,15 @@ class EncodedCollate:
     :class:`EncodedImages` (byte tensors of different lengths cannot be stacked).
 
     Example:
+        >>> import os, tempfile; from PIL import Image; from selfsup.data import ImageFolder
+        >>> photos = tempfile.mkdtemp(); os.mkdir(photos + "/cats"); os.mkdir(photos + "/dogs")
+        >>> for name in ("cats/a.jpg", "cats/b.jpg", "dogs/c.png"): Image.new("RGB", (80, 60)).save(f"{photos}/{name}")
         >>> collate = EncodedCollate(64, 3)
-        >>> loader = DataLoader(DeviceDecodeView(folder), batch_size=256, collate_fn=collate)  # doctest: +SKIP
+        >>> view = DeviceDecodeView(ImageFolder(photos, 64))
+        >>> loader = torch.utils.data.DataLoader(view, batch_size=256, collate_fn=collate)
+        >>> images, labels, indices = next(iter(loader))
+        >>> type(images).__name__, labels  # two JPEG byte strings and a PNG decoded by the worker
+        ('EncodedImages', tensor([0, 0, 1]))
     """
 
     def __init__(self, size: int, channels: int) -> None:
@@ -124,9 +134,14 @@ class DeviceDecodeView(Dataset):
     plain upright JPEGs as :class:`EncodedJPEG` bytes, every other image decoded as usual.
 
     Example:
-        >>> view = DeviceDecodeView(ImageFolder("photos/", 64))  # doctest: +SKIP
-        >>> view[0][0]  # doctest: +SKIP
-        EncodedJPEG(data=tensor([255, 216, ...], dtype=torch.uint8), path='photos/a.jpg')
+        >>> import os, tempfile; from PIL import Image; from selfsup.data import ImageFolder
+        >>> photos = tempfile.mkdtemp(); os.mkdir(photos + "/cats"); os.mkdir(photos + "/dogs")
+        >>> for name in ("cats/a.jpg", "cats/b.jpg", "dogs/c.png"): Image.new("RGB", (80, 60)).save(f"{photos}/{name}")
+        >>> view = DeviceDecodeView(ImageFolder(photos, 64))
+        >>> view[0][0]
+        EncodedJPEG(data=tensor([255, 216, ...], dtype=torch.uint8), path='.../cats/a.jpg')
+        >>> view[2][0].shape  # not a JPEG: decoded here
+        torch.Size([3, 64, 64])
     """
 
     def __init__(self, dataset: Dataset[Sample]) -> None:
@@ -166,8 +181,13 @@ def read_plain_jpeg(path: str, max_pixels: int | None) -> Tensor | None:
     reading it also gives None: the worker then decodes it on the CPU and reports what is wrong.
 
     Example:
-        >>> read_plain_jpeg("photos/a.jpg", 89_478_485).dtype  # doctest: +SKIP
+        >>> import os, tempfile; from PIL import Image
+        >>> photos = tempfile.mkdtemp(); os.mkdir(photos + "/cats"); os.mkdir(photos + "/dogs")
+        >>> for name in ("cats/a.jpg", "cats/b.jpg", "dogs/c.png"): Image.new("RGB", (80, 60)).save(f"{photos}/{name}")
+        >>> read_plain_jpeg(photos + "/cats/a.jpg", 89_478_485).dtype
         torch.uint8
+        >>> read_plain_jpeg(photos + "/dogs/c.png", 89_478_485) is None
+        True
     """
     try:
         with open(path, "rb") as fp:

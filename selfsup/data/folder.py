@@ -77,8 +77,11 @@ class ImageFolder(Dataset[Sample]):
         skipped: ``(path, reason)`` for every image and folder left out, in the order found.
 
     Example:
-        >>> ds = ImageFolder("photos/", image_size=64)  # doctest: +SKIP
-        >>> ds[0][0].shape, ds.classes  # doctest: +SKIP
+        >>> import os, tempfile; from PIL import Image
+        >>> photos = tempfile.mkdtemp(); os.mkdir(photos + "/cats"); os.mkdir(photos + "/dogs")
+        >>> for name in ("cats/a.jpg", "cats/b.jpg", "dogs/c.png"): Image.new("RGB", (80, 60)).save(f"{photos}/{name}")
+        >>> ds = ImageFolder(photos, image_size=64)
+        >>> ds[0][0].shape, ds.classes
         (torch.Size([3, 64, 64]), ['cats', 'dogs'])
     """
 
@@ -160,7 +163,13 @@ class ImageFolder(Dataset[Sample]):
             DataError: no image would be left.
 
         Example:
-            >>> ds.leave_out([(ds.samples[0][0], "its image data is damaged")])  # doctest: +SKIP
+            >>> import os, tempfile; from PIL import Image
+            >>> photos = tempfile.mkdtemp(); os.mkdir(photos + "/cats"); os.mkdir(photos + "/dogs")
+            >>> for name in ("cats/a.jpg", "cats/b.jpg", "dogs/c.png"): Image.new("RGB", (80, 60)).save(f"{photos}/{name}")
+            >>> ds = ImageFolder(photos, image_size=64)
+            >>> ds.leave_out([(ds.samples[0][0], "its image data is damaged")])
+            >>> len(ds), [reason for _, reason in ds.skipped]
+            (2, ['its image data is damaged'])
         """
         gone = {path for path, _ in bad}
         kept = [(path, label) for path, label in self.samples if path not in gone]
@@ -241,7 +250,9 @@ def load_image(
             too large; the one-paragraph message names the file and the reason.
 
     Example:
-        >>> load_image("cat.jpg", 32, 3).shape  # doctest: +SKIP
+        >>> import tempfile; from PIL import Image
+        >>> path = tempfile.mkdtemp() + "/cat.jpg"; Image.new("RGB", (80, 60), "orange").save(path)
+        >>> load_image(path, 32, 3).shape
         torch.Size([3, 32, 32])
     """
     try:
@@ -322,7 +333,10 @@ def plain_jpeg(img: Image.Image, max_pixels: int | None) -> bool:
     the files torchvision decodes to (nearly) the same pixels as PIL.
 
     Example:
-        >>> plain_jpeg(Image.open("cat.jpg"), DEFAULT_MAX_PIXELS)  # doctest: +SKIP
+        >>> import tempfile; from PIL import Image
+        >>> path = tempfile.mkdtemp() + "/cat.jpg"; Image.new("RGB", (80, 60), "orange").save(path)
+        >>> with Image.open(path) as img:
+        ...     plain_jpeg(img, DEFAULT_MAX_PIXELS)
         True
     """
     w, h = img.size

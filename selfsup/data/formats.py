@@ -27,9 +27,12 @@ def read_cifar_batches(paths: list[Path], label_key: str) -> tuple[Tensor, Tenso
         label_key: ``"labels"`` (CIFAR-10) or ``"fine_labels"`` (CIFAR-100).
 
     Example:
-        >>> images, labels = read_cifar_batches([Path("cifar-10-batches-py/test_batch")], "labels")  # doctest: +SKIP
-        >>> images.shape  # doctest: +SKIP
-        torch.Size([10000, 3, 32, 32])
+        >>> import pickle, tempfile; from pathlib import Path
+        >>> path = Path(tempfile.mkdtemp()) / "test_batch"  # as in cifar-10-batches-py/
+        >>> _ = path.write_bytes(pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [3, 8]}))
+        >>> images, labels = read_cifar_batches([path], "labels")
+        >>> images.shape, labels
+        (torch.Size([2, 3, 32, 32]), tensor([3, 8]))
     """
     images, labels = [], []
     for path in paths:
@@ -54,8 +57,11 @@ def read_cifar_names(path: Path, key: str) -> list[str] | None:
     """Class names from a CIFAR meta file (``batches.meta`` / ``meta``), or None if it is absent.
 
     Example:
-        >>> read_cifar_names(Path("cifar-10-batches-py/batches.meta"), "label_names")  # doctest: +SKIP
-        ['airplane', 'automobile', ...]
+        >>> import pickle, tempfile; from pathlib import Path
+        >>> path = Path(tempfile.mkdtemp()) / "batches.meta"  # as in cifar-10-batches-py/
+        >>> _ = path.write_bytes(pickle.dumps({"label_names": ["airplane", "automobile", "bird"]}))
+        >>> read_cifar_names(path, "label_names")
+        ['airplane', 'automobile', 'bird']
     """
     if not path.is_file():
         return None
@@ -81,8 +87,11 @@ def read_idx(path: Path) -> Tensor:
     """Read an IDX file of unsigned bytes (MNIST format), plain or gzipped (``.gz``), as a uint8 tensor.
 
     Example:
-        >>> read_idx(Path("FashionMNIST/raw/t10k-labels-idx1-ubyte.gz")).shape  # doctest: +SKIP
-        torch.Size([10000])
+        >>> import gzip, tempfile; from pathlib import Path
+        >>> path = Path(tempfile.mkdtemp()) / "t10k-labels-idx1-ubyte.gz"  # 3 labels: 7, 2, 1
+        >>> with gzip.open(path, "wb") as f: _ = f.write(bytes([0, 0, 8, 1, 0, 0, 0, 3, 7, 2, 1]))
+        >>> read_idx(path)
+        tensor([7, 2, 1], dtype=torch.uint8)
     """
     try:
         if path.suffix == ".gz":
@@ -114,8 +123,11 @@ def read_stl_images(path: Path) -> Tensor:
     """Read an STL-10 ``*_X.bin`` file (column-major 3x96x96 uint8 images) as a tensor (N, 3, 96, 96).
 
     Example:
-        >>> read_stl_images(Path("stl10_binary/test_X.bin")).shape  # doctest: +SKIP
-        torch.Size([8000, 3, 96, 96])
+        >>> import tempfile; from pathlib import Path
+        >>> path = Path(tempfile.mkdtemp()) / "test_X.bin"  # as in stl10_binary/
+        >>> _ = path.write_bytes(bytes(2 * 3 * 96 * 96))  # two black images
+        >>> read_stl_images(path).shape
+        torch.Size([2, 3, 96, 96])
     """
     per_image = 3 * 96 * 96
     size = path.stat().st_size
@@ -134,7 +146,10 @@ def read_stl_labels(path: Path) -> Tensor:
     """Read an STL-10 ``*_y.bin`` file (labels 1..10, one byte each) as 0-based long labels.
 
     Example:
-        >>> read_stl_labels(Path("stl10_binary/test_y.bin"))[:3]  # doctest: +SKIP
+        >>> import tempfile; from pathlib import Path
+        >>> path = Path(tempfile.mkdtemp()) / "test_y.bin"  # as in stl10_binary/
+        >>> _ = path.write_bytes(bytes([7, 3, 2]))
+        >>> read_stl_labels(path)
         tensor([6, 2, 1])
     """
     raw = np.fromfile(path, dtype=np.uint8).astype(np.int64) - 1

@@ -1,9 +1,21 @@
 """The training loop on PyTorch Lightning: one module that wraps any method, plus its parts.
 
 Example:
-    >>> module = SelfSupervisedModule(method, views, OptimizerConfig(name="lars"), batch_size=512,
-    ...                               steps_per_epoch=97, epochs=100, num_classes=10)
-    >>> L.Trainer(max_epochs=100, callbacks=[EpochCheckpoint("ckpts")]).fit(module, loader)
+    >>> import os, tempfile, lightning as L
+    >>> from selfsup.engine import EpochCheckpoint, OptimizerConfig, SelfSupervisedModule
+    >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+    >>> method = selfsup.methods.get("simclr", backbone=backbone, proj_output_dim=16)
+    >>> views = selfsup.augment.get("simclr", size=16, mean=(0.5,) * 3, std=(0.25,) * 3)
+    >>> data = torch.utils.data.TensorDataset(torch.randint(0, 256, (16, 3, 16, 16), dtype=torch.uint8),
+    ...                                       torch.randint(0, 10, (16,)), torch.arange(16))  # images, labels, ids
+    >>> module = SelfSupervisedModule(method, views, OptimizerConfig(name="lars"), batch_size=8,
+    ...                               steps_per_epoch=2, epochs=1, num_classes=10)
+    >>> ckpts = tempfile.mkdtemp()
+    >>> trainer = L.Trainer(max_epochs=1, callbacks=[EpochCheckpoint(ckpts)], accelerator="cpu", logger=False,
+    ...                     enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    >>> trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=8))
+    >>> os.listdir(ckpts)
+    ['last.ckpt']
 """
 from selfsup.engine.checkpoint import EpochCheckpoint
 from selfsup.engine.lars import LARS

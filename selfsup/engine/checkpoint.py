@@ -21,6 +21,7 @@ class EpochCheckpoint(L.Callback):
     ``dirpath/epoch_NNNN.ckpt`` every ``every`` epochs.
 
     Example:
+        >>> import lightning as L
         >>> trainer = L.Trainer(callbacks=[EpochCheckpoint("runs/demo/checkpoints", every=10)],
         ...                     enable_checkpointing=False)
     """

@@ -16,7 +16,12 @@ class DataPosition(L.Callback):
     Must come before the checkpoint callback, so the count it saves includes the current batch.
 
     Example:
-        >>> callbacks = [DataPosition(sampler, batch_size=256), EpochCheckpoint("ckpts", every_n_steps=100)]
+        >>> sampler = selfsup.data.EpochShuffleSampler(1000, seed=0)
+        >>> position = DataPosition(sampler, batch_size=256)
+        >>> callbacks = [position, selfsup.engine.EpochCheckpoint("ckpts", every_n_steps=100)]  # in this order
+        >>> position.load_state_dict({"epoch": 2, "batches_done": 3})  # resuming a mid-epoch checkpoint
+        >>> len(list(sampler)), sampler.epoch  # the sampler skips the 3 x 256 images already trained on
+        (232, 2)
     """
 
     def __init__(self, sampler: EpochShuffleSampler | ShardStream, batch_size: int) -> None:

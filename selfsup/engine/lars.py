@@ -27,8 +27,9 @@ class LARS(Optimizer):
         nesterov: use Nesterov momentum.
 
     Example:
+        >>> model = nn.Linear(8, 2)
         >>> opt = LARS(model.parameters(), lr=0.3, weight_decay=1e-6)
-        >>> loss.backward(); opt.step()
+        >>> model(torch.randn(4, 8)).pow(2).mean().backward(); opt.step()
     """
 
     def __init__(

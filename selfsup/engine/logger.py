@@ -22,8 +22,11 @@ class JsonlLogger(Logger):
     """Writes ``{"step": ..., "time": ..., "<metric>": value}`` lines to ``path``.
 
     Example:
-        >>> trainer = L.Trainer(logger=JsonlLogger("runs/demo/metrics.jsonl"))
-        >>> [json.loads(line) for line in open("runs/demo/metrics.jsonl")]
+        >>> import json, tempfile
+        >>> logger = JsonlLogger(tempfile.mkdtemp() + "/metrics.jsonl")  # L.Trainer(logger=logger) calls it
+        >>> logger.log_metrics({"train/loss": 1.5}, step=0); logger.log_metrics({"train/loss": 1.25}, step=1)
+        >>> [(line["step"], line["train/loss"]) for line in map(json.loads, open(logger.path))]
+        [(0, 1.5), (1, 1.25)]
     """
 
     def __init__(self, path: str | Path) -> None:

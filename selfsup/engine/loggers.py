@@ -9,7 +9,8 @@ a local ``mlruns/`` store unless ``MLFLOW_TRACKING_URI`` says otherwise). Each r
 metrics at the same steps as ``metrics.jsonl``, and the resolved config as hyper-parameters.
 
 Example:
-    >>> loggers = build_loggers(["csv"], Path("runs/demo"), config_dict)
+    >>> import tempfile; from pathlib import Path
+    >>> loggers = build_loggers(["csv"], Path(tempfile.mkdtemp()), {"epochs": 1})  # a run folder, its config
     >>> [type(lg).__name__ for lg in loggers]
     ['JsonlLogger', 'CSVLogger']
 """

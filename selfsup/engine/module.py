@@ -55,9 +55,18 @@ class SelfSupervisedModule(L.LightningModule):
             micro-batch at a time: contrastive negatives and BatchNorm statistics come from it.
 
     Example:
+        >>> from selfsup.engine import OptimizerConfig
+        >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+        >>> method = selfsup.methods.get("simclr", backbone=backbone, proj_output_dim=16)
+        >>> views = selfsup.augment.get("simclr", size=16, mean=(0.5,) * 3, std=(0.25,) * 3)
         >>> module = SelfSupervisedModule(method, views, OptimizerConfig(), batch_size=256,
         ...                               steps_per_epoch=195, epochs=100, num_classes=10)
-        >>> L.Trainer(max_epochs=100).fit(module, loader)
+        >>> [v.shape for v in module.make_views(torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8))]
+        [torch.Size([4, 3, 16, 16]), torch.Size([4, 3, 16, 16])]
+        >>> [type(opt).__name__ for opt in module.configure_optimizers()]  # the method's, the probe's
+        ['SGD', 'SGD']
+
+        Then ``L.Trainer(max_epochs=100).fit(module, loader)`` trains it (see :mod:`selfsup.engine`).
     """
 
     def __init__(

@@ -52,8 +52,13 @@ class EvaluationMonitor(L.Callback):
     """Logs k-NN accuracy, the online probe's held-out accuracy and collapse monitors during training.
 
     Example:
-        >>> monitor = EvaluationMonitor(MonitorConfig(knn_every=5), train_set, test_set, EvalTransform(32, m, s))
-        >>> trainer = L.Trainer(callbacks=[monitor])
+        >>> train_set, test_set = selfsup.data.get("digits", split="train"), selfsup.data.get("digits", split="test")
+        >>> transform = selfsup.augment.EvalTransform(8, train_set.mean, train_set.std)
+        >>> monitor = EvaluationMonitor(MonitorConfig(knn_every=5, knn_max_train=500), train_set, test_set, transform)
+        >>> monitor.num_classes, len(monitor.train_indices)  # a seeded 500 of the training images: the k-NN memory
+        (10, 500)
+        >>> import lightning as L
+        >>> trainer = L.Trainer(callbacks=[monitor], logger=False)  # measures every 5 epochs and at the end
     """
 
     def __init__(

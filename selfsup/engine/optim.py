@@ -71,8 +71,10 @@ def build_optimizer(groups: list[dict], config: OptimizerConfig, batch_size: int
     MoCo's and SimSiam's official code.
 
     Example:
-        >>> opt = build_optimizer(method.parameter_groups(1e-6), OptimizerConfig(name="lars"), 512)
-        >>> opt.param_groups[0]["peak_lr"]
+        >>> method = selfsup.methods.get("simclr", backbone=selfsup.backbones.get("resnet_tiny", width=4))
+        >>> opt = build_optimizer(method.parameter_groups(1e-6), OptimizerConfig(name="lars", lr=0.3), 512)
+        >>> type(opt).__name__, opt.param_groups[0]["peak_lr"]  # lr x 512 / 256 (linear scaling)
+        ('LARS', 0.6)
     """
     lr = scaled_lr(config.lr, batch_size, config.lr_scaling)
     groups = [dict(g) for g in groups if g["params"]]

@@ -37,7 +37,11 @@ class PreemptionHandler(L.Callback):
     step's state is complete when it saves.
 
     Example:
-        >>> callbacks = [..., checkpoint, PreemptionHandler(checkpoint)]
+        >>> from selfsup.engine import EpochCheckpoint
+        >>> checkpoint = EpochCheckpoint("ckpts")
+        >>> callbacks = [checkpoint, PreemptionHandler(checkpoint)]  # after DataPosition, if any
+        >>> [s.name for s in PreemptionHandler.signals]
+        ['SIGTERM', 'SIGUSR1']
     """
 
     signals = (signal.SIGTERM, signal.SIGUSR1)

@@ -15,6 +15,7 @@ class RunProgressBar(L.Callback):
     epochs; this one shows the epoch, the loss and the latest k-NN accuracy in one line.
 
     Example:
+        >>> import lightning as L
         >>> trainer = L.Trainer(callbacks=[RunProgressBar()], enable_progress_bar=False)
     """
 

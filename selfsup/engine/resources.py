@@ -38,6 +38,7 @@ class ResourceMonitor(L.Callback):
     Memory that grows after the first epoch, or file descriptors that pile up, show a leak.
 
     Example:
+        >>> import lightning as L
         >>> trainer = L.Trainer(callbacks=[ResourceMonitor(every_n_steps=100)])
     """
 

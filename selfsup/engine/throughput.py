@@ -51,7 +51,10 @@ class Throughput(L.Callback):
 
     Example:
         >>> meter = Throughput(views_per_image=2, every_n_steps=50)
-        >>> trainer = L.Trainer(callbacks=[meter]); ...; meter.images_per_s
+        >>> import lightning as L
+        >>> trainer = L.Trainer(callbacks=[meter], logger=False)
+        >>> meter.images_per_s  # nothing trained yet; trainer.fit(...) counts every step's images
+        0.0
     """
 
     def __init__(self, views_per_image: int, every_n_steps: int = 50) -> None:

@@ -10,8 +10,12 @@ seed and library version. Collapse monitors (:func:`embedding_std`, :func:`rankm
 and embedding export (:func:`write_embeddings`) are here too.
 
 Example:
-    >>> scores = selfsup.eval.knn_eval(backbone, train_set, test_set, EvalTransform(32, mean, std))
-    >>> scores["top1"]
+    >>> train_set, test_set = selfsup.data.get("digits", split="train"), selfsup.data.get("digits", split="test")
+    >>> transform = selfsup.augment.EvalTransform(8, train_set.mean, train_set.std)
+    >>> backbone = selfsup.backbones.get("resnet_tiny", width=4, in_channels=1)  # untrained, for the example
+    >>> scores = selfsup.eval.knn_eval(backbone, train_set, test_set, transform)
+    >>> sorted(scores)  # top-1 / top-5 accuracy in percent
+    ['top1', 'top5']
 """
 from selfsup.eval.cache import cached_features
 from selfsup.eval.collapse import collapse_metrics, embedding_std, rankme

@@ -32,8 +32,9 @@ def class_token_attention(backbone: nn.Module, inputs: Tensor) -> Tensor:
         ConfigError: ``backbone`` is not a VisionTransformer, or ``inputs`` is not a batch.
 
     Example:
-        >>> vit = selfsup.backbones.get("vit_tiny", image_size=32, patch_size=4)
-        >>> class_token_attention(vit, torch.randn(2, 3, 32, 32)).shape  # torch.Size([2, 32, 32])
+        >>> vit = selfsup.backbones.get("vit_tiny", image_size=32, patch_size=4, depth=2)
+        >>> class_token_attention(vit, torch.randn(2, 3, 32, 32)).shape
+        torch.Size([2, 32, 32])
     """
     from selfsup.backbones.vit import VisionTransformer
 
@@ -78,8 +79,12 @@ def attention_maps(
         ConfigError: ``backbone`` is not a VisionTransformer, or ``images`` is not a batch.
 
     Example:
-        >>> vit = selfsup.backbones.get("vit_tiny", image_size=32, patch_size=4)
-        >>> attention_maps(vit, test_images[:8], "attention.png", transform=EvalTransform(32, mean, std))
+        >>> import tempfile
+        >>> vit = selfsup.backbones.get("vit_tiny", image_size=32, patch_size=4, depth=2)
+        >>> test_images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+        >>> transform = selfsup.augment.EvalTransform(32, (0.5,) * 3, (0.25,) * 3)
+        >>> attention_maps(vit, test_images, tempfile.mkdtemp() + "/attention.png", transform=transform).name
+        'attention.png'
     """
     images = torch.as_tensor(images)
     if images.dim() != 4 or len(images) == 0:

@@ -56,8 +56,13 @@ def cached_features(
     recomputed and replaced (written atomically). ``cache_dir=None`` computes without caching.
 
     Example:
-        >>> x, y = cached_features(backbone, test_set, EvalTransform(32, m, s), cache_dir="runs/x/eval/cache",
-        ...                        key={"checkpoint": sha, "data": "cifar10", "split": "test"}, device="cuda")
+        >>> import os, tempfile
+        >>> test_set, cache_dir = selfsup.data.get("digits", split="test"), tempfile.mkdtemp()
+        >>> transform = selfsup.augment.EvalTransform(8, test_set.mean, test_set.std)
+        >>> key = {"checkpoint": "raw pixels", "data": "digits", "split": "test", "size": 8}  # checkpoint: its SHA-256
+        >>> x, y = cached_features(nn.Flatten(), test_set, transform, cache_dir=cache_dir, key=key)
+        >>> x.shape, len(os.listdir(cache_dir))  # a second call with this key reads the file
+        (torch.Size([450, 64]), 1)
     """
     if cache_dir is None:
         return extract_features(encoder, dataset, transform, **extract_options)

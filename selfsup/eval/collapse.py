@@ -5,8 +5,9 @@ point, or to a low-dimensional subspace): the standard deviation of L2-normalise
 (SimSiam) and the effective rank of the embedding matrix (RankMe).
 
 Example:
-    >>> z = torch.randn(512, 64)
-    >>> embedding_std(z), rankme(z)  # about 1/sqrt(64) = 0.125, and close to 64
+    >>> _ = torch.manual_seed(0); z = torch.randn(512, 64)
+    >>> round(float(embedding_std(z)), 3), round(float(rankme(z)))  # about 1/sqrt(64) = 0.125, and close to 64
+    (0.125, 63)
 """
 from __future__ import annotations
 
@@ -46,8 +47,11 @@ def embedding_std(z: Tensor) -> Tensor:
         A 0-dim tensor.
 
     Example:
-        >>> embedding_std(torch.randn(1000, 16))  # about 0.25 = 1 / sqrt(16)
-        >>> embedding_std(torch.ones(10, 16))     # 0: collapsed
+        >>> _ = torch.manual_seed(0)
+        >>> round(float(embedding_std(torch.randn(1000, 16))), 2)  # 1 / sqrt(16)
+        0.25
+        >>> float(embedding_std(torch.ones(10, 16)))  # collapsed
+        0.0
     """
     _check(z, "embedding_std")
     normalised = F.normalize(z.to(torch.promote_types(z.dtype, torch.float32)), dim=1)
@@ -76,8 +80,11 @@ def rankme(z: Tensor, eps: float = 1e-7) -> Tensor:
         A 0-dim float64 tensor.
 
     Example:
-        >>> rankme(torch.randn(1000, 16))                      # close to 16
-        >>> rankme(torch.randn(1, 16).expand(100, 16))          # about 1: collapsed to a line
+        >>> _ = torch.manual_seed(0)
+        >>> round(float(rankme(torch.randn(1000, 16))), 1)  # close to 16
+        16.0
+        >>> round(float(rankme(torch.randn(1, 16).expand(100, 16))), 1)  # collapsed to a line
+        1.0
     """
     _check(z, "rankme")
     if not eps >= 0:
@@ -100,8 +107,8 @@ def collapse_metrics(z: Tensor) -> dict[str, float]:
     or fewer than two rows, give NaN for ``collapse/std`` and ``collapse/rankme``.
 
     Example:
-        >>> collapse_metrics(torch.randn(256, 32))["collapse/std_ideal"]
-        0.1767766952966369
+        >>> round(collapse_metrics(torch.randn(256, 32))["collapse/std_ideal"], 4)  # 1 / sqrt(32)
+        0.1768
     """
     if z.dim() != 2 or z.shape[1] < 1:
         raise ConfigError(f"collapse_metrics needs a 2-D tensor (N, D) of embeddings, got {tuple(z.shape)}.")

@@ -86,8 +86,12 @@ def training_curves(metrics_jsonl_path: str | Path, path: str | Path) -> Path:
         DataError: the file is missing, empty, not JSON lines, or holds none of these keys.
 
     Example:
-        >>> training_curves("runs/demo/metrics.jsonl", "runs/demo/eval/pictures/training_curves.png")
-        PosixPath('runs/demo/eval/pictures/training_curves.png')
+        >>> import tempfile; from pathlib import Path
+        >>> run = Path(tempfile.mkdtemp())  # a run folder with the metrics.jsonl that training writes
+        >>> logger = selfsup.engine.JsonlLogger(run / "metrics.jsonl")
+        >>> for step in range(10): logger.log_metrics({"train/loss": 4 / (step + 1)}, step=step)
+        >>> training_curves(run / "metrics.jsonl", run / "eval/pictures/training_curves.png").relative_to(run)
+        PosixPath('eval/pictures/training_curves.png')
     """
     source = Path(metrics_jsonl_path)
     series = _read_series(source)

@@ -13,8 +13,13 @@ Existing files are never replaced unless ``overwrite=True``; files are written u
 names and renamed once all are complete.
 
 Example:
-    >>> feats, labels = extract_features(backbone, test_set, transform)
-    >>> write_embeddings("test.npz", feats, labels, sample_names(test_set, "test"))
+    >>> import tempfile
+    >>> test_set = selfsup.data.get("digits", split="test")
+    >>> transform = selfsup.augment.EvalTransform(8, test_set.mean, test_set.std)
+    >>> feats, labels = selfsup.eval.extract_features(nn.Flatten(), test_set, transform)  # raw pixels as the encoder
+    >>> files = write_embeddings(tempfile.mkdtemp() + "/test.npz", feats, labels, sample_names(test_set, "test"))
+    >>> [path.name for path in files]
+    ['test.npz']
 """
 from __future__ import annotations
 
@@ -135,8 +140,10 @@ def write_embeddings(
         SelfSupError: a file exists and ``overwrite`` is False; pyarrow is missing for .parquet.
 
     Example:
-        >>> write_embeddings("emb.npz", torch.randn(3, 4), [0, 1, -1], ["a.png", "b.png", "c.png"])
-        [PosixPath('emb.npz')]
+        >>> import tempfile
+        >>> files = write_embeddings(tempfile.mkdtemp() + "/emb.npz", torch.randn(3, 4), [0, 1, -1], ["a.png", "b.png", "c.png"])
+        >>> [path.name for path in files], sorted(np.load(files[0]))
+        (['emb.npz'], ['embeddings', 'labels', 'names'])
     """
     files = output_files(path, overwrite=overwrite)
     z = (embeddings.detach().cpu().numpy() if isinstance(embeddings, Tensor) else np.asarray(embeddings))

@@ -28,8 +28,12 @@ def extract_features(
     An ``nn.Module`` encoder is put in eval mode for the pass and restored afterwards.
 
     Example:
-        >>> feats, labels = extract_features(backbone, test_set, EvalTransform(32, mean, std))
-        >>> feats.shape  # (len(test_set), backbone.feature_dim)
+        >>> test_set = selfsup.data.get("digits", split="test")
+        >>> backbone = selfsup.backbones.get("resnet_tiny", width=4, in_channels=1)
+        >>> transform = selfsup.augment.EvalTransform(8, test_set.mean, test_set.std)
+        >>> feats, labels = extract_features(backbone, test_set, transform)
+        >>> feats.shape, labels.shape  # (len(test_set), backbone.feature_dim), (len(test_set),)
+        (torch.Size([450, 32]), torch.Size([450]))
     """
     device = torch.device(device)
     subset = dataset if indices is None else Subset(dataset, [int(i) for i in indices])

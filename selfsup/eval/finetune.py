@@ -51,7 +51,8 @@ def layer_decay_groups(
     out. Other backbones accept only ``layer_decay=1`` (every scale 1).
 
     Example:
-        >>> groups = layer_decay_groups(get("vit_tiny", image_size=32, patch_size=8), nn.Linear(192, 10),
+        >>> vit = selfsup.backbones.get("vit_tiny", image_size=32, patch_size=8, depth=2)
+        >>> groups = layer_decay_groups(vit, nn.Linear(192, 10),
         ...                             weight_decay=0.05, layer_decay=0.75)
         >>> max(g["lr_scale"] for g in groups)
         1.0
@@ -140,8 +141,11 @@ def finetune(
         epoch), ``"lr"``, ``"layer_decay"``, ``"train_size"``, ``"val_size"``.
 
     Example:
-        >>> scores = finetune(backbone, get("digits", split="train"), get("digits", split="test"), epochs=2)
-        >>> scores["top1"], scores["val_top1"]
+        >>> train_set, test_set = selfsup.data.get("digits", split="train"), selfsup.data.get("digits", split="test")
+        >>> backbone = selfsup.backbones.get("resnet_tiny", width=4, in_channels=1)
+        >>> scores = finetune(backbone, train_set, test_set, epochs=2)
+        >>> scores["train_size"], scores["val_size"], 0 <= scores["top1"] <= scores["top5"] <= 100
+        (1212, 135, True)
     """
     from selfsup import augment
 

@@ -63,7 +63,7 @@ class ChannelAdapter:
     """Wraps a transform (``EvalTransform``, ``MultiView``) so it first converts images to ``channels`` channels.
 
     Example:
-        >>> t = ChannelAdapter(EvalTransform(8, (0.5,) * 3, (0.5,) * 3), channels=3)
+        >>> t = ChannelAdapter(selfsup.augment.EvalTransform(8, (0.5,) * 3, (0.5,) * 3), channels=3)
         >>> t(torch.zeros(2, 1, 8, 8, dtype=torch.uint8)).shape
         torch.Size([2, 3, 8, 8])
     """

@@ -202,8 +202,8 @@ def knn_sweep(
     chosen ``k`` afterwards, with the whole training set as memory.
 
     Returns:
-        ``{"k": chosen k, "val_top1": its validation top-1, "sweep": [{"k", "val_top1", "val_top5"}, ...],
-        "val_size": number of validation samples}``.
+        A dict: ``k`` (the chosen k), ``val_top1`` (its validation top-1), ``sweep`` (one
+        ``{"k", "val_top1", "val_top5"}`` dict per k) and ``val_size`` (validation samples).
 
     Example:
         >>> x, y = torch.randn(500, 8), torch.randint(0, 4, (500,))

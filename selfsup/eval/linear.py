@@ -190,8 +190,12 @@ def linear_probe(
         top-1 / top-5), ``"train_size"``, ``"val_size"``.
 
     Example:
+        >>> _ = torch.manual_seed(0); centres = 3 * torch.randn(10, 16)  # features: 10 separated classes
+        >>> train_y, test_y = torch.arange(200) % 10, torch.arange(100) % 10
+        >>> train_x, test_x = centres[train_y] + torch.randn(200, 16), centres[test_y] + torch.randn(100, 16)
         >>> result = linear_probe(train_x, train_y, test_x, test_y, num_classes=10)
         >>> result["top1"], result["chosen"]
+        (100.0, {'lr': 1.0, 'weight_decay': 0.01})
     """
     if solver not in SOLVERS:
         raise ConfigError(f"Unknown probe solver {solver!r}; expected one of {', '.join(SOLVERS)}.")

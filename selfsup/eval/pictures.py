@@ -7,8 +7,11 @@ returns its path. matplotlib is imported on first use. The training curves live 
 importable from here.
 
 Example:
-    >>> embedding_map(features, labels, "eval/pictures/embedding_map.png", class_names=test_set.classes)
-    >>> training_curves("runs/demo/metrics.jsonl", "eval/pictures/training_curves.png")
+    >>> import tempfile; from pathlib import Path
+    >>> test_set, folder = selfsup.data.get("digits", split="test"), Path(tempfile.mkdtemp())
+    >>> features = test_set.images.flatten(1).float()  # e.g. selfsup.eval.extract_features(...)
+    >>> embedding_map(features, test_set.labels, folder / "map.png", method="pca", class_names=test_set.classes).name
+    'map.png'
 """
 from __future__ import annotations
 
@@ -106,8 +109,9 @@ def embedding_map(
     drawn grey as "unlabelled". Up to 20 classes get a legend, more a colour bar.
 
     Example:
-        >>> embedding_map(torch.randn(300, 64), torch.randint(0, 10, (300,)), "map.png", method="pca")
-        PosixPath('map.png')
+        >>> import tempfile
+        >>> embedding_map(torch.randn(300, 64), torch.randint(0, 10, (300,)), tempfile.mkdtemp() + "/map.png", method="pca").name
+        'map.png'
     """
     x = _array(features, "features", np.float64)
     if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 1:
@@ -212,8 +216,12 @@ def neighbour_grid(
         similarities: ``(Q, k)`` cosine similarities, optional.
 
     Example:
-        >>> neighbour_grid(test_images[:8], train_images[idx], "nn.png",
-        ...                query_labels=test_labels[:8], neighbour_labels=train_labels[idx])
+        >>> import tempfile
+        >>> data = selfsup.data.get("digits", split="test")
+        >>> sims, idx = cosine_neighbours(data.images[:4].flatten(1).float(), data.images.flatten(1).float(), k=3)
+        >>> neighbour_grid(data.images[:4], data.images[idx], tempfile.mkdtemp() + "/nn.png",
+        ...                query_labels=data.labels[:4], neighbour_labels=data.labels[idx], similarities=sims).name
+        'nn.png'
     """
     queries, neighbours = torch.as_tensor(query_images), torch.as_tensor(neighbour_images)
     if queries.dim() != 4 or neighbours.dim() != 5 or neighbours.shape[0] != queries.shape[0] or len(queries) == 0:

@@ -29,8 +29,11 @@ def knn_eval(
     out of the score. ``feature_options`` go to :func:`extract_features` (device, batch size, ...).
 
     Example:
-        >>> knn_eval(backbone, get("digits", split="train"), get("digits", split="test"), EvalTransform(16, m, s))
-        {'top1': 93.1, 'top5': 99.3}
+        >>> train_set, test_set = selfsup.data.get("digits", split="train"), selfsup.data.get("digits", split="test")
+        >>> transform = selfsup.augment.EvalTransform(8, train_set.mean, train_set.std)
+        >>> scores = knn_eval(nn.Flatten(), train_set, test_set, transform)  # raw pixels as the encoder
+        >>> {name: round(value, 1) for name, value in scores.items()}
+        {'top1': 95.8, 'top5': 100.0}
     """
     if train_indices is None:
         train_indices = torch.nonzero(torch.as_tensor(train_set.labels) >= 0).flatten()

@@ -24,7 +24,10 @@ def file_sha256(path: str | Path) -> str:
     """SHA-256 (hex) of a file's bytes; remembered while the file's size and modification time stay the same.
 
     Example:
-        >>> file_sha256("runs/x/backbone.safetensors")[:12]  # doctest: +SKIP
+        >>> import tempfile; from pathlib import Path
+        >>> path = Path(tempfile.mkdtemp()) / "backbone.safetensors"; _ = path.write_bytes(b"abc")
+        >>> file_sha256(path)[:12]
+        'ba7816bf8f01'
     """
     path = Path(path).resolve()
     try:
@@ -65,8 +68,17 @@ def write_result(
     semi-supervised label subset).
 
     Example:
-        >>> out = write_result("runs/x/eval", "linear", {"top1": 91.2}, checkpoint="runs/x/backbone.safetensors",
+        >>> import tempfile; from selfsup.eval import split_hash
+        >>> run = tempfile.mkdtemp()  # a run folder with its exported backbone
+        >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+        >>> checkpoint = selfsup.backbones.export_backbone(backbone, run + "/backbone.safetensors")
+        >>> train_set, test_set = selfsup.data.get("digits", split="train"), selfsup.data.get("digits", split="test")
+        >>> data_record = {"name": "digits", "root": None, "train_split": "train", "test_split": "test",
+        ...                "train_hash": split_hash(train_set), "test_hash": split_hash(test_set)}
+        >>> out = write_result(run + "/eval", "linear", {"top1": 91.2}, checkpoint=checkpoint,
         ...                    data=data_record, settings={"solver": "lbfgs"}, seed=0)
+        >>> out.name, read_result(out)["scores"]
+        ('linear-digits-test.json', {'top1': 91.2})
     """
     from selfsup import __version__
 
@@ -111,7 +123,11 @@ def read_result(path: str | Path) -> dict[str, Any]:
     """A result file written by :func:`write_result`, as a dict.
 
     Example:
-        >>> read_result("runs/x/eval/linear-cifar10-test.json")["scores"]["top1"]  # doctest: +SKIP
+        >>> import tempfile; from pathlib import Path
+        >>> path = Path(tempfile.mkdtemp()) / "linear-cifar10-test.json"  # as write_result names it
+        >>> _ = path.write_text('{"protocol": "linear", "scores": {"top1": 91.2, "top5": 99.6}}')
+        >>> read_result(path)["scores"]["top1"]
+        91.2
     """
     path = Path(path)
     try:
@@ -129,7 +145,11 @@ def read_subset(path: str | Path) -> list[int]:
     """The label-subset indices saved in a semi-supervised result file (or a plain JSON list of ints).
 
     Example:
-        >>> indices = read_subset("runs/x/eval/semisup-cifar10-test.json")  # doctest: +SKIP
+        >>> import tempfile; from pathlib import Path
+        >>> path = Path(tempfile.mkdtemp()) / "semisup-cifar10-test.json"
+        >>> _ = path.write_text('{"protocol": "semisup", "subset": {"fraction": 0.01, "indices": [3, 14, 15]}}')
+        >>> read_subset(path)
+        [3, 14, 15]
     """
     path = Path(path)
     try:

@@ -1,7 +1,9 @@
 """Self-supervised losses, one family per module; each a plain ``nn.Module``.
 
 Example:
-    >>> loss = selfsup.losses.NTXentLoss(temperature=0.5)(z0, z1)
+    >>> z0, z1 = torch.randn(8, 16), torch.randn(8, 16)  # projections of two views of 8 images
+    >>> selfsup.losses.NTXentLoss(temperature=0.5)(z0, z1).shape
+    torch.Size([])
     >>> loss = selfsup.losses.BarlowTwinsLoss()(z0, z1)
 """
 from selfsup.losses.a2mim import A2MIMLoss, focal_frequency_loss

@@ -45,7 +45,10 @@ class A2MIMLoss(nn.Module):
     ``fft_weight = 0.1`` for ViTs.
 
     Example:
-        >>> loss = A2MIMLoss()(reconstruction, images, mask)  # (B, C, H, W) x2, (B, 1, H, W)
+        >>> images, reconstruction = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
+        >>> mask = torch.zeros(2, 1, 8, 8); mask[..., :4, :] = 1  # top half masked
+        >>> A2MIMLoss()(reconstruction, images, mask).shape
+        torch.Size([])
     """
 
     def __init__(self, fft_weight: float = 0.1, fft_alpha: float = 1.0) -> None:

@@ -21,7 +21,10 @@ class AIMLoss(nn.Module):
     losses the paper reports.
 
     Example:
-        >>> loss = AIMLoss()(pred, target, loss_mask)  # (B, N, P), (B, N, P), (B, N) bool
+        >>> prediction, target = torch.randn(2, 16, 48), torch.randn(2, 16, 48)  # (B, N, P)
+        >>> loss_mask = torch.arange(16).expand(2, 16) >= 4  # the loss skips a prefix of 4 patches
+        >>> AIMLoss()(prediction, target, loss_mask).shape
+        torch.Size([])
     """
 
     def __init__(self, norm_pix: bool = True, eps: float = 1e-6) -> None:

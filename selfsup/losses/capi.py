@@ -8,7 +8,8 @@ official code https://github.com/facebookresearch/capi (``model.py``: ``sinkhorn
 Example:
     >>> clustering = OnlineClustering(dim=32, num_clusters=16)
     >>> targets, clustering_loss = clustering(torch.randn(4, 9, 32))  # teacher patch tokens (B, N, D)
-    >>> capi_prediction_loss(torch.randn(4, 2, 16), targets[:, :2])
+    >>> capi_prediction_loss(torch.randn(4, 2, 16), targets[:, :2]).shape  # student logits (B, M, K)
+    torch.Size([])
 """
 from __future__ import annotations
 
@@ -45,7 +46,9 @@ def positionwise_sinkhorn(logits: Tensor, iterations: int = 3, gather_distribute
         gather_distributed: sum over the batches of all processes.
 
     Example:
-        >>> positionwise_sinkhorn(torch.randn(8, 3, 5)).sum(-1)  # all ones
+        >>> codes = positionwise_sinkhorn(torch.randn(8, 3, 5))
+        >>> codes.shape, torch.allclose(codes.sum(-1), torch.ones(8, 3))  # each code sums to 1
+        (torch.Size([8, 3, 5]), True)
     """
     if logits.dim() != 3 or 0 in logits.shape:
         raise ValueError(f"positionwise_sinkhorn expects non-empty (B, N, K) logits, got {tuple(logits.shape)}")

@@ -121,6 +121,7 @@ class NPIDLoss(nn.Module):
         Example:
             >>> loss_fn = NPIDLoss(num_samples=20, dim=8, num_negatives=4)
             >>> loss_fn(torch.randn(2, 8), torch.tensor([3, 9]), torch.tensor([[0, 1, 2, 4]] * 2)).shape
+            torch.Size([])
         """
         if features.dim() != 2 or features.shape[1] != self.dim or indices.shape != features.shape[:1]:
             raise ValueError(

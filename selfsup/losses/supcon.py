@@ -66,7 +66,8 @@ class SupConLoss(nn.Module):
 
         Example:
             >>> z = [torch.randn(4, 8) for _ in range(3)]  # three views
-            >>> SupConLoss(0.1)(z, torch.tensor([0, 0, 1, -1])).shape  # torch.Size([])
+            >>> SupConLoss(0.1)(z, torch.tensor([0, 0, 1, -1])).shape
+            torch.Size([])
         """
         if len(views) == 0 or any(v.dim() != 2 or v.shape != views[0].shape for v in views):
             raise ValueError("SupConLoss expects a non-empty list of (N, D) tensors of one shape")

@@ -5,8 +5,9 @@ Each method class declares a :class:`MethodCard` (paper, family, views, backbone
 the gradient.
 
 Example:
-    >>> method = selfsup.methods.get("simclr", backbone=selfsup.backbones.get("resnet18"))
-    >>> selfsup.methods.names()[:3]  # ['a2mim', 'aim', 'barlowtwins']
+    >>> method = selfsup.methods.get("simclr", backbone=selfsup.backbones.get("resnet_tiny", width=4))
+    >>> selfsup.methods.names()[:3]
+    ['a2mim', 'aim', 'barlowtwins']
     >>> selfsup.methods.card("simclr").title
     'A Simple Framework for Contrastive Learning of Visual Representations'
 """

@@ -44,9 +44,12 @@ class MomentumContrast(Method):
         symmetric: Average the loss over both view orders (two queues).
 
     Example:
-        >>> head = MLP([64, 128], batch_norm=False)
-        >>> moco = MomentumContrast(backbone, head, proj_output_dim=128, temperature=0.07,
-        ...                         queue_size=4096, base_momentum=0.999, final_momentum=None)
+        >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)  # 32-d features
+        >>> head = selfsup.nn.MLP([32, 16], batch_norm=False)
+        >>> moco = MomentumContrast(backbone, head, proj_output_dim=16, temperature=0.07,
+        ...                         queue_size=256, base_momentum=0.999, final_momentum=None)
+        >>> moco.criterion.memory_bank.features().shape  # the queue of past keys
+        torch.Size([256, 16])
     """
 
     default_views = "mocov2"
@@ -84,8 +87,11 @@ class MomentumContrast(Method):
         """InfoNCE of the queries against the keys and the queue(s); keys enter the queue(s).
 
         Example:
-            >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
-            >>> out.loss.backward()
+            >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+            >>> method = selfsup.methods.get("mocov2", backbone=backbone, proj_output_dim=16, queue_size=256)
+            >>> views = [torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)]  # queries: view 0; keys: view 1
+            >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
+            >>> out.loss.backward(); method.end_step()  # after the optimizer step: EMA key encoder, keys queued
         """
         x0, x1 = batch.views[0], batch.views[1]
         if not self.symmetric:

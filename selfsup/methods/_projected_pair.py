@@ -17,8 +17,11 @@ class ProjectedPair(Method):
     Subclasses declare their card, build the projector and the criterion, and inherit the step.
 
     Example:
-        >>> method = selfsup.methods.get("vicreg", backbone=selfsup.backbones.get("resnet18"), proj_hidden_dim=512)
-        >>> method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i)).loss.backward()
+        >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+        >>> method = selfsup.methods.get("vicreg", backbone=backbone, proj_hidden_dim=32, proj_output_dim=32)
+        >>> views = [torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)]
+        >>> batch = selfsup.methods.ViewBatch(views, labels=torch.full((8,), -1), indices=torch.arange(8))
+        >>> method.training_step(batch).loss.backward()
     """
 
     projector: nn.Module

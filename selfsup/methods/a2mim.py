@@ -61,8 +61,12 @@ class A2MIM(Method):
         fft_weight: weight of the frequency loss.
 
     Example:
-        >>> method = A2MIM(selfsup.backbones.get("vit_tiny", image_size=16, patch_size=4, depth=2), mask_patch_size=8)
-        >>> out = method.training_step(ViewBatch(views=[torch.randn(4, 3, 16, 16)], labels=y, indices=i))
+        >>> backbone = selfsup.backbones.get("vit_nano", image_size=16, patch_size=4, depth=2)
+        >>> method = A2MIM(backbone, mask_patch_size=8)
+        >>> views = [torch.randn(8, 3, 16, 16)]  # one augmented view of 8 images
+        >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
+        >>> float(out.logs["mask_share"])  # the share of the image masked
+        0.75
     """
 
     card = MethodCard(

@@ -48,8 +48,12 @@ class AIM(Method):
         head_pos_embed: add the sine-cosine position embedding before the head.
 
     Example:
-        >>> method = AIM(selfsup.backbones.get("vit_tiny", image_size=16, patch_size=4, depth=2), head_width=64, head_blocks=2)
-        >>> out = method.training_step(ViewBatch(views=[torch.randn(4, 3, 16, 16)], labels=y, indices=i))
+        >>> backbone = selfsup.backbones.get("vit_nano", image_size=16, patch_size=4, depth=2)
+        >>> method = AIM(backbone, head_width=32, head_blocks=1)
+        >>> views = [torch.randn(8, 3, 16, 16)]  # one augmented view of 8 images
+        >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
+        >>> out.loss.shape
+        torch.Size([])
     """
 
     card = MethodCard(

@@ -98,7 +98,8 @@ class Method(nn.Module):
 
     Example:
         >>> method = selfsup.methods.get("byol", backbone=selfsup.backbones.get("resnet_tiny"))
-        >>> method.embed(torch.zeros(2, 3, 32, 32)).shape  # torch.Size([2, 64])
+        >>> method.embed(torch.zeros(2, 3, 32, 32)).shape
+        torch.Size([2, 64])
     """
 
     #: what the method is (paper, family, views, backbones, sizes); every registered method declares one
@@ -174,6 +175,7 @@ class Method(nn.Module):
         and :meth:`state_logs` reports). The engine calls it before :meth:`training_step`.
 
         Example:
+            >>> method = selfsup.methods.get("byol", backbone=selfsup.backbones.get("resnet_tiny", width=4))
             >>> method.configure_training(epochs=10, steps_per_epoch=100)
             >>> method.begin_step(250)
             TrainingProgress(step=250, steps_per_epoch=100, total_steps=1000)
@@ -190,8 +192,11 @@ class Method(nn.Module):
         several batches, each deferring its own; :meth:`take_deferred` gives them all, in order.
 
         Example:
-            >>> method.defer(z.detach(), batch.indices)   # in training_step
-            >>> for z, indices in method.take_deferred(): ...   # in on_step_end
+            >>> method = selfsup.methods.get("simclr", backbone=selfsup.backbones.get("resnet_tiny", width=4))
+            >>> z, indices = torch.randn(8, 16), torch.arange(8)
+            >>> method.defer(z.detach(), indices)  # in training_step
+            >>> [(z.shape, indices.shape) for z, indices in method.take_deferred()]  # in on_step_end
+            [(torch.Size([8, 16]), torch.Size([8]))]
         """
         if self.training:
             self._deferred.append(tensors)
@@ -221,6 +226,7 @@ class Method(nn.Module):
         """Values of the shared state to log with each step: each teacher's ``"momentum"``.
 
         Example:
+            >>> byol = selfsup.methods.get("byol", backbone=selfsup.backbones.get("resnet_tiny", width=4))
             >>> byol.state_logs()
             {'momentum': 0.99}
         """
@@ -313,8 +319,10 @@ def decay_groups(
     second group. ``options`` (e.g. ``fixed_lr=True``) are added to both groups.
 
     Example:
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8))
         >>> groups = decay_groups(model.named_parameters(), weight_decay=1e-4)
-        >>> [g["name"] for g in groups]  # ['decay', 'no_decay']
+        >>> [(g["name"], len(g["params"]), g["weight_decay"]) for g in groups]  # the weight; the bias and BatchNorm
+        [('decay', 1, 0.0001), ('no_decay', 3, 0.0)]
     """
     decay, no_decay = [], []
     for _, param in named_parameters:

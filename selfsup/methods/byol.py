@@ -26,8 +26,11 @@ class BYOL(Method):
     the paper uses 0.996 on ImageNet. Projector and predictor: Linear(4096)-BN-ReLU-Linear(256).
 
     Example:
-        >>> method = BYOL(selfsup.backbones.get("resnet18", cifar_stem=True))
-        >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
+        >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+        >>> method = BYOL(backbone, proj_hidden_dim=32, pred_hidden_dim=32, proj_output_dim=16)
+        >>> views = [torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)]  # two augmented views of 8 images
+        >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
+        >>> optimizer = torch.optim.SGD(method.parameters(), lr=0.1)
         >>> out.loss.backward(); optimizer.step(); method.end_step()  # the target follows
     """
 

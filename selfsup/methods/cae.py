@@ -67,8 +67,12 @@ class CAE(Method):
         norm_pix: normalise the pixel targets per patch (True).
 
     Example:
-        >>> method = CAE(selfsup.backbones.get("vit_tiny", image_size=32, patch_size=4), min_block_patches=4)
-        >>> out = method.training_step(ViewBatch(views=[images], labels=y, indices=i))
+        >>> backbone = selfsup.backbones.get("vit_nano", image_size=16, patch_size=4, depth=2)
+        >>> method = CAE(backbone, min_block_patches=4, regressor_depth=1, decoder_depth=1)
+        >>> views = [torch.randn(8, 3, 16, 16)]  # one augmented view of 8 images
+        >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
+        >>> sorted(out.logs)
+        ['alignment', 'reconstruction']
     """
 
     card = MethodCard(

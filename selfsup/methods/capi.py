@@ -59,8 +59,12 @@ class CAPI(Method):
     exports use the mean patch token of the whole image.
 
     Example:
-        >>> method = CAPI(selfsup.backbones.get("vit_tiny", image_size=32, patch_size=4), num_clusters=256)
-        >>> out = method.training_step(ViewBatch(views=[images], labels=y, indices=i))
+        >>> backbone = selfsup.backbones.get("vit_nano", image_size=16, patch_size=4, depth=2)
+        >>> method = CAPI(backbone, num_clusters=16, predictor_dim=32, predictor_depth=1, predictor_heads=2)
+        >>> views = [torch.randn(8, 3, 16, 16)]  # one augmented view of 8 images
+        >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
+        >>> sorted(out.logs)
+        ['capi_loss', 'clustering_loss', 'target_entropy']
     """
 
     card = MethodCard(

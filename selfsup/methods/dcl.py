@@ -22,8 +22,12 @@ class DCL(SimCLR):
     the reference implementation's default and SimCLR's). The options are SimCLR's.
 
     Example:
-        >>> method = DCL(selfsup.backbones.get("resnet18", cifar_stem=True), temperature=0.1)
-        >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
+        >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+        >>> method = DCL(backbone, temperature=0.1, proj_output_dim=16)
+        >>> views = [torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)]  # two augmented views of 8 images
+        >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
+        >>> out.loss.shape, out.features.shape  # the loss; view 0's features, for the online probe
+        (torch.Size([]), torch.Size([8, 32]))
     """
 
     card = SimCLR.card.variant(
@@ -47,8 +51,12 @@ class DCLW(SimCLR):
     options are SimCLR's plus ``sigma``.
 
     Example:
-        >>> method = DCLW(selfsup.backbones.get("resnet18", cifar_stem=True), sigma=0.5)
-        >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
+        >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+        >>> method = DCLW(backbone, sigma=0.5, proj_output_dim=16)
+        >>> views = [torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)]  # two augmented views of 8 images
+        >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
+        >>> out.loss.shape, out.features.shape  # the loss; view 0's features, for the online probe
+        (torch.Size([]), torch.Size([8, 32]))
     """
 
     card = DCL.card.variant(label="DCLW", summary="DCL with a von Mises-Fisher weight (sigma 0.5) on the positive")

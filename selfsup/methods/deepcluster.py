@@ -30,8 +30,9 @@ class SobelBackbone(Backbone):
     always see Sobel inputs, as in the official code.
 
     Example:
-        >>> net = SobelBackbone(selfsup.backbones.get("resnet_tiny", in_channels=2))
-        >>> net(torch.zeros(2, 3, 16, 16)).shape[1] == net.feature_dim  # True
+        >>> net = SobelBackbone(selfsup.backbones.get("resnet_tiny", width=4, in_channels=2))
+        >>> net(torch.zeros(2, 3, 16, 16)).shape, net.feature_dim  # RGB in, through Sobel's 2 channels
+        (torch.Size([2, 32]), 32)
     """
 
     def __init__(self, backbone: Backbone) -> None:
@@ -68,8 +69,12 @@ class DeepCluster(Method):
     the engine owns the optimizer; the official code creates a new optimizer for it each epoch.
 
     Example:
-        >>> method = DeepCluster(selfsup.backbones.get("resnet18"), num_clusters=100, num_samples=50000)
-        >>> method.on_epoch_start(0, lambda: features_of_the_training_set)
+        >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+        >>> method = DeepCluster(backbone, num_clusters=4, pca_dim=8, num_samples=32)
+        >>> images = torch.randn(32, 3, 16, 16)  # the training set, in index order
+        >>> method.on_epoch_start(0, lambda: method.embed(images))  # k-means on its features: the pseudo-labels
+        >>> method.labels.shape, int(method.labels.max()) < 4
+        (torch.Size([32]), True)
     """
 
     card = MethodCard(

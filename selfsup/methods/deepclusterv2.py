@@ -43,8 +43,14 @@ class DeepClusterV2(Method):
     ``num_global_views`` are treated as extra crops in the loss only).
 
     Example:
-        >>> method = DeepClusterV2(selfsup.backbones.get("resnet18"), num_samples=50000)
-        >>> method.on_epoch_start(0, lambda: features_of_the_training_set)
+        >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+        >>> method = DeepClusterV2(backbone, proj_hidden_dim=32, proj_output_dim=16, num_prototypes=[4, 4],
+        ...                        kmeans_iterations=3, num_samples=32)
+        >>> method.on_epoch_start(0, lambda: torch.randn(32, 32))  # features of the training set (unused: see above)
+        >>> views = [torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)]
+        >>> batch = selfsup.methods.ViewBatch(views, labels=torch.full((8,), -1), indices=torch.arange(8))
+        >>> method.training_step(batch).loss.shape
+        torch.Size([])
     """
 
     card = MethodCard(

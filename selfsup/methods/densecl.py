@@ -49,8 +49,12 @@ class DenseCL(Method):
         lambda_warmup_steps: Steps at the start with ``lambda = 0`` (1,000 in the official code).
 
     Example:
-        >>> method = DenseCL(selfsup.backbones.get("resnet18", cifar_stem=True), queue_size=4096)
-        >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
+        >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+        >>> method = DenseCL(backbone, queue_size=256, proj_output_dim=16)
+        >>> views = [torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)]  # two augmented views of 8 images
+        >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
+        >>> out.loss.shape, out.features.shape  # the loss; view 0's features, for the online probe
+        (torch.Size([]), torch.Size([8, 32]))
     """
 
     card = MethodCard(
@@ -108,7 +112,7 @@ class DenseCL(Method):
         ``lambda_warmup_steps`` steps, then ``loss_lambda``.
 
         Example:
-            >>> DenseCL(backbone, lambda_warmup_steps=0).current_lambda()
+            >>> DenseCL(selfsup.backbones.get("resnet_tiny", width=4), lambda_warmup_steps=0).current_lambda()
             0.5
         """
         return self.loss_lambda if self.progress.step >= self.lambda_warmup_steps else 0.0
@@ -117,8 +121,12 @@ class DenseCL(Method):
         """Global MoCo loss on views 0 / 1 plus the dense loss between matched locations.
 
         Example:
-            >>> out = method.training_step(ViewBatch([x0, x1], labels, indices))
-            >>> out.logs["loss_dense"], out.logs["loss_global"]
+            >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+            >>> method = DenseCL(backbone, queue_size=256, proj_output_dim=16, lambda_warmup_steps=0)
+            >>> views = [torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)]
+            >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
+            >>> out.logs["lambda"], sorted(out.logs)
+            (0.5, ['lambda', 'loss_dense', 'loss_global'])
         """
         x_query, x_key = batch.views[0], batch.views[1]
         query_map = self.backbone.feature_map(x_query)  # (B, C, h, w)

@@ -33,8 +33,12 @@ class DINO(Method):
     ViT recipe are not part of the method.
 
     Example:
-        >>> method = DINO(selfsup.backbones.get("resnet18", cifar_stem=True), out_dim=4096)
-        >>> out = method.training_step(ViewBatch(views=[g0, g1, l0, l1], labels=y, indices=i))
+        >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+        >>> method = DINO(backbone, out_dim=32, hidden_dim=16, bottleneck_dim=8)
+        >>> views = [torch.randn(8, 3, 16, 16)] * 2 + [torch.randn(8, 3, 8, 8)] * 2  # 2 global (16 px), 2 local views (8 px)
+        >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
+        >>> out.loss.shape, out.logs
+        (torch.Size([]), {'teacher_temp': 0.04})
     """
 
     card = MethodCard(

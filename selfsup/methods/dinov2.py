@@ -40,8 +40,12 @@ class DINOv2(iBOT):
     ``centering``, ``mask_ratio``, ``num_global_views``), and the config check lists them all.
 
     Example:
-        >>> method = DINOv2(selfsup.backbones.get("vit_tiny", image_size=32, patch_size=4), out_dim=1024)
-        >>> out = method.training_step(ViewBatch(views=[g0, g1, l0, l1], labels=y, indices=i))
+        >>> backbone = selfsup.backbones.get("vit_nano", image_size=16, patch_size=4, depth=2)
+        >>> method = DINOv2(backbone, out_dim=32, hidden_dim=16, bottleneck_dim=8)
+        >>> views = [torch.randn(8, 3, 16, 16)] * 2 + [torch.randn(8, 3, 8, 8)] * 2  # 2 global (16 px), 2 local views (8 px)
+        >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
+        >>> sorted(out.logs)
+        ['loss_cls', 'loss_koleo', 'loss_patch', 'mask_fraction', 'teacher_temp']
     """
 
     card = MethodCard(

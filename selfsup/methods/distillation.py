@@ -29,7 +29,12 @@ def build_teacher(teacher: str | None, teacher_backbone: Mapping[str, Any] | Non
     :func:`selfsup.backbones.pretrained.load_weights`).
 
     Example:
-        >>> net = build_teacher("runs/simclr", None, None)
+        >>> import tempfile
+        >>> path = selfsup.backbones.export_backbone(selfsup.backbones.get("resnet_tiny", width=4),
+        ...                                          tempfile.mkdtemp() + "/backbone.safetensors")
+        >>> net = build_teacher(str(path), None, None)  # or a run folder, e.g. "runs/simclr"
+        >>> net.name, net.training, any(p.requires_grad for p in net.parameters())
+        ('resnet_tiny', False, False)
     """
     from selfsup import backbones
     from selfsup.backbones.pretrained import load_weights
@@ -83,8 +88,15 @@ class Distillation(Method):
     (its labels are the unmixed images'); with it, the k-NN monitor alone follows the run.
 
     Example:
-        >>> method = Distillation(selfsup.backbones.get("resnet18", cifar_stem=True), teacher="runs/dino")
-        >>> out = method.training_step(ViewBatch(views=[x], labels=y, indices=i))
+        >>> import tempfile
+        >>> teacher = selfsup.backbones.export_backbone(selfsup.backbones.get("resnet_tiny", width=8),
+        ...                                             tempfile.mkdtemp() + "/backbone.safetensors")  # e.g. "runs/dino"
+        >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+        >>> method = Distillation(backbone, teacher=str(teacher))
+        >>> views = [torch.randn(8, 3, 16, 16)]
+        >>> batch = selfsup.methods.ViewBatch(views, labels=torch.full((8,), -1), indices=torch.arange(8))
+        >>> method.training_step(batch).loss.shape
+        torch.Size([])
     """
 
     card = MethodCard(
@@ -132,7 +144,14 @@ class Distillation(Method):
         """The distillation loss of the first view.
 
         Example:
-            >>> method.training_step(ViewBatch([x], labels, indices)).loss.backward()
+            >>> import tempfile
+            >>> teacher = selfsup.backbones.export_backbone(selfsup.backbones.get("resnet_tiny", width=8),
+            ...                                             tempfile.mkdtemp() + "/backbone.safetensors")
+            >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+            >>> method = Distillation(backbone, teacher=str(teacher))
+            >>> views = [torch.randn(8, 3, 16, 16)]
+            >>> batch = selfsup.methods.ViewBatch(views, labels=torch.full((8,), -1), indices=torch.arange(8))
+            >>> method.training_step(batch).loss.backward()
         """
         x = batch.views[0]
         if self.mixup:

@@ -27,8 +27,12 @@ class FastSiam(SimSiam):
     what the paper credits for training well with small batches on one GPU.
 
     Example:
-        >>> method = FastSiam(selfsup.backbones.get("resnet18", cifar_stem=True), proj_layers=2)
-        >>> out = method.training_step(ViewBatch(views=[x0, x1, x2, x3], labels=y, indices=i))
+        >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+        >>> method = FastSiam(backbone, proj_layers=2, proj_dim=32, pred_hidden_dim=8)
+        >>> views = [torch.randn(8, 3, 16, 16) for _ in range(4)]  # 4 augmented views of 8 images
+        >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
+        >>> out.loss.shape, out.features.shape  # the loss; view 0's features, for the online probe
+        (torch.Size([]), torch.Size([8, 32]))
     """
 
     card = SimSiam.card.variant(
@@ -48,7 +52,11 @@ class FastSiam(SimSiam):
         """FastSiam's loss over all the batch's views (at least two of the same size).
 
         Example:
-            >>> method.training_step(ViewBatch([x0, x1, x2, x3], labels, indices)).loss.backward()
+            >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+            >>> method = FastSiam(backbone, proj_dim=32, pred_hidden_dim=8)
+            >>> views = [torch.randn(8, 3, 16, 16) for _ in range(4)]
+            >>> batch = selfsup.methods.ViewBatch(views, labels=torch.full((8,), -1), indices=torch.arange(8))
+            >>> method.training_step(batch).loss.backward()
         """
         views = batch.views
         if len(views) < 2 or any(v.shape != views[0].shape for v in views):

@@ -60,8 +60,12 @@ class iBOT(Method):  # noqa: N801 - the paper's spelling
     code gives it its own crops at twice the resolution, resized to the student's grid.
 
     Example:
-        >>> method = iBOT(selfsup.backbones.get("vit_tiny", image_size=32, patch_size=4), out_dim=1024)
-        >>> out = method.training_step(ViewBatch(views=[g0, g1, l0, l1], labels=y, indices=i))
+        >>> backbone = selfsup.backbones.get("vit_nano", image_size=16, patch_size=4, depth=2)
+        >>> method = iBOT(backbone, out_dim=32, patch_out_dim=32, hidden_dim=16, bottleneck_dim=8)
+        >>> views = [torch.randn(8, 3, 16, 16)] * 2 + [torch.randn(8, 3, 8, 8)] * 2  # 2 global (16 px), 2 local views (8 px)
+        >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
+        >>> sorted(out.logs)
+        ['loss_cls', 'loss_patch', 'mask_fraction', 'teacher_temp']
     """
 
     card = MethodCard(

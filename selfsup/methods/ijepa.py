@@ -46,8 +46,12 @@ class IJEPA(Method):
     engine evaluates and exports the backbone, i.e. the context encoder.
 
     Example:
-        >>> method = IJEPA(selfsup.backbones.get("vit_tiny", image_size=32, patch_size=4), predictor_depth=6)
-        >>> out = method.training_step(ViewBatch(views=[images], labels=y, indices=i))
+        >>> backbone = selfsup.backbones.get("vit_nano", image_size=16, patch_size=4, depth=2)
+        >>> method = IJEPA(backbone, predictor_depth=1, predictor_dim=32, predictor_heads=2, min_keep=2)
+        >>> views = [torch.randn(8, 3, 16, 16)]  # one augmented view of 8 images
+        >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
+        >>> sorted(out.logs)  # how many of the 4 x 4 patches the context and the targets hold
+        ['context_patches', 'target_patches']
     """
 
     card = MethodCard(

@@ -62,8 +62,11 @@ class Inpainting(Method):
     the output the decoder trains. The online probe reads the pooled map of the masked image.
 
     Example:
-        >>> method = Inpainting(selfsup.backbones.get("resnet18", cifar_stem=True))
-        >>> out = method.training_step(ViewBatch(views=[x], labels=y, indices=i))
+        >>> method = Inpainting(selfsup.backbones.get("resnet_tiny", width=4), decoder_width=8)
+        >>> views = [torch.randn(8, 3, 16, 16)]  # one augmented view of 8 images
+        >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
+        >>> out.loss.shape, out.features.shape
+        (torch.Size([]), torch.Size([8, 32]))
     """
 
     card = MethodCard(
@@ -103,7 +106,10 @@ class Inpainting(Method):
         """The reconstruction loss of the first view's hidden centre.
 
         Example:
-            >>> method.training_step(ViewBatch([x], labels, indices)).loss.backward()
+            >>> method = Inpainting(selfsup.backbones.get("resnet_tiny", width=4), decoder_width=8)
+            >>> views = [torch.randn(8, 3, 16, 16)]
+            >>> batch = selfsup.methods.ViewBatch(views, labels=torch.full((8,), -1), indices=torch.arange(8))
+            >>> method.training_step(batch).loss.backward()
         """
         x = batch.views[0]
         if x.shape[-1] != x.shape[-2]:

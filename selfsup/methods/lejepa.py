@@ -32,8 +32,12 @@ class LeJEPA(Method):
     probes and exports read the backbone's pooled output, before the projector.
 
     Example:
-        >>> method = LeJEPA(selfsup.backbones.get("resnet18", cifar_stem=True))
-        >>> out = method.training_step(ViewBatch(views=[x0, x1, x2, x3], labels=y, indices=i))
+        >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+        >>> method = LeJEPA(backbone, proj_hidden_dim=32, proj_output_dim=8, num_slices=16)
+        >>> views = [torch.randn(8, 3, 16, 16) for _ in range(4)]  # 4 augmented views of 8 images
+        >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
+        >>> sorted(out.logs)
+        ['invariance', 'sigreg']
     """
 
     card = MethodCard(
@@ -72,7 +76,11 @@ class LeJEPA(Method):
         """LeJEPA's loss over all the batch's views (global views first).
 
         Example:
-            >>> method.training_step(ViewBatch([x0, x1, x2, x3], labels, indices)).loss.backward()
+            >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+            >>> method = LeJEPA(backbone, proj_hidden_dim=32, proj_output_dim=8, num_slices=16)
+            >>> views = [torch.randn(8, 3, 16, 16) for _ in range(4)]
+            >>> batch = selfsup.methods.ViewBatch(views, labels=torch.full((8,), -1), indices=torch.arange(8))
+            >>> method.training_step(batch).loss.backward()
         """
         views = batch.views
         if len(views) < 2:

@@ -44,8 +44,12 @@ class MAE(Method):
         online_probe: return unmasked class-token features for the engine's online probe.
 
     Example:
-        >>> method = MAE(selfsup.backbones.get("vit_tiny", image_size=32, patch_size=4), decoder_depth=2)
-        >>> out = method.training_step(ViewBatch(views=[images], labels=y, indices=i))
+        >>> backbone = selfsup.backbones.get("vit_nano", image_size=16, patch_size=4, depth=2)
+        >>> method = MAE(backbone, decoder_depth=1, decoder_embed_dim=32, decoder_num_heads=4)
+        >>> views = [torch.randn(8, 3, 16, 16)]  # one augmented view of 8 images
+        >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
+        >>> out.loss.shape, out.features.shape
+        (torch.Size([]), torch.Size([8, 96]))
     """
 
     card = MethodCard(

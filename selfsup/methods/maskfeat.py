@@ -50,8 +50,12 @@ class MaskFeat(Method):
         hog_normalize: ``"cell"`` (official code), ``"patch"`` or ``"none"``.
 
     Example:
-        >>> method = MaskFeat(selfsup.backbones.get("vit_tiny", image_size=32, patch_size=4), cell_size=2)
-        >>> out = method.training_step(ViewBatch(views=[images], labels=y, indices=i))
+        >>> backbone = selfsup.backbones.get("vit_nano", image_size=16, patch_size=4, depth=2)
+        >>> method = MaskFeat(backbone, cell_size=2, min_block_patches=4)
+        >>> views = [torch.randn(8, 3, 16, 16)]  # one augmented view of 8 images
+        >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
+        >>> out.loss.shape
+        torch.Size([])
     """
 
     card = MethodCard(

@@ -31,8 +31,12 @@ class MMCR(Method):
     centroid is the mean of the online and the momentum centroids.
 
     Example:
-        >>> method = MMCR(selfsup.backbones.get("resnet18", cifar_stem=True))
-        >>> out = method.training_step(ViewBatch(views=[x0, x1, x2, x3], labels=y, indices=i))
+        >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+        >>> method = MMCR(backbone, proj_hidden_dim=32, proj_output_dim=16)
+        >>> views = [torch.randn(8, 3, 16, 16) for _ in range(4)]  # 4 augmented views of 8 images
+        >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
+        >>> bool(out.loss == -out.logs["centroid_nuclear_norm"])  # the loss: minus the nuclear norm
+        True
     """
 
     card = MethodCard(
@@ -68,7 +72,11 @@ class MMCR(Method):
         """MMCR's loss over all the batch's views (at least two of the same size).
 
         Example:
-            >>> method.training_step(ViewBatch([x0, x1, x2, x3], labels, indices)).loss.backward()
+            >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+            >>> method = MMCR(backbone, proj_hidden_dim=32, proj_output_dim=16)
+            >>> views = [torch.randn(8, 3, 16, 16) for _ in range(4)]
+            >>> batch = selfsup.methods.ViewBatch(views, labels=torch.full((8,), -1), indices=torch.arange(8))
+            >>> method.training_step(batch).loss.backward()
         """
         views = batch.views
         if len(views) < 2 or any(v.shape != views[0].shape for v in views):

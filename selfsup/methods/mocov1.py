@@ -25,8 +25,12 @@ class MoCoV1(MomentumContrast):
     recipe). Shuffled BatchNorm is not implemented (see ``docs/architecture.md``).
 
     Example:
-        >>> method = MoCoV1(selfsup.backbones.get("resnet18", cifar_stem=True), queue_size=4096)
-        >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
+        >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+        >>> method = MoCoV1(backbone, queue_size=256, proj_output_dim=16)
+        >>> views = [torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)]  # two augmented views of 8 images
+        >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
+        >>> out.loss.shape, out.features.shape  # the loss; view 0's features, for the online probe
+        (torch.Size([]), torch.Size([8, 32]))
     """
 
     card = MethodCard(

@@ -40,8 +40,12 @@ class MoCoV3(Method):
     (so it is left out of the optimizer; its momentum copy stays equal to it).
 
     Example:
-        >>> method = MoCoV3(selfsup.backbones.get("resnet18", cifar_stem=True), temperature=0.2)
-        >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
+        >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+        >>> method = MoCoV3(backbone, temperature=0.2, proj_hidden_dim=32, proj_output_dim=16, pred_hidden_dim=32)
+        >>> views = [torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)]  # two augmented views of 8 images
+        >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
+        >>> out.loss.shape, out.features.shape  # the loss; view 0's features, for the online probe
+        (torch.Size([]), torch.Size([8, 32]))
     """
 
     card = MethodCard(
@@ -91,7 +95,10 @@ class MoCoV3(Method):
         """``ctr(q0, k1) + ctr(q1, k0)`` (MoCo v3 Algorithm 1).
 
         Example:
-            >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
+            >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+            >>> method = MoCoV3(backbone, proj_hidden_dim=32, proj_output_dim=16, pred_hidden_dim=32)
+            >>> views = [torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)]
+            >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
             >>> out.loss.backward()
         """
         x0, x1 = batch.views[0], batch.views[1]

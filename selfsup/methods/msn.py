@@ -30,7 +30,8 @@ def msn_projector(in_dim: int, hidden_dim: int = 2048, output_dim: int = 256, us
 
     Example:
         >>> head = msn_projector(192, hidden_dim=64, output_dim=32)
-        >>> head(torch.randn(4, 192)).shape  # torch.Size([4, 32])
+        >>> head(torch.randn(4, 192)).shape
+        torch.Size([4, 32])
     """
     head = MLP([in_dim, hidden_dim, hidden_dim, output_dim], batch_norm=use_bn, activation="gelu", bias=True)
     for module in head.modules():
@@ -68,8 +69,12 @@ class MSN(Method):
     features of view 0, which cost nothing extra; MSN evaluates that encoder.
 
     Example:
-        >>> method = MSN(selfsup.backbones.get("vit_tiny", image_size=32, patch_size=4), num_prototypes=256)
-        >>> out = method.training_step(ViewBatch(views=[target, anchor, *focal], labels=y, indices=i))
+        >>> backbone = selfsup.backbones.get("vit_nano", image_size=16, patch_size=4, depth=2)
+        >>> method = MSN(backbone, num_prototypes=64, hidden_dim=32, output_dim=16)
+        >>> views = [torch.randn(8, 3, 16, 16)] * 2 + [torch.randn(8, 3, 8, 8)] * 2  # target, anchor, 2 focal views (8 px)
+        >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
+        >>> sorted(out.logs)
+        ['cross_entropy', 'regularizer']
     """
 
     card = MethodCard(

@@ -36,8 +36,12 @@ class NNCLR(Method):
     BatchNorm on every layer, predictor 4096-256, support set of 98,304, temperature 0.1.
 
     Example:
-        >>> method = NNCLR(selfsup.backbones.get("resnet18", cifar_stem=True), queue_size=65536)
-        >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
+        >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+        >>> method = NNCLR(backbone, queue_size=256, proj_hidden_dim=32, proj_output_dim=16, pred_hidden_dim=32)
+        >>> views = [torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)]  # two augmented views of 8 images
+        >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
+        >>> out.loss.shape, out.features.shape  # the loss; view 0's features, for the online probe
+        (torch.Size([]), torch.Size([8, 32]))
     """
 
     card = MethodCard(
@@ -74,7 +78,10 @@ class NNCLR(Method):
         """The symmetrised NNCLR loss; remembers the view-0 projections for the support set.
 
         Example:
-            >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
+            >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+            >>> method = NNCLR(backbone, queue_size=256, proj_hidden_dim=32, proj_output_dim=16, pred_hidden_dim=32)
+            >>> views = [torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)]
+            >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
             >>> out.loss.backward()
         """
         x0, x1 = batch.views[0], batch.views[1]
@@ -94,8 +101,14 @@ class NNCLR(Method):
         into the support set.
 
         Example:
+            >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+            >>> method = NNCLR(backbone, queue_size=256, proj_hidden_dim=32, proj_output_dim=16, pred_hidden_dim=32)
+            >>> optimizer = torch.optim.SGD(method.parameters(), lr=0.1)
+            >>> views = [torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)]
+            >>> batch = selfsup.methods.ViewBatch(views, labels=torch.full((8,), -1), indices=torch.arange(8))
+            >>> method.training_step(batch).loss.backward()
             >>> optimizer.step()
-            >>> method.end_step()  # calls on_step_end(method.progress)
+            >>> method.end_step()  # calls on_step_end(method.progress): the step's projections enter the support set
         """
         for (z0,) in self.take_deferred():
             self.support_set.update(z0)

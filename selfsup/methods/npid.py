@@ -36,7 +36,11 @@ def features_with_calibrated_batch_norm(backbone: nn.Module, compute: Callable[[
     afterwards, so the network is unchanged. Without BatchNorm layers (a ViT) ``compute()`` runs once.
 
     Example:
-        >>> features = features_with_calibrated_batch_norm(method.backbone, train_features)
+        >>> backbone, images = selfsup.backbones.get("resnet_tiny", width=4), torch.randn(32, 3, 16, 16)
+        >>> def train_features(): return torch.cat([backbone(x) for x in images.split(8)])  # in index order
+        >>> features = features_with_calibrated_batch_norm(backbone, train_features)
+        >>> features.shape, backbone.training  # its mode (and BatchNorm estimates) are restored
+        (torch.Size([32, 32]), True)
     """
     layers = [m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
               and m.running_mean is not None and m.running_var is not None]
@@ -126,9 +130,13 @@ class NPID(Method):
     once before training; :meth:`training_step` refuses to start from an unfilled memory.
 
     Example:
-        >>> method = NPID(selfsup.backbones.get("resnet18", cifar_stem=True), num_samples=50000)
-        >>> method.fill_memory(features_of_the_training_set)  # (50000, 512) backbone features
-        >>> out = method.training_step(ViewBatch(views=[x0], labels=y, indices=i))
+        >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+        >>> method = NPID(backbone, num_samples=32, proj_output_dim=16, num_negatives=8)
+        >>> method.fill_memory(torch.randn(32, 32))  # (32, 32): backbone features of the 32 training images
+        >>> views = [torch.randn(8, 3, 16, 16)]
+        >>> batch = selfsup.methods.ViewBatch(views, labels=torch.full((8,), -1), indices=torch.arange(8))
+        >>> method.training_step(batch).loss.shape
+        torch.Size([])
     """
 
     card = MethodCard(
@@ -180,7 +188,11 @@ class NPID(Method):
             ValueError: the chunks do not add up to ``num_samples`` rows of width ``feature_dim``.
 
         Example:
-            >>> loader = DataLoader(train_set, batch_size=512, shuffle=False)
+            >>> train_set = selfsup.data.get("digits", split="train")
+            >>> eval_transform = selfsup.augment.EvalTransform(8, train_set.mean, train_set.std)
+            >>> backbone = selfsup.backbones.get("resnet_tiny", width=4, in_channels=1)
+            >>> method = NPID(backbone, num_samples=len(train_set), proj_output_dim=16, num_negatives=8)
+            >>> loader = torch.utils.data.DataLoader(train_set, batch_size=512, shuffle=False)
             >>> def features(): return torch.cat([method.embed(eval_transform(x)) for x, _, _ in loader])
             >>> method.fill_memory(features_with_calibrated_batch_norm(method.backbone, features))
         """

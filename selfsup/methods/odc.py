@@ -41,8 +41,15 @@ class ODC(Method):
     rotation; the head's zero momentum in the official optimizer is not reproduced.
 
     Example:
-        >>> method = ODC(selfsup.backbones.get("resnet18"), num_clusters=100, num_samples=50000)
-        >>> method.on_epoch_start(0, lambda: features_of_the_training_set)
+        >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+        >>> method = ODC(backbone, num_clusters=4, min_cluster_size=2, neck_hidden_dim=32, neck_output_dim=16,
+        ...              kmeans_iterations=3, num_samples=32)
+        >>> images = torch.randn(32, 3, 16, 16)  # the training set, in index order
+        >>> method.on_epoch_start(0, lambda: method.embed(images))  # the first epoch: k-means initialises the memory
+        >>> views = [torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)]
+        >>> batch = selfsup.methods.ViewBatch(views, labels=torch.full((8,), -1), indices=torch.arange(8))
+        >>> method.training_step(batch).loss.shape
+        torch.Size([])
     """
 
     card = MethodCard(

@@ -29,8 +29,12 @@ class PMSN(MSN):
     ``sinkhorn_iterations=3`` for MSN's targets.
 
     Example:
-        >>> method = PMSN(selfsup.backbones.get("vit_tiny", image_size=32, patch_size=4), num_prototypes=256)
-        >>> out = method.training_step(ViewBatch(views=[target, anchor, *focal], labels=y, indices=i))
+        >>> backbone = selfsup.backbones.get("vit_nano", image_size=16, patch_size=4, depth=2)
+        >>> method = PMSN(backbone, num_prototypes=64, hidden_dim=32, output_dim=16)
+        >>> views = [torch.randn(8, 3, 16, 16)] * 2 + [torch.randn(8, 3, 8, 8)] * 2  # target, anchor, 2 focal views (8 px)
+        >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
+        >>> sorted(out.logs)
+        ['cross_entropy', 'regularizer']
     """
 
     card = MSN.card.variant(

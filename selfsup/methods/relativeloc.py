@@ -44,8 +44,12 @@ class RelativeLocation(Method):
         hidden_dim: Width of the pair classifier's hidden layer.
 
     Example:
-        >>> method = RelativeLocation(selfsup.backbones.get("resnet_tiny", width=4), patch_size=4, gap=1)
-        >>> out = method.training_step(ViewBatch(views=[torch.randn(8, 3, 16, 16)], labels=y, indices=i))
+        >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+        >>> method = RelativeLocation(backbone, patch_size=4, gap=1, hidden_dim=32)
+        >>> views = [torch.randn(8, 3, 16, 16)]  # one augmented view of 8 images
+        >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
+        >>> 0 <= float(out.logs["position_acc"]) <= 1
+        True
     """
 
     card = MethodCard(
@@ -74,7 +78,7 @@ class RelativeLocation(Method):
         """``(patch_size, gap, jitter)`` for ``size`` px views: the options, or the paper's ratios.
 
         Example:
-            >>> RelativeLocation(backbone).layout(32)
+            >>> RelativeLocation(selfsup.backbones.get("resnet_tiny", width=4)).layout(32)
             (7, 3, 1)
         """
         patch, gap, jitter = paper_patch_layout(size)
@@ -91,8 +95,12 @@ class RelativeLocation(Method):
         """Cut patch grids, pair the centre with each neighbour and classify the neighbour's place.
 
         Example:
-            >>> out = method.training_step(ViewBatch([x], labels, indices))
-            >>> out.logs["position_acc"]  # share of positions predicted right
+            >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+            >>> method = RelativeLocation(backbone, patch_size=4, gap=1, hidden_dim=32)
+            >>> views = [torch.randn(8, 3, 16, 16)]
+            >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
+            >>> 0 <= float(out.logs["position_acc"]) <= 1  # share of positions predicted right
+            True
         """
         images = torch.cat(batch.views, dim=0)
         n, _, height, width = images.shape

@@ -30,8 +30,12 @@ class ReSSL(Method):
     0.99 -> 1). The official code's shuffled BatchNorm is not implemented.
 
     Example:
-        >>> method = ReSSL(selfsup.backbones.get("resnet18", cifar_stem=True), queue_size=4096)
-        >>> out = method.training_step(ViewBatch(views=[strong, weak], labels=y, indices=i))
+        >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+        >>> method = ReSSL(backbone, queue_size=256, proj_hidden_dim=32, proj_output_dim=16)
+        >>> views = [torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)]  # a strong and a weak augmentation
+        >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
+        >>> out.loss.shape, out.features.shape
+        (torch.Size([]), torch.Size([8, 32]))
     """
 
     card = MethodCard(

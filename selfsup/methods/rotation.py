@@ -38,7 +38,10 @@ class RotationPrediction(Method):
 
     Example:
         >>> method = RotationPrediction(selfsup.backbones.get("resnet_tiny", width=4))
-        >>> out = method.training_step(ViewBatch(views=[torch.randn(8, 3, 16, 16)], labels=y, indices=i))
+        >>> views = [torch.randn(8, 3, 16, 16)]  # one augmented view of 8 images
+        >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
+        >>> 0 <= float(out.logs["rotation_acc"]) <= 1
+        True
     """
 
     card = MethodCard(
@@ -62,8 +65,11 @@ class RotationPrediction(Method):
                 unrotated (the first ``B`` rows of the rotated batch).
 
         Example:
-            >>> out = method.training_step(ViewBatch([x], labels, indices))
-            >>> out.logs["rotation_acc"]  # share of rotations predicted right
+            >>> method = RotationPrediction(selfsup.backbones.get("resnet_tiny", width=4))
+            >>> views = [torch.randn(8, 3, 16, 16)]  # each image is trained in its 4 rotations
+            >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
+            >>> 0 <= float(out.logs["rotation_acc"]) <= 1  # share of rotations predicted right
+            True
         """
         images = torch.cat(batch.views, dim=0)
         rotated, labels = rotate_batch(images)

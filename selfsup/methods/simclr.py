@@ -23,8 +23,12 @@ class SimCLR(ProjectedPair):
     official code. With several processes the loss gathers embeddings from all of them.
 
     Example:
-        >>> method = SimCLR(selfsup.backbones.get("resnet18", cifar_stem=True), temperature=0.5)
-        >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
+        >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+        >>> method = SimCLR(backbone, temperature=0.5, proj_output_dim=16)
+        >>> views = [torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)]  # two augmented views of 8 images
+        >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
+        >>> out.loss.shape, out.features.shape  # the loss; view 0's features, for the online probe
+        (torch.Size([]), torch.Size([8, 32]))
     """
 
     card = MethodCard(

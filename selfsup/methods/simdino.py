@@ -41,8 +41,12 @@ class SimDINO(Method):
     ``coeff = 1``, teacher momentum 0.996 -> 1 (cosine), 2 global views.
 
     Example:
-        >>> method = SimDINO(selfsup.backbones.get("resnet18", cifar_stem=True))
-        >>> out = method.training_step(ViewBatch(views=[g0, g1, l0, l1], labels=y, indices=i))
+        >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+        >>> method = SimDINO(backbone, hidden_dim=16, bottleneck_dim=8)
+        >>> views = [torch.randn(8, 3, 16, 16)] * 2 + [torch.randn(8, 3, 8, 8)] * 2  # 2 global (16 px), 2 local views (8 px)
+        >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
+        >>> sorted(out.logs)
+        ['compression', 'expansion']
     """
 
     card = MethodCard(
@@ -80,7 +84,11 @@ class SimDINO(Method):
         """SimDINO's loss over the batch's views (global views first, of one size).
 
         Example:
-            >>> method.training_step(ViewBatch([g0, g1, l0, l1], labels, indices)).loss.backward()
+            >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+            >>> method = SimDINO(backbone, hidden_dim=16, bottleneck_dim=8)
+            >>> views = [torch.randn(8, 3, 16, 16)] * 2 + [torch.randn(8, 3, 8, 8)] * 2
+            >>> batch = selfsup.methods.ViewBatch(views, labels=torch.full((8,), -1), indices=torch.arange(8))
+            >>> method.training_step(batch).loss.backward()
         """
         views, g = batch.views, self.num_global_views
         if len(views) < max(2, g):

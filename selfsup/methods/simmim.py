@@ -59,8 +59,12 @@ class SimMIM(Method):
         online_probe: return the unmasked image's pooled features for the engine's online probe.
 
     Example:
-        >>> method = SimMIM(selfsup.backbones.get("vit_tiny", image_size=32, patch_size=4), mask_patch_size=8)
-        >>> out = method.training_step(ViewBatch(views=[images], labels=y, indices=i))
+        >>> backbone = selfsup.backbones.get("vit_nano", image_size=16, patch_size=4, depth=2)
+        >>> method = SimMIM(backbone, mask_patch_size=8)
+        >>> views = [torch.randn(8, 3, 16, 16)]  # one augmented view of 8 images
+        >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
+        >>> out.loss.shape, out.features.shape
+        (torch.Size([]), torch.Size([8, 96]))
     """
 
     card = MethodCard(

@@ -27,8 +27,12 @@ class SimSiam(Method):
     (``proj_layers=2``), see ``configs/cifar10/simsiam.yaml``.
 
     Example:
-        >>> method = SimSiam(selfsup.backbones.get("resnet18", cifar_stem=True), proj_layers=2)
-        >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
+        >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+        >>> method = SimSiam(backbone, proj_layers=2, proj_dim=32, pred_hidden_dim=8)
+        >>> views = [torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)]  # two augmented views of 8 images
+        >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
+        >>> out.loss.shape, out.features.shape  # the loss; view 0's features, for the online probe
+        (torch.Size([]), torch.Size([8, 32]))
     """
 
     card = MethodCard(

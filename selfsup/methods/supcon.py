@@ -26,8 +26,13 @@ class SupCon(Method):
     the pooled features, temperature 0.1, the two-view crop / flip / jitter / grayscale recipe.
 
     Example:
-        >>> method = SupCon(selfsup.backbones.get("resnet50", cifar_stem=True), temperature=0.1)
-        >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
+        >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+        >>> method = SupCon(backbone, temperature=0.1, proj_output_dim=16)
+        >>> views = [torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)]
+        >>> labels = torch.tensor([0, 0, 1, 1, 2, 2, -1, -1])  # positives: the other view and same-class images
+        >>> out = method.training_step(selfsup.methods.ViewBatch(views, labels=labels, indices=torch.arange(8)))
+        >>> out.loss.shape
+        torch.Size([])
     """
 
     card = MethodCard(

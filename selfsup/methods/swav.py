@@ -36,8 +36,12 @@ class SwAV(Method):
     process (the official ``queue_length / world_size``).
 
     Example:
-        >>> method = SwAV(selfsup.backbones.get("resnet18", cifar_stem=True), queue_size=3840)
-        >>> out = method.training_step(ViewBatch(views=[g0, g1, l0, l1], labels=y, indices=i))
+        >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+        >>> method = SwAV(backbone, queue_size=64, proj_hidden_dim=16, proj_output_dim=8, num_prototypes=10)
+        >>> views = [torch.randn(8, 3, 16, 16)] * 2 + [torch.randn(8, 3, 8, 8)] * 2  # 2 global (16 px), 2 local views (8 px)
+        >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
+        >>> out.loss.shape, out.logs  # the queue joins the codes' batch from epoch_queue_starts on
+        (torch.Size([]), {'queue_active': 0.0})
     """
 
     card = MethodCard(

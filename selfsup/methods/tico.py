@@ -37,8 +37,11 @@ class TiCo(Method):
     through the current batch's covariance.
 
     Example:
-        >>> method = TiCo(selfsup.backbones.get("resnet18", cifar_stem=True))
-        >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
+        >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+        >>> method = TiCo(backbone, proj_hidden_dim=32, proj_output_dim=16)
+        >>> views = [torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)]  # two augmented views of 8 images
+        >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
+        >>> optimizer = torch.optim.SGD(method.parameters(), lr=0.1)
         >>> out.loss.backward(); optimizer.step(); method.end_step()  # the target follows
     """
 
@@ -79,7 +82,11 @@ class TiCo(Method):
         Updates the running covariance (with the online projections) in training mode.
 
         Example:
-            >>> method.training_step(ViewBatch([x0, x1], labels, indices)).loss.backward()
+            >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+            >>> method = TiCo(backbone, proj_hidden_dim=32, proj_output_dim=16)
+            >>> views = [torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)]
+            >>> batch = selfsup.methods.ViewBatch(views, labels=torch.full((8,), -1), indices=torch.arange(8))
+            >>> method.training_step(batch).loss.backward()
         """
         x0, x1 = batch.views[0], batch.views[1]
         if self.target is None:  # Alg. 1 as written: one shared encoder, gradient through both

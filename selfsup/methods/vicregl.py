@@ -40,9 +40,13 @@ class VICRegL(Method):
     representation (``representation = "avg"``).
 
     Example:
-        >>> method = VICRegL(selfsup.backbones.get("resnet18", cifar_stem=True), proj_hidden_dim=2048)
-        >>> views = selfsup.augment.get("byol", size=32, mean=(0.5,) * 3, std=(0.25,) * 3)(images)
-        >>> out = method.training_step(ViewBatch(views=views, labels=y, indices=i))
+        >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+        >>> method = VICRegL(backbone, proj_hidden_dim=32, proj_output_dim=32, maps_hidden_dim=16, maps_output_dim=16)
+        >>> images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+        >>> views = selfsup.augment.get("byol", size=16, mean=(0.5,) * 3, std=(0.25,) * 3)(images)  # + geometry
+        >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
+        >>> out.loss.shape
+        torch.Size([])
     """
 
     card = MethodCard(
@@ -81,8 +85,13 @@ class VICRegL(Method):
         """The global and local VICReg terms over all views; view 0's pooled features feed the probe.
 
         Example:
-            >>> out = method.training_step(ViewBatch(views, labels, indices))
-            >>> out.logs["local_inv"], out.logs["global_inv"]
+            >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+            >>> method = VICRegL(backbone, proj_hidden_dim=32, proj_output_dim=32, maps_hidden_dim=16, maps_output_dim=16)
+            >>> images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+            >>> views = selfsup.augment.get("byol", size=16, mean=(0.5,) * 3, std=(0.25,) * 3)(images)
+            >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
+            >>> sorted(out.logs)
+            ['global_cov', 'global_inv', 'global_var', 'local_cov', 'local_inv', 'local_var']
         """
         views = batch.views
         if not callable(getattr(views, "geometry", None)):

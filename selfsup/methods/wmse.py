@@ -82,8 +82,12 @@ class WMSE(Method):
             stops the run (default: half of them over 20 steps).
 
     Example:
-        >>> method = WMSE(selfsup.backbones.get("resnet18", cifar_stem=True), w_size=128)
-        >>> out = method.training_step(ViewBatch(views=[x0, x1], labels=y, indices=i))
+        >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+        >>> method = WMSE(backbone, w_size=8, proj_hidden_dim=32, proj_output_dim=4)
+        >>> views = [torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)]  # two augmented views of 8 images
+        >>> out = method.training_step(selfsup.methods.ViewBatch(views, torch.full((8,), -1), torch.arange(8)))
+        >>> out.loss.shape  # whitening batches of w_size=8 samples: the batch must be a multiple of it
+        torch.Size([])
     """
 
     card = MethodCard(
@@ -135,7 +139,11 @@ class WMSE(Method):
                 ``collapse_window`` steps reached ``collapse_share``.
 
         Example:
-            >>> method.training_step(ViewBatch([x0, x1], labels, indices)).loss.backward()
+            >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
+            >>> method = WMSE(backbone, w_size=8, proj_hidden_dim=32, proj_output_dim=4)
+            >>> views = [torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)]
+            >>> batch = selfsup.methods.ViewBatch(views, labels=torch.full((8,), -1), indices=torch.arange(8))
+            >>> method.training_step(batch).loss.backward()
         """
         n = len(batch.views[0])
         features = self.backbone(torch.cat(batch.views))

@@ -1,8 +1,10 @@
 """Reusable building blocks for self-supervised methods (depends on torch only).
 
 Example:
-    >>> head = selfsup.nn.MLP([512, 2048, 128])
-    >>> codes = selfsup.nn.sinkhorn(scores, epsilon=0.05, iterations=3)
+    >>> head = selfsup.nn.MLP([32, 64, 16])
+    >>> codes = selfsup.nn.sinkhorn(head(torch.randn(8, 32)), epsilon=0.05, iterations=3)
+    >>> codes.shape
+    torch.Size([8, 16])
 """
 from selfsup.nn.broadcast import broadcast_from_rank0
 from selfsup.nn.dense_match import match_locations

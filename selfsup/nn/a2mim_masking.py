@@ -46,7 +46,8 @@ def fill_with_mean_colour(images: Tensor, mask: Tensor) -> Tensor:
 
     Example:
         >>> x = torch.rand(2, 3, 8, 8); m = random_block_mask(2, 8, 8, 4, 0.5)
-        >>> fill_with_mean_colour(x, m).shape  # torch.Size([2, 3, 8, 8])
+        >>> fill_with_mean_colour(x, m).shape
+        torch.Size([2, 3, 8, 8])
     """
     visible = 1.0 - mask
     mean = (images * visible).sum(dim=(2, 3), keepdim=True) / visible.sum(dim=(2, 3), keepdim=True).clamp_min(1.0)

@@ -38,7 +38,8 @@ class AIMHead(nn.Module):
 
     Example:
         >>> head = AIMHead(192, 48, width=64, num_blocks=2)
-        >>> head(torch.zeros(2, 16, 192)).shape  # torch.Size([2, 16, 48])
+        >>> head(torch.zeros(2, 16, 192)).shape
+        torch.Size([2, 16, 48])
     """
 
     def __init__(self, in_dim: int, out_dim: int, width: int = 2048, num_blocks: int = 12, mlp_ratio: float = 4.0) -> None:

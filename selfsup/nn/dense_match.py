@@ -33,7 +33,8 @@ def match_locations(query_map: Tensor, key_map: Tensor) -> Tensor:
 
     Example:
         >>> idx = match_locations(torch.randn(2, 8, 16), torch.randn(2, 8, 16))
-        >>> idx.shape  # torch.Size([2, 16])
+        >>> idx.shape
+        torch.Size([2, 16])
     """
     if query_map.dim() != 3 or key_map.dim() != 3 or query_map.shape[:2] != key_map.shape[:2]:
         raise ValueError(

@@ -29,7 +29,8 @@ class iBOTHead(nn.Module):  # noqa: N801 - the paper's spelling
 
     Example:
         >>> head = iBOTHead(64, out_dim=32, patch_out_dim=32, hidden_dim=16, bottleneck_dim=8)
-        >>> [t.shape for t in head(torch.randn(2, 64), torch.randn(2, 5, 64))]  # [(2, 32), (2, 5, 32)]
+        >>> [t.shape for t in head(torch.randn(2, 64), torch.randn(2, 5, 64))]
+        [torch.Size([2, 32]), torch.Size([2, 5, 32])]
     """
 
     def __init__(

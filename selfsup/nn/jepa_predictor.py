@@ -33,7 +33,8 @@ class JEPAPredictor(nn.Module):
     Example:
         >>> predictor = JEPAPredictor(embed_dim=64, predictor_dim=32, depth=2, num_heads=4)
         >>> context, ctx_idx, tgt_idx = torch.randn(2, 5, 64), torch.arange(5).repeat(2, 1), torch.arange(5, 9).repeat(2, 3, 1)
-        >>> predictor(context, ctx_idx, tgt_idx, grid_h=4, grid_w=4).shape  # (2, 3, 4, 64)
+        >>> predictor(context, ctx_idx, tgt_idx, grid_h=4, grid_w=4).shape
+        torch.Size([2, 3, 4, 64])
     """
 
     def __init__(

@@ -33,7 +33,8 @@ class MAEDecoder(nn.Module):
 
     Example:
         >>> decoder = MAEDecoder(encoder_dim=192, patch_dim=48, embed_dim=64, depth=1, num_heads=4)
-        >>> decoder(torch.zeros(2, 1 + 4, 192), torch.arange(16).repeat(2, 1), 1, 4, 4).shape  # (2, 16, 48)
+        >>> decoder(torch.zeros(2, 1 + 4, 192), torch.arange(16).repeat(2, 1), 1, 4, 4).shape
+        torch.Size([2, 16, 48])
     """
 
     def __init__(

@@ -148,9 +148,13 @@ class MomentumTeacher(nn.ModuleDict):
             schedule or ``horizon <= 0``; the message names ``owner`` and the option.
 
     Example:
+        >>> backbone, projector = nn.Linear(8, 4), nn.Linear(4, 2)
         >>> teacher = MomentumTeacher({"backbone": backbone, "projector": projector}, base_momentum=0.99)
-        >>> keys = teacher(images)
-        >>> teacher.set_fraction(0.5); teacher.momentum_update()  # momentum 0.995
+        >>> teacher(torch.randn(3, 8)).shape  # keys, without gradient
+        torch.Size([3, 2])
+        >>> round(teacher.set_fraction(0.5), 4)  # half-way along the cosine from 0.99 to 1
+        0.995
+        >>> teacher.momentum_update()  # after the optimizer step: copies <- 0.995 copies + 0.005 online
     """
 
     def __init__(

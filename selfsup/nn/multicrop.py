@@ -21,8 +21,10 @@ def forward_by_resolution(module: nn.Module, views: Sequence[torch.Tensor]) -> t
     ``views[i]``.
 
     Example:
-        >>> out = forward_by_resolution(backbone, [x224, x224, x96, x96])
-        >>> out.shape[0] == 4 * len(x224)
+        >>> backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        >>> x32, x16 = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 16, 16)
+        >>> forward_by_resolution(backbone, [x32, x32, x16, x16]).shape  # two calls: 32 px, then 16 px
+        torch.Size([8, 4])
     """
     if not views:
         raise ValueError("forward_by_resolution needs at least one view")

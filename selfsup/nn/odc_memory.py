@@ -63,7 +63,10 @@ class ODCMemory(nn.Module):
         """Store L2-normalised ``features`` (N, d) and ``labels`` (N,); centroids = member means.
 
         Example:
+            >>> memory = ODCMemory(num_samples=100, dim=16, num_clusters=5)
             >>> memory.initialize(torch.randn(100, 16), torch.arange(100) % 5)
+            >>> memory.centroids.shape
+            torch.Size([5, 16])
         """
         self.features.copy_(F.normalize(features.float(), dim=1))
         self.labels.copy_(labels)
@@ -76,7 +79,11 @@ class ODCMemory(nn.Module):
         fraction of these samples whose label changed.
 
         Example:
-            >>> memory.update_samples(torch.tensor([0, 1]), torch.randn(2, 16))
+            >>> memory = ODCMemory(num_samples=100, dim=16, num_clusters=5)
+            >>> memory.initialize(torch.randn(100, 16), torch.arange(100) % 5)
+            >>> changed = memory.update_samples(torch.tensor([0, 1]), torch.randn(2, 16))
+            >>> changed.item() in (0.0, 0.5, 1.0)  # none, one or both of the two samples relabelled
+            True
         """
         features = F.normalize(features.detach().float(), dim=1)
         if world_size() > 1:
@@ -95,7 +102,9 @@ class ODCMemory(nn.Module):
         """Centroids = means of their members' features (all, or only ``clusters``).
 
         Example:
-            >>> memory.update_centroids([0, 3])
+            >>> memory = ODCMemory(num_samples=100, dim=16, num_clusters=5)
+            >>> memory.initialize(torch.randn(100, 16), torch.arange(100) % 5)
+            >>> memory.update_centroids([0, 3])  # only clusters 0 and 3
         """
         means, _ = kmeans_centroids(self.features, self.labels, self.num_clusters, previous=self.centroids)
         if clusters is None:
@@ -109,7 +118,10 @@ class ODCMemory(nn.Module):
         """Empty the clusters smaller than ``min_cluster`` and re-seed them; returns their indices.
 
         Example:
-            >>> memory.deal_with_small_clusters(torch.Generator().manual_seed(0))
+            >>> memory = ODCMemory(num_samples=100, dim=16, num_clusters=5, min_cluster=10)
+            >>> memory.initialize(torch.randn(100, 16), torch.tensor([0, 1, 2, 3] * 24 + [4] * 4))
+            >>> memory.deal_with_small_clusters(torch.Generator().manual_seed(0))  # cluster 4 had 4 samples
+            [4]
         """
         counts = torch.bincount(self.labels, minlength=self.num_clusters)
         small = counts < self.min_cluster

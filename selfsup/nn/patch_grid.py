@@ -83,7 +83,8 @@ def sample_patch_grid(
 
     Example:
         >>> corners = sample_patch_grid(4, 32, 32, patch_size=7, gap=3, jitter=1)
-        >>> corners.shape  # torch.Size([4, 9, 2])
+        >>> corners.shape
+        torch.Size([4, 9, 2])
     """
     if patch_size < 1 or gap < 0 or jitter < 0:
         raise ValueError(
@@ -121,7 +122,8 @@ def crop_patches(images: Tensor, corners: Tensor, patch_size: int) -> Tensor:
 
     Example:
         >>> patches = crop_patches(torch.zeros(2, 3, 16, 16), torch.zeros(2, 9, 2, dtype=torch.long), 4)
-        >>> patches.shape  # torch.Size([2, 9, 3, 4, 4])
+        >>> patches.shape
+        torch.Size([2, 9, 3, 4, 4])
     """
     steps = torch.arange(patch_size, device=images.device)
     rows = corners[..., 0, None] + steps  # (B, n, p)

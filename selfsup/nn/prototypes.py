@@ -29,7 +29,9 @@ class CosinePrototypes(nn.Module):
 
     Example:
         >>> prototypes = CosinePrototypes(num_prototypes=16, dim=8)
-        >>> prototypes(torch.randn(4, 8)).shape  # torch.Size([4, 16]), values in [-1, 1]
+        >>> scores = prototypes(torch.randn(4, 8))
+        >>> scores.shape, bool(scores.abs().max() <= 1)
+        (torch.Size([4, 16]), True)
     """
 
     def __init__(self, num_prototypes: int, dim: int) -> None:

@@ -29,7 +29,8 @@ def rotate_batch(images: Tensor) -> tuple[Tensor, Tensor]:
 
     Example:
         >>> rotated, labels = rotate_batch(torch.zeros(2, 3, 8, 8))
-        >>> rotated.shape, labels.tolist()  # (torch.Size([8, 3, 8, 8]), [0, 0, 1, 1, 2, 2, 3, 3])
+        >>> rotated.shape, labels.tolist()
+        (torch.Size([8, 3, 8, 8]), [0, 0, 1, 1, 2, 2, 3, 3])
     """
     if images.dim() != 4 or images.shape[-1] != images.shape[-2]:
         raise ValueError(

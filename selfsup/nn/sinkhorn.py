@@ -45,7 +45,8 @@ def sinkhorn(
 
     Example:
         >>> codes = sinkhorn(torch.randn(8, 5))
-        >>> codes.sum(dim=1)  # all ones
+        >>> codes.shape, torch.allclose(codes.sum(dim=1), torch.ones(8))  # rows sum to 1
+        (torch.Size([8, 5]), True)
     """
     if scores.dim() != 2 or scores.shape[0] == 0:
         raise ValueError(f"sinkhorn expects a non-empty (B, K) score matrix, got {tuple(scores.shape)}")
