@@ -1,0 +1,57 @@
+"""Every tutorial script under examples/ runs end to end at its tiny budget, as a user runs it."""
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+
+
+def run(script: Path, tmp_path: Path, *args: str) -> str:
+    done = subprocess.run([sys.executable, str(script), "--tiny", *args], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, f"{script.name} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+    return done.stdout
+
+
+def test_every_example_has_a_tutorial_page():
+    assert EXAMPLES
+    for script in EXAMPLES:
+        page = ROOT / "docs" / "tutorials" / f"{script.stem}.md"
+        assert page.is_file(), f"{script.name} has no page {page.relative_to(ROOT)}"
+        assert f"examples/{script.name}" in page.read_text(), f"{page.name} does not show {script.name}"
+
+
+def test_blocks_in_your_loop(tmp_path):
+    out = run(ROOT / "examples" / "blocks_in_your_loop.py", tmp_path)
+    knn, linear = (float(v) for v in re.search(r"trained: k-NN \(k=20\) ([\d.]+)%, linear probe ([\d.]+)%", out).groups())
+    assert 10 < knn <= 100 and 10 < linear <= 100  # scored on the 450 held-out digits, 10 classes
+
+
+def test_custom_augmentation(tmp_path):
+    out = run(ROOT / "examples" / "custom_augmentation.py", tmp_path, "--out", str(tmp_path / "out"))
+    assert (tmp_path / "out" / "views.png").stat().st_size > 1000
+    assert re.search(r"with-noise: k-NN top-1 [\d.]+%", out) and re.search(r"without-noise: k-NN top-1 [\d.]+%", out)
+    saved = (tmp_path / "out" / "with-noise" / "config.yaml").read_text()
+    assert "gaussian_noise" in saved and "max_sigma: 0.3" in saved  # the user's op went through the recipe
+
+
+def test_clothing_simclr(tmp_path):
+    out = run(ROOT / "examples" / "clothing_simclr.py", tmp_path, "--out", str(tmp_path / "runs"))
+    assert re.search(r"k-NN top-1: [\d.]+% on the held-out 10% of the training split, [\d.]+% on the test split", out)
+    pictures = tmp_path / "runs" / "clothing-simclr" / "eval" / "pictures"
+    for name in ("embedding_map.png", "neighbours.png", "training_curves.png"):
+        assert (pictures / name).stat().st_size > 1000, name
+
+
+@pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.stem)
+def test_every_example_explains_itself(script):
+    """Its docstring (its --help) says what it teaches, the full run's command and the tiny budget."""
+    doc = ast.get_docstring(ast.parse(script.read_text()))
+    assert doc and doc.startswith("Tutorial:") and f"python examples/{script.name}" in doc and "--tiny" in doc
