@@ -30,6 +30,9 @@ myst_enable_extensions = ["colon_fence"]
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
+# a hook selfsup overrides without a docstring of its own would otherwise show PyTorch Lightning's,
+# written for Lightning's own Sphinx extensions (``.. testcode::``)
+autodoc_inherit_docstrings = False
 autodoc_default_options = {"members": True, "show-inheritance": True}
 napoleon_google_docstring, napoleon_numpy_docstring = True, False
 

@@ -108,6 +108,8 @@ class SelfSupervisedModule(L.LightningModule):
         return {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        """The method's optimizer (its parameter groups, the configured optimizer and learning rate),
+        then the online probe's when it trains; the engine steps them itself (manual optimisation)."""
         config = self.optimizer_config
         optimizers = [build_optimizer(self.method.parameter_groups(config.weight_decay), config, self.batch_size)]
         # kept here, not only in the groups: a resumed run restores the groups from its checkpoint,
