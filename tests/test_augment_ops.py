@@ -297,3 +297,33 @@ def test_a_view_whose_first_op_works_in_place_leaves_the_callers_batch_unchanged
     out = view.render(images, params)
     assert 0 < flipped.sum() < 16 and torch.equal(images, kept)
     assert torch.equal(out[flipped], kept[flipped].flip(-2)) and torch.equal(out[~flipped], kept[~flipped])
+
+
+# ----------------------------------------------------------------------------- gathered vs masked ops
+
+
+@pytest.mark.parametrize("recipe", ["simclr", "byol", "multicrop"])
+def test_masked_ops_render_the_views_the_gathered_ops_render(recipe, monkeypatch):
+    """GPUs run each random op on the whole batch and keep it where chosen (no host sync); the CPU
+    gathers the chosen samples. Both must make the same views: here both run on the CPU."""
+    from selfsup.augment import op as op_module
+
+    views = augment.get(recipe, size=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    images = torch.randint(0, 256, (64, 3, 24, 24), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    gathered = views(images, torch.Generator().manual_seed(1))
+    monkeypatch.setattr(op_module, "GATHER_DEVICES", ())
+    masked = views(images, torch.Generator().manual_seed(1))
+    assert len(gathered) == len(masked)
+    for a, b in zip(gathered, masked):
+        assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max().item()
+
+
+def test_masked_rotate90_and_erasing_match_the_gathered_ones(monkeypatch):
+    from selfsup.augment import op as op_module
+
+    view = View([ops.Rotate90(), ops.RandomErasing(p=0.5), ops.VerticalFlip(p=0.5)], **IDENTITY)
+    images = torch.rand(256, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    gathered = sample_and_render(view, images, seed=3)[1]
+    monkeypatch.setattr(op_module, "GATHER_DEVICES", ())
+    masked = sample_and_render(view, images, seed=3)[1]
+    assert torch.equal(gathered, masked)

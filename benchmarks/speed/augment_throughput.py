@@ -7,6 +7,8 @@ Recipes (the same parameters in all three libraries):
   multicrop  SwAV's 2 + 6 multi-crop (global size, scale 0.14-1; local 96/224 of it, scale 0.05-0.14)
 
   selfsup  uint8 batch (B, 3, px, px) in -> float views out: MultiView from selfsup.augment.RECIPES
+           (on a GPU also "selfsup gathered": each random op gathering its chosen samples, as on the
+           CPU, instead of running on the whole batch and masking, which needs no host sync)
   lightly  one PIL image in -> its views as tensors out, per image (SimCLRTransform, BYOLTransform,
            SwaVTransform); with N > 1 threads the images go through a DataLoader with N workers
            (default collate), as lightly's examples feed training
@@ -36,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import best_rates, fmt_rate, fmt_ratio, machine_line, parse_threads, print_table, resolve_device  # noqa: E402
 
 import selfsup.augment as augment  # noqa: E402
+import selfsup.augment.op as augment_op  # noqa: E402
 from selfsup.augment import ViewSpec  # noqa: E402
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -114,12 +117,22 @@ def measure(recipe: str, size: int, threads: int, device: torch.device, repeats:
     loader = None
 
     if "selfsup" in libs:
-        generator = torch.Generator(device=device).manual_seed(0)
+        generator = torch.Generator().manual_seed(0)  # a CPU generator, as in training (ops draw on the device)
 
         def run_selfsup() -> int:
             return sum(v.shape[0] for v in views(uint8, generator))
 
         candidates["selfsup"] = run_selfsup
+        if device.type != "cpu":
+            def run_selfsup_gathered() -> int:  # the CPU's way: chosen samples gathered, a host sync per op
+                saved = augment_op.GATHER_DEVICES
+                augment_op.GATHER_DEVICES = (*saved, device.type)
+                try:
+                    return run_selfsup()
+                finally:
+                    augment_op.GATHER_DEVICES = saved
+
+            candidates["selfsup gathered"] = run_selfsup_gathered
     if "lightly" in libs:
         transform = lightly_transform(recipe, size)
         pil = [Image.fromarray(a) for a in array]
@@ -178,11 +191,17 @@ def main() -> None:
         for recipe in recipes:
             for threads in parse_threads(args.threads):
                 r = measure(recipe, size, threads, device, args.repeats, libs, args.clock)
-                rows.append([recipe, size, threads, fmt_rate(r.get("selfsup")), fmt_rate(r.get("lightly")),
-                             fmt_rate(r.get("kornia")), fmt_ratio(r.get("selfsup"), r.get("lightly")),
-                             fmt_ratio(r.get("selfsup"), r.get("kornia"))])
+                row = [recipe, size, threads, fmt_rate(r.get("selfsup")), fmt_rate(r.get("lightly")),
+                       fmt_rate(r.get("kornia")), fmt_ratio(r.get("selfsup"), r.get("lightly")),
+                       fmt_ratio(r.get("selfsup"), r.get("kornia"))]
+                if device.type != "cpu":
+                    row += [fmt_rate(r.get("selfsup gathered")), fmt_ratio(r.get("selfsup"), r.get("selfsup gathered"))]
+                rows.append(row)
                 print(f"  done: {recipe} {size} px, {threads} threads", file=sys.stderr, flush=True)
-    print_table(["recipe", "px", "threads", "selfsup", "lightly", "kornia", "selfsup / lightly", "selfsup / kornia"], rows)
+    header = ["recipe", "px", "threads", "selfsup", "lightly", "kornia", "selfsup / lightly", "selfsup / kornia"]
+    if device.type != "cpu":
+        header += ["selfsup gathered", "selfsup / gathered"]
+    print_table(header, rows)
 
 
 if __name__ == "__main__":

@@ -117,14 +117,31 @@ class RandomOp(Op):
         raise NotImplementedError(f"{type(self).__name__} must implement transform()")
 
 
+GATHER_DEVICES: tuple[str, ...] = ("cpu",)
+"""Device types on which :func:`apply_to` gathers the chosen samples into a sub-batch. Elsewhere
+(GPUs) it runs the op on the whole batch and keeps the result where the mask holds: gathering needs
+the number of chosen samples on the host (``nonzero``), which makes the host wait for the device at
+every op; measured on an H200, that wait, not the arithmetic, set the cost of a view
+(``benchmarks/speed/augment_throughput.py --device cuda``)."""
+
+
 def apply_to(images: Tensor, mask: Tensor, fn: Callable[[Tensor, Params], Tensor], params: Params) -> Tensor:
-    """Replace the samples where ``mask`` holds by ``fn(those samples, their params)`` (in place).
+    """Replace the samples where ``mask`` holds by ``fn(those samples, their params)``.
+
+    On the CPU (:data:`GATHER_DEVICES`) the chosen samples are gathered, transformed and written back
+    into ``images`` (in place), so unchosen samples cost nothing. On other devices ``fn`` runs on a
+    copy of the whole batch and ``torch.where`` keeps its output for the chosen samples: the same
+    values, with no host-device synchronisation. ``fn`` must treat each sample on its own (every op
+    does) and may write into the batch it is given.
 
     Example:
         >>> x = torch.zeros(3, 1, 1, 1)
         >>> apply_to(x, torch.tensor([True, False, True]), lambda s, p: s + 1, {}).flatten().tolist()
         [1.0, 0.0, 1.0]
     """
+    if images.device.type not in GATHER_DEVICES:
+        chosen = mask.to(torch.bool).view(-1, *([1] * (images.dim() - 1)))
+        return torch.where(chosen, fn(images.clone(), params), images)
     index = mask.nonzero().squeeze(1)
     if index.numel() == 0:
         return images
