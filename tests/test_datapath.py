@@ -253,9 +253,10 @@ def test_loader_options(tmp_path):
     sampler = EpochShuffleSampler(len(ds), 0)
     loader = build_loader(folder_config(root, tmp_path, "data.num_workers=2", "data.prefetch_factor=3"), ds, sampler, 3)
     assert (loader.num_workers, loader.prefetch_factor, loader.persistent_workers) == (2, 3, True)
-    assert loader.pin_memory == torch.cuda.is_available() and loader.dataset is ds and loader.drop_last
-    plain = build_loader(folder_config(root, tmp_path), ds, sampler, 3)
-    assert plain.dataset is ds and not plain.persistent_workers  # auto without CUDA: workers decode
+    cuda = torch.cuda.is_available()  # decode_on_device=auto: the device decodes on CUDA, the workers elsewhere
+    assert loader.pin_memory == cuda and isinstance(loader.dataset, DeviceDecodeView) == cuda and loader.drop_last
+    plain = build_loader(folder_config(root, tmp_path, "data.decode_on_device=false"), ds, sampler, 3)
+    assert plain.dataset is ds and not plain.persistent_workers
     on_device = build_loader(folder_config(root, tmp_path, "data.decode_on_device=true"), ds, sampler, 3)
     assert isinstance(on_device.dataset, DeviceDecodeView) and isinstance(on_device.collate_fn, EncodedCollate)
 
