@@ -66,6 +66,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", help="data set folder (default: the training run's)")
     parser.add_argument("--train-split", default="train")
     parser.add_argument("--split", default="test", help="split to score")
+    parser.add_argument("--test-data", metavar="FOLDER",
+                        help="a folder of held-out labelled images to score, for image-folder data (which has no "
+                             "test split): the same class folders as --data's")
     parser.add_argument("--channels", type=int, choices=[1, 3],
                         help="convert the images to this many channels (default: the backbone's)")
     parser.add_argument("--seed", type=int, default=0)
@@ -108,6 +111,7 @@ class _Setup:
     weights_sha256: str
     name: str
     root: str | None
+    test_root: str | None
     train_set: Any
     test_set: Any
     transform: Any
@@ -127,8 +131,9 @@ class _Setup:
     def features(self, dataset: Any, split: str, indices: Tensor) -> tuple[Tensor, Tensor]:
         from selfsup.eval import cached_features
 
+        root = self.test_root if dataset is self.test_set and self.test_root else self.root
         key = {"weights_sha256": self.weights_sha256, "data": self.name,
-               "root": str(Path(self.root).expanduser().resolve()) if self.root else None, "split": split,
+               "root": str(Path(root).expanduser().resolve()) if root else None, "split": split,
                "transform": repr(self.transform)}
         return cached_features(self.backbone, dataset, self.transform, cache_dir=self.cache_dir, key=key,
                                indices=indices, device=self.args.device, batch_size=self.args.batch_size)
@@ -150,6 +155,7 @@ class _Setup:
 
         return {"name": self.name, "root": str(Path(self.root).expanduser().resolve()) if self.root else None,
                 "train_split": self.args.train_split, "test_split": self.args.split,
+                **({"test_root": str(Path(self.test_root).expanduser().resolve())} if self.test_root else {}),
                 "train_hash": split_hash(self.train_set, train_idx), "test_hash": split_hash(self.test_set, test_idx),
                 "train_size": len(train_idx), "test_size": len(test_idx),
                 "pretrained_on": self.info.get("data"), "transfer": self.name != self.info.get("data"),
@@ -194,11 +200,17 @@ def _setup(args: argparse.Namespace) -> _Setup:
         raise ConfigError(f"--channels {args.channels}: the backbone of {args.path} takes {wanted}-channel images.")
     size = int(info.get("image_size") or 0)
     folder = name == "folder"
+    test_root = _test_folder(args, folder)
     sets = []
-    for split in (args.train_split, args.split):
-        sets.append(data.get(name, root=root, split=split, image_size=(size or None) if folder else None,
+    for split, where in ((args.train_split, root), (args.split, test_root or root)):
+        sets.append(data.get(name, root=where, split=split, image_size=(size or None) if folder else None,
                              channels=wanted if folder else None))
     train_set, test_set = sets
+    if test_root and list(test_set.classes) != list(train_set.classes):
+        raise DataError(
+            f"--test-data {test_root} has the class folders {', '.join(test_set.classes) or '(none)'} but {root} has "
+            f"{', '.join(train_set.classes) or '(none)'}: the held-out images need the same class folders (the same "
+            "names: labels are the sorted folder names).")
     size = size or int(train_set.image_size[0])
     same_data = name == info.get("data")
     if same_data and info.get("mean") and info.get("std"):
@@ -211,9 +223,33 @@ def _setup(args: argparse.Namespace) -> _Setup:
     run = run_folder(args.path)
     out = Path(args.out) if args.out else run / "eval"
     return _Setup(args=args, backbone=backbone.to(args.device), info=info, weights=weights,
-                  weights_sha256=file_sha256(weights), name=name, root=root, train_set=train_set, test_set=test_set,
+                  weights_sha256=file_sha256(weights), name=name, root=root, test_root=test_root,
+                  train_set=train_set, test_set=test_set,
                   transform=transform, channels=wanted, image_size=size, mean=tuple(mean), std=tuple(std), out=out,
                   cache_dir=None if args.no_cache else run / "eval" / "cache")
+
+
+def _test_folder(args: argparse.Namespace, folder: bool) -> str | None:
+    """The folder of held-out images (``--test-data``), checked against ``--data`` and ``--split``.
+
+    An image folder has no test split: without ``--test-data`` its scores would come from the
+    training images themselves, so the default split is refused with what to pass instead.
+    """
+    if args.test_data is None:
+        if folder and args.split == "test":
+            raise ConfigError(
+                "An image folder has no test split: pass --test-data FOLDER (held-out labelled images with the same "
+                "class folders), or --split all to score the training images themselves (not a held-out score).")
+        return None
+    if not folder:
+        raise ConfigError(f"--test-data {args.test_data}: held-out folders go with image-folder data (--data FOLDER); "
+                          "a named data set scores its own --split.")
+    path = Path(args.test_data).expanduser()
+    if not path.is_dir():
+        raise DataError(f"--test-data {args.test_data}: not a folder of images.")
+    if args.split == "test":
+        args.split = "all"  # every image of the held-out folder
+    return str(path)
 
 
 def _floats(text: str | None, flag: str) -> tuple[float, ...] | None:

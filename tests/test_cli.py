@@ -376,3 +376,34 @@ def test_a_run_says_what_it_will_do_and_names_the_recipe_for_its_data(tmp_path, 
     assert "add --config digits/simclr" in caplog.text
     assert "Training simclr on digits (1,347 images of 8 px, 1 channel)" in caplog.text
     assert "1 epoch x 5 steps of 256 images on 1 x cpu in 32-true" in caplog.text
+
+
+def test_eval_of_a_labelled_folder_scores_its_held_out_folder(tmp_path, capsys):
+    """A folder has no test split: eval refuses to score the training images by default, scores
+    --test-data, records it, and refuses a held-out folder whose classes differ."""
+    from PIL import Image
+
+    from selfsup import backbones
+    from selfsup.backbones import export_backbone
+
+    g = torch.Generator().manual_seed(0)
+    for split, count in (("train", 10), ("held-out", 4)):
+        for cls, shade in (("cat", 40), ("dog", 200)):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(count):
+                pixels = (shade + torch.randn(16, 16, 3, generator=g) * 10).clamp(0, 255).byte().numpy()
+                Image.fromarray(pixels).save(tmp_path / split / cls / f"{i}.png")
+    weights = tmp_path / "backbone.safetensors"
+    export_backbone(backbones.get("resnet_tiny", width=4), weights, image_size=16, data="folder")
+    train, held_out = str(tmp_path / "train"), str(tmp_path / "held-out")
+    assert main(["eval", "knn", str(weights), "--data", train, "--no-cache"]) == 2
+    assert "no test split: pass --test-data FOLDER" in capsys.readouterr().err
+    out = tmp_path / "eval"
+    assert main(["eval", "knn", str(weights), "--data", train, "--test-data", held_out, "--k", "5", "--no-cache",
+                 "--out", str(out)]) == 0
+    result = json.loads(next(out.glob("knn*.json")).read_text())
+    assert result["data"]["test_root"] == str(Path(held_out).resolve()) and result["data"]["test_size"] == 8
+    assert result["data"]["train_size"] == 20
+    shutil.move(str(tmp_path / "held-out" / "dog"), str(tmp_path / "held-out" / "wolf"))
+    assert main(["eval", "knn", str(weights), "--data", train, "--test-data", held_out, "--no-cache"]) == 2
+    assert "same class folders" in capsys.readouterr().err
