@@ -37,7 +37,8 @@ class GaussianNoise(RandomOp):
         return {"sigma": sigma, "noise": noise}
 
     def transform(self, images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        # images: the chosen samples as floats in [0, 1], before normalisation
+        # images: floats in [0, 1], before normalisation: the chosen samples (on a GPU the whole
+        # batch, kept where chosen), so treat each image on its own
         noisy = images + params["sigma"].view(-1, 1, 1, 1) * params["noise"].to(images.dtype)
         return noisy.clamp(0.0, 1.0)
 

@@ -6,7 +6,7 @@ tensor per parameter, first dimension the batch), and :meth:`Op.apply` applies t
 on the batch's device. Keeping the two apart lets a view draw all its parameters first and render
 the batch in chunks, and lets each op draw from its own generator stream (see
 :class:`~selfsup.augment.View`). Ops that act on each sample with a probability ``p`` derive from
-:class:`RandomOp`, which draws the yes/no per sample and runs the op on the chosen samples only.
+:class:`RandomOp`, which draws the yes/no per sample and keeps the op's output for the chosen samples only.
 
 Registering an op gives it a name for recipes written as data (YAML configs)::
 
@@ -80,8 +80,9 @@ class RandomOp(Op):
     """An op applied to each sample with probability ``p``.
 
     Subclasses set ``p`` (a dataclass field), draw their own parameters in :meth:`draw` and apply
-    them in :meth:`transform`, which only sees the chosen samples (gathered into a contiguous
-    sub-batch, never a loop over samples).
+    them in :meth:`transform`. On the CPU it sees only the chosen samples (gathered into a
+    contiguous sub-batch, never a loop over samples); on a GPU the whole batch, its output kept for
+    the chosen samples (:func:`apply_to`). So it must treat each sample on its own.
 
     Example:
         >>> class Invert(RandomOp):
@@ -113,7 +114,8 @@ class RandomOp(Op):
         return apply_to(images, params["apply"], self.transform, own)
 
     def transform(self, images: Tensor, params: Params) -> Tensor:
-        """The op on the chosen samples ``images`` with their parameters ``params``."""
+        """The op on ``images`` (the chosen samples on the CPU, the whole batch on a GPU; each sample
+        on its own) with their parameters ``params``."""
         raise NotImplementedError(f"{type(self).__name__} must implement transform()")
 
 
