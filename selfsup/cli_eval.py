@@ -122,6 +122,11 @@ class _Setup:
     out: Path
     cache_dir: Path | None
 
+    @property
+    def scored(self) -> str:
+        """What the scores are on, for the printed line: the held-out folder, or the data set's split."""
+        return f"the held-out folder {self.test_root}" if self.test_root else f"{self.name} {self.args.split}"
+
     def labelled(self, dataset: Any, what: str) -> Tensor:
         idx = torch.nonzero(torch.as_tensor(dataset.labels) >= 0).flatten()
         if len(idx) == 0:
@@ -282,7 +287,7 @@ def cmd_eval_knn(args: argparse.Namespace) -> int:
     options = dict(num_classes=num_classes, temperature=args.temperature)
     scores: dict[str, Any] = {**knn_accuracy(train_x, train_y, test_x, test_y, k=args.k, **options), "k": args.k}
     settings: dict[str, Any] = {"k": args.k, "temperature": args.temperature}
-    print(f"k-NN (k={args.k}, T={args.temperature}) of {args.path} on {s.name} {args.split}: "
+    print(f"k-NN (k={args.k}, T={args.temperature}) of {args.path} on {s.scored}: "
           f"top-1 {scores['top1']:.2f}%  top-5 {scores['top5']:.2f}%")
     if args.sweep_k:
         sweep = knn_sweep(train_x, train_y, ks=ks, temperature=args.temperature, val_fraction=args.val_fraction,
@@ -293,7 +298,7 @@ def cmd_eval_knn(args: argparse.Namespace) -> int:
         settings.update(sweep_ks=list(ks), val_fraction=args.val_fraction, sweep=sweep["sweep"],
                         val_size=sweep["val_size"])
         print(f"k-NN (k={sweep['k']} chosen on {sweep['val_size']} validation images, T={args.temperature}) on "
-              f"{s.name} {args.split}: top-1 {chosen['top1']:.2f}%  top-5 {chosen['top5']:.2f}%")
+              f"{s.scored}: top-1 {chosen['top1']:.2f}%  top-5 {chosen['top5']:.2f}%")
     _result_line(s.write("knn", scores, s.data_record(train_idx, test_idx), settings))
     return 0
 
@@ -319,7 +324,7 @@ def _probe_line(what: str, s: _Setup, scores: dict, settings: dict) -> str:
     chosen = settings["chosen"]
     how = (f"weight decay {chosen['weight_decay']:g} chosen on {settings['val_size']} validation images"
            if settings["sweep"] else f"weight decay {chosen['weight_decay']:g}")
-    return (f"{what} ({settings['solver']}, {how}) of {s.args.path} on {s.name} {s.args.split}: "
+    return (f"{what} ({settings['solver']}, {how}) of {s.args.path} on {s.scored}: "
             f"top-1 {scores['top1']:.2f}%  top-5 {scores['top5']:.2f}%")
 
 
@@ -358,7 +363,7 @@ def _finetune(s: _Setup, train_set: Any, epochs: int) -> tuple[dict, dict]:
 def _finetune_line(what: str, s: _Setup, scores: dict, settings: dict) -> str:
     val = "" if scores["val_top1"] is None else f"  (validation top-1 {scores['val_top1']:.2f}%)"
     return (f"{what} ({settings['epochs']} epochs, lr {settings['lr']:g}, layer decay {settings['layer_decay']:g}) "
-            f"of {s.args.path} on {s.name} {s.args.split}: top-1 {scores['top1']:.2f}%  top-5 {scores['top5']:.2f}%{val}")
+            f"of {s.args.path} on {s.scored}: top-1 {scores['top1']:.2f}%  top-5 {scores['top5']:.2f}%{val}")
 
 
 def cmd_eval_finetune(args: argparse.Namespace) -> int:

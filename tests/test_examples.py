@@ -50,6 +50,25 @@ def test_clothing_simclr(tmp_path):
         assert (pictures / name).stat().st_size > 1000, name
 
 
+def test_timm_backbones(tmp_path):
+    pytest.importorskip("timm", reason="the timm tutorial needs timm (a dev extra)")
+    out = run(ROOT / "examples" / "timm_backbones.py", tmp_path, "--out", str(tmp_path / "runs"))
+    assert re.search(r"untrained: k-NN [\d.]+%, linear probe [\d.]+%", out)
+    assert re.search(r"after 1 epoch\(s\) of SimCLR: k-NN [\d.]+%, linear probe [\d.]+%", out)
+    difference = float(re.search(r"features differ by at most ([\d.e+-]+)", out).group(1))
+    assert difference < 1e-4  # timm's own model with the exported weights computes selfsup's features
+    assert (tmp_path / "runs" / "timm-simclr" / "backbone.timm.safetensors").is_file()
+
+
+def test_finetune_folder(tmp_path):
+    out = run(ROOT / "examples" / "finetune_folder.py", tmp_path, "--out", str(tmp_path / "runs"))
+    assert "wrote 1347 training and 450 held-out PNGs" in out
+    linear, finetuned = (float(v) for v in re.search(r"held-out top-1: linear probe ([\d.]+)%, fine-tuned ([\d.]+)%", out).groups())
+    assert 10 < linear <= 100 and 0 <= finetuned <= 100  # 450 held-out digits, 10 classes; one fine-tuning epoch
+    results = sorted(p.name for p in (tmp_path / "runs" / "folder-simclr" / "eval").glob("*.json"))
+    assert results == ["finetune-folder-all.json", "linear-folder-all.json"]
+
+
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.stem)
 def test_every_example_explains_itself(script):
     """Its docstring (its --help) says what it teaches, the full run's command and the tiny budget."""
