@@ -133,10 +133,9 @@ class _Setup:
             raise DataError(f"{self.name} {what} has no labelled images; evaluation needs labels.")
         return idx
 
-    def features(self, dataset: Any, split: str, indices: Tensor) -> tuple[Tensor, Tensor]:
+    def features(self, dataset: Any, split: str, indices: Tensor, root: str | None) -> tuple[Tensor, Tensor]:
         from selfsup.eval import cached_features
 
-        root = self.test_root if dataset is self.test_set and self.test_root else self.root
         key = {"weights_sha256": self.weights_sha256, "data": self.name,
                "root": str(Path(root).expanduser().resolve()) if root else None, "split": split,
                "transform": repr(self.transform)}
@@ -147,8 +146,8 @@ class _Setup:
         """Indices of the labelled images of both splits and their (cached) features and labels."""
         train_idx = self.labelled(self.train_set, self.args.train_split)
         test_idx = self.labelled(self.test_set, self.args.split)
-        train_x, train_y = self.features(self.train_set, self.args.train_split, train_idx)
-        test_x, test_y = self.features(self.test_set, self.args.split, test_idx)
+        train_x, train_y = self.features(self.train_set, self.args.train_split, train_idx, self.root)
+        test_x, test_y = self.features(self.test_set, self.args.split, test_idx, self.test_root or self.root)
         return train_idx, test_idx, train_x, train_y, test_x, test_y
 
     def num_classes(self, *labels: Tensor) -> int:
