@@ -75,7 +75,8 @@ def build_datasets(config: TrainConfig) -> tuple[Any, Any | None]:
                    max_pixels=config.data.max_pixels, decoder=config.data.decoder)
     if config.data.name == "shards":
         return _shard_datasets(config, options)
-    train_set = _dataset(config, config.data.name, config.data.root, config.data.train_split, options)
+    train_set = _dataset(config, config.data.name, config.data.root, config.data.train_split, options,
+                         whole=trains_on_whole_images(config))
     if config.data.val_fraction > 0:  # hold out part of the training split (for tuning)
         return data.split_train_val(train_set, config.data.val_fraction, seed=config.seed)
     if config.data.name == "folder":
@@ -132,14 +133,25 @@ def folder_image_size(config: TrainConfig) -> int | None:
     return size
 
 
-def _dataset(config: TrainConfig, name: str, root: str | None, split: str, options: dict[str, Any]) -> Any:
-    """``data.get(...)``; with ``data.cache`` the folder is only scanned, then read through its decoded cache."""
+def _dataset(config: TrainConfig, name: str, root: str | None, split: str, options: dict[str, Any],
+             whole: bool = False) -> Any:
+    """``data.get(...)``; with ``data.cache`` the folder is only scanned, then read through its decoded cache
+    (and, with ``whole``, also through its whole-image cache, which the training loader reads)."""
     if not config.data.cache:
         return data.get(name, root=root, split=split, **options)
     folder = data.get(name, root=root, split=split, **{**options, "skip_bad_images": False})
     cache_dir = config.data.cache_dir or default_cache_dir(folder.root, config.output_dir)
-    return data.cache_folder(folder, cache_dir, skip_bad_images=config.data.skip_bad_images,
-                             num_workers=config.data.num_workers)
+    cached = data.cache_folder(folder, cache_dir, skip_bad_images=config.data.skip_bad_images,
+                               num_workers=config.data.num_workers)
+    if whole:  # the folder has its bad images left out by now, so both caches hold the same images
+        cached.whole = data.cache_folder(folder, cache_dir, skip_bad_images=config.data.skip_bad_images,
+                                         num_workers=config.data.num_workers, fit="full")
+    return cached
+
+
+def trains_on_whole_images(config: TrainConfig) -> bool:
+    """Whether training crops come from whole folder images (``data.folder_crop: full``)."""
+    return config.data.name == "folder" and config.data.folder_crop == "full"
 
 
 def build_loader(config: TrainConfig, train_set: Any, sampler: Any, batch_size: int) -> torch.utils.data.DataLoader:
@@ -153,7 +165,10 @@ def build_loader(config: TrainConfig, train_set: Any, sampler: Any, batch_size: 
                                 prefetch_factor=config.data.prefetch_factor if workers > 0 else None,
                                 generator=torch.Generator().manual_seed(config.seed))
     loader_set, collate = train_set, None
-    if resolve_decode_on_device(config.data.decode_on_device, cuda=cuda, folder=config.data.name == "folder",
+    if trains_on_whole_images(config):  # crops from the whole image; evaluation reads train_set's centred squares
+        loader_set = data.WholeImageView(train_set)
+        collate = loader_set.collate()
+    elif resolve_decode_on_device(config.data.decode_on_device, cuda=cuda, folder=config.data.name == "folder",
                                 cache=config.data.cache):
         loader_set = DeviceDecodeView(train_set)
         collate = loader_set.collate()
@@ -192,6 +207,10 @@ def run_summary(config: TrainConfig, train_set: Any, method: Any, steps_per_epoc
     heads = sum(p.numel() for n, p in method.named_parameters() if not n.startswith("backbone."))
     size = train_set.image_size[0] if train_set.image_size else "?"
     nodes = f" on each of {config.num_nodes} nodes" if config.num_nodes > 1 else ""
+    if config.data.name == "folder":  # what the crops see (data.folder_crop)
+        fit = ("; crops from whole images, longer side " if trains_on_whole_images(config)
+               else "; crops from the centred square, shorter side ")
+        size = f"{size} px{fit}{size}" if isinstance(size, int) else size
     return "\n".join([
         f"Training {config.method['name']} on {config.data.name} ({len(train_set):,} images of {size} px, "
         f"{train_set.channels} channel{'s' if train_set.channels > 1 else ''})",

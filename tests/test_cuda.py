@@ -175,6 +175,7 @@ def test_training_with_decode_on_device_decodes_on_cuda(tmp_path, monkeypatch):
     monkeypatch.setattr(EncodedImages, "decode", recording)
     config = load(overrides=[
         "data.name=folder", f"data.root={root}", "data.image_size=24", "data.decode_on_device=true",
+        "data.folder_crop=center",
         "backbone.name=resnet_tiny", "backbone.width=4", "batch_size=8", "epochs=1", "progress_bar=false",
         "monitor.probe=false", f"output_dir={tmp_path / 'runs'}", "name=nvjpeg"])
     result = train(config)

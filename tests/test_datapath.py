@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 import selfsup.data.folder as folder_module
 from selfsup.config import load
-from selfsup.data import DataSubset, EpochShuffleSampler, ImageFolder
+from selfsup.data import DataSubset, EpochShuffleSampler, ImageFolder, WholeImageView
 from selfsup.data.decoding import center_square_resize
 from selfsup.data.device_decode import (
     DeviceDecodeView,
@@ -251,14 +251,20 @@ def test_loader_options(tmp_path):
     root = device_folder(tmp_path / "images")
     ds = ImageFolder(root, SIZE)
     sampler = EpochShuffleSampler(len(ds), 0)
-    loader = build_loader(folder_config(root, tmp_path, "data.num_workers=2", "data.prefetch_factor=3"), ds, sampler, 3)
+    centre = "data.folder_crop=center"  # decoding on the device gives centred squares
+    loader = build_loader(folder_config(root, tmp_path, "data.num_workers=2", "data.prefetch_factor=3", centre),
+                          ds, sampler, 3)
     assert (loader.num_workers, loader.prefetch_factor, loader.persistent_workers) == (2, 3, True)
     cuda = torch.cuda.is_available()  # decode_on_device=auto: the device decodes on CUDA, the workers elsewhere
     assert loader.pin_memory == cuda and isinstance(loader.dataset, DeviceDecodeView) == cuda and loader.drop_last
-    plain = build_loader(folder_config(root, tmp_path, "data.decode_on_device=false"), ds, sampler, 3)
+    plain = build_loader(folder_config(root, tmp_path, "data.decode_on_device=false", centre), ds, sampler, 3)
     assert plain.dataset is ds and not plain.persistent_workers
-    on_device = build_loader(folder_config(root, tmp_path, "data.decode_on_device=true"), ds, sampler, 3)
+    on_device = build_loader(folder_config(root, tmp_path, "data.decode_on_device=true", centre), ds, sampler, 3)
     assert isinstance(on_device.dataset, DeviceDecodeView) and isinstance(on_device.collate_fn, EncodedCollate)
+    whole = build_loader(folder_config(root, tmp_path), ds, sampler, 3)  # the default: crops from whole images
+    assert isinstance(whole.dataset, WholeImageView) and whole.dataset.folder is ds
+    with pytest.raises(ConfigError, match="data.folder_crop=center"):
+        folder_config(root, tmp_path, "data.decode_on_device=true")
 
 
 def test_training_with_decode_on_device_runs_the_module_path(tmp_path, monkeypatch):
@@ -274,7 +280,7 @@ def test_training_with_decode_on_device_runs_the_module_path(tmp_path, monkeypat
         return out
 
     monkeypatch.setattr(EncodedImages, "decode", recording)
-    result = train(folder_config(root, tmp_path, "data.decode_on_device=true", "name=r"))
+    result = train(folder_config(root, tmp_path, "data.decode_on_device=true", "data.folder_crop=center", "name=r"))
     assert result.backbone_path.is_file()
     assert len(decoded) == 2 and all(s == (3, 3, SIZE, SIZE) for s in decoded)  # 6 images, batch 3: both decoded
 
@@ -331,7 +337,7 @@ def test_compile_without_a_compiler_is_a_clear_error(monkeypatch):
     (["data.cache=yes please"], "'data.cache' must be bool"),
     (["data.decode_on_device=true"], "'data.decode_on_device' only applies to 'folder' data"),
     (["data.decoder=pil"], "'data.decoder' only applies to 'folder' data"),
-    (["data.name=folder", "data.cache=true", "data.decode_on_device=true"], "contradict each other"),
+    (["data.name=folder", "data.cache=true", "data.decode_on_device=true", "data.folder_crop=center"], "contradict each other"),
     (["compile=3"], "'compile' must be bool"),
 ])
 def test_new_config_keys_are_checked(overrides, fragment):

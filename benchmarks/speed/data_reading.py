@@ -1,6 +1,8 @@
 """Images per second through the training loader for an image folder: PIL decoding vs torchvision
 decoding vs the decoded memmap cache vs tar shards of the same files (``selfsup shard``, streamed
-by ``ShardStream``), side by side in one run, with ratios.
+by ``ShardStream``), and whole images for crops from the full picture (``data.folder_crop: full``,
+:class:`~selfsup.data.WholeImageView`: longer side fitted, decoded or read from the whole-image
+cache) against centred squares (``center``), side by side in one run, with ratios.
 
 A folder of ``--images`` generated JPEGs (smooth noise, sides drawn from ``--source``) is read at
 ``--image-size`` by a DataLoader (batch 256, ``--workers`` persistent workers, shuffled order, as
@@ -32,7 +34,8 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from selfsup.data import EpochShuffleSampler, ImageFolder, ShardStream, cache_folder, write_shards  # noqa: E402
+from selfsup.data import (EpochShuffleSampler, ImageFolder, ShardStream, WholeImageView, cache_folder,  # noqa: E402
+                          write_shards)
 
 
 def make_folder(root: Path, count: int, source: tuple[int, int], seed: int) -> None:
@@ -66,8 +69,13 @@ def epochs_per_second(dataset, workers: int, epochs: int, batch_size: int) -> fl
         return rate(dataset.loader(persistent_workers=workers > 0), dataset.set_epoch, epochs, time.perf_counter)
     sampler = EpochShuffleSampler(len(dataset), seed=0)
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                        persistent_workers=workers > 0, drop_last=False)
+                        persistent_workers=workers > 0, drop_last=False, collate_fn=collate_of(dataset))
     return rate(loader, sampler.set_epoch, epochs, time.perf_counter)
+
+
+def collate_of(dataset):
+    """The loader's ``collate_fn``: whole images collate into one ``FramedImages`` batch."""
+    return dataset.collate() if isinstance(dataset, WholeImageView) else None
 
 
 def per_cpu_second(dataset, epochs: int, batch_size: int) -> float:
@@ -76,7 +84,7 @@ def per_cpu_second(dataset, epochs: int, batch_size: int) -> float:
         in_process = ShardStream(dataset.root, batch_size=batch_size, image_size=dataset.image_size[0], epochs=epochs + 1)
         return rate(in_process.loader(), in_process.set_epoch, epochs, time.process_time)
     sampler = EpochShuffleSampler(len(dataset), seed=0)
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=0)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=0, collate_fn=collate_of(dataset))
     return rate(loader, sampler.set_epoch, epochs, time.process_time)
 
 
@@ -110,6 +118,12 @@ def main(argv: list[str] | None = None) -> None:
                               progress=False)
         build_s = time.perf_counter() - started
         datasets["memmap cache"] = cached
+        datasets["whole image: auto"] = WholeImageView(ImageFolder(root, args.image_size))
+        started = time.perf_counter()
+        cached.whole = cache_folder(ImageFolder(root, args.image_size), Path(tmp) / "cache", num_workers=args.workers,
+                                    progress=False, fit="full")
+        whole_build_s = time.perf_counter() - started
+        datasets["whole-image cache"] = WholeImageView(cached)
         started = time.perf_counter()
         write_shards(ImageFolder(root, args.image_size), Path(tmp) / "shards" / "train", shard_size=args.shard_size)
         shards_s = time.perf_counter() - started
@@ -130,7 +144,12 @@ def main(argv: list[str] | None = None) -> None:
     for name, (wall, cpu) in rates.items():
         print(f"| {name} | {wall:,.0f} | {wall / wall0:.2f} | {cpu:,.0f} | {cpu / cpu0:.2f} |")
     print(f"\nCache build (once, decoder auto, {args.workers} workers): {build_s:.1f} s = "
-          f"{args.images / build_s:,.0f} images/s; cache file {cached_mb:.1f} MB.")
+          f"{args.images / build_s:,.0f} images/s; cache file {cached_mb:.1f} MB. Whole-image cache: "
+          f"{whole_build_s:.1f} s = {args.images / whole_build_s:,.0f} images/s, the same size.")
+    wall_a, cpu_a = rates["decode: auto"]
+    wall_w, cpu_w = rates["whole image: auto"]
+    print(f"Whole images vs centred squares (decoder auto): {wall_w / wall_a:.2f}x wall, {cpu_w / cpu_a:.2f}x per "
+          f"CPU-second; whole-image cache vs cache: {rates['whole-image cache'][0] / rates['memmap cache'][0]:.2f}x wall.")
     shards = datasets["tar shards"]
     print(f"Shards written (once, one process, files stored as they are): {shards_s:.1f} s = "
           f"{args.images / shards_s:,.0f} images/s; {len(shards.source.shards)} shards, {shard_mb:.1f} MB; the stream "

@@ -20,6 +20,7 @@ import importlib as _importlib
 import pkgutil as _pkgutil
 
 from selfsup.augment import functional, ops
+from selfsup.augment.framed import FramedImages
 from selfsup.augment.geometry import Views, cell_centres, view_geometry
 from selfsup.augment.multiview import MultiView
 from selfsup.augment.op import OPS, Op, Params, RandomOp, make_op, register_op
@@ -43,6 +44,7 @@ __all__ = [
     "RECIPES",
     "ColorJitter",
     "EvalTransform",
+    "FramedImages",
     "GaussianBlur",
     "Grayscale",
     "HorizontalFlip",

@@ -95,8 +95,8 @@ def _source_coordinates(start: Tensor, extent: Tensor, fraction: Tensor, length:
 
 
 def sample_crop_boxes(
-    height: int,
-    width: int,
+    height: int | Tensor,
+    width: int | Tensor,
     batch: int,
     scale: Sequence[float] = (0.08, 1.0),
     ratio: Sequence[float] = (3 / 4, 4 / 3),
@@ -112,9 +112,13 @@ def sample_crop_boxes(
     image; a sample with no fitting try gets the central crop with the aspect ratio clamped to
     ``ratio``. The offset is uniform over all integer positions that keep the box inside.
 
+    ``height`` and ``width`` may be int64 ``(batch,)`` tensors: each sample's own image size (a
+    folder image fitted into a larger canvas, see :class:`~selfsup.augment.FramedImages`). The
+    random draws do not depend on the sizes, so a batch of full canvases gets the same boxes either way.
+
     Args:
-        height: image height in pixels.
-        width: image width in pixels.
+        height: image height in pixels, or one per sample.
+        width: image width in pixels, or one per sample.
         batch: number of boxes.
         scale: range of the box area as a fraction of the image area.
         ratio: range of the box aspect ratio ``w / h``.
@@ -129,20 +133,27 @@ def sample_crop_boxes(
         torch.Size([5, 4])
     """
     tries = 10
-    area = height * width * uniform(scale[0], scale[1], (batch, tries), generator)
+    device = generator.device
+    if isinstance(height, Tensor) or isinstance(width, Tensor):
+        height = torch.as_tensor(height, dtype=torch.long, device=device).expand(batch)
+        width = torch.as_tensor(width, dtype=torch.long, device=device).expand(batch)
+        sizes_h, sizes_w = height.view(batch, 1), width.view(batch, 1)
+    else:
+        sizes_h, sizes_w = height, width
+    area = sizes_h * sizes_w * uniform(scale[0], scale[1], (batch, tries), generator)
     log_r = uniform(math.log(ratio[0]), math.log(ratio[1]), (batch, tries), generator)
     r = torch.exp(log_r)
     w = torch.round(torch.sqrt(area * r)).long()
     h = torch.round(torch.sqrt(area / r)).long()
-    valid = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    valid = (w > 0) & (w <= sizes_w) & (h > 0) & (h <= sizes_h)
     first = torch.argmax(valid.int(), dim=1, keepdim=True)  # index of the first valid try (0 if none)
     w = w.gather(1, first).squeeze(1)
     h = h.gather(1, first).squeeze(1)
 
     fallback_w, fallback_h = _central_crop_size(height, width, ratio)
     found = valid.any(dim=1)
-    w = torch.where(found, w, torch.full_like(w, fallback_w))
-    h = torch.where(found, h, torch.full_like(h, fallback_h))
+    w = torch.where(found, w, fallback_w)
+    h = torch.where(found, h, fallback_h)
 
     u = uniform(0.0, 1.0, (batch, 2), generator)
     x0 = torch.floor(u[:, 0] * (width - w + 1)).long().clamp_(max=width - w)
@@ -152,14 +163,36 @@ def sample_crop_boxes(
     return torch.stack([x0, y0, w, h], dim=1)
 
 
-def _central_crop_size(height: int, width: int, ratio: Sequence[float]) -> tuple[int, int]:
-    """``(w, h)`` of the largest centred box whose aspect ratio is the image's clamped to ``ratio``."""
+def _central_crop_size(
+    height: int | Tensor, width: int | Tensor, ratio: Sequence[float]
+) -> tuple[int | Tensor, int | Tensor]:
+    """``(w, h)`` of the largest centred box whose aspect ratio is the image's clamped to ``ratio``
+    (per sample when the sizes are tensors)."""
+    if isinstance(height, Tensor):
+        in_ratio = width / height
+        narrow, wide = in_ratio < min(ratio), in_ratio > max(ratio)
+        w = torch.where(wide, torch.round(height * max(ratio)).long(), width)
+        h = torch.where(narrow, torch.round(width / min(ratio)).long(), height)
+        return w, h
     in_ratio = width / height
     if in_ratio < min(ratio):
         return width, int(round(width / min(ratio)))
     if in_ratio > max(ratio):
         return int(round(height * max(ratio))), height
     return width, height
+
+
+def centre_square_boxes(extents: Tensor) -> Tensor:
+    """int64 ``(B, 4)`` boxes ``(x0, y0, w, h)``: the largest centred square of each sample's
+    ``extents`` ``(B, 2)`` = ``(height, width)`` (integer offsets, as the folder's centre crop).
+
+    Example:
+        >>> centre_square_boxes(torch.tensor([[24, 32], [32, 32]])).tolist()
+        [[4, 0, 24, 24], [0, 0, 32, 32]]
+    """
+    h, w = extents.long().unbind(dim=1)
+    side = torch.minimum(h, w)
+    return torch.stack([(w - side) // 2, (h - side) // 2, side, side], dim=1)
 
 
 def uniform(low: float, high: float, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:

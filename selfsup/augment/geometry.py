@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from selfsup.augment.ops import HorizontalFlip, RandomResizedCrop, VerticalFlip
-from selfsup.augment.pipeline import View, ViewParams
+from selfsup.augment.pipeline import CENTRE_SQUARE, View, ViewParams
 from selfsup.errors import ConfigError
 
 __all__ = ["Views", "cell_centres", "view_geometry"]
@@ -46,6 +46,9 @@ def view_geometry(view: View, params: ViewParams, height: int, width: int) -> Te
     sx = torch.full_like(x0, float(width))
     sy = torch.full_like(x0, float(height))
     h, w = height, width
+    if CENTRE_SQUARE in params:  # a framed image's centred square, resized to the canvas (View.sample)
+        bx, by, bw, bh = params[CENTRE_SQUARE]["boxes"].to(device=device, dtype=exact).unbind(dim=1)
+        x0, sx, y0, sy = bx, bw, by, bh
     for key, op in zip(view.keys, view.ops):
         p = params[key]
         if isinstance(op, RandomResizedCrop):

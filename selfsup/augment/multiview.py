@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from selfsup.augment import functional as AF
+from selfsup.augment.framed import FramedImages
 from selfsup.augment.geometry import Views
 from selfsup.augment.pipeline import View
 from selfsup.errors import ConfigError, DataError
@@ -82,22 +83,27 @@ class MultiView:
         """
         return [view.output_size(height, width) for view, n in zip(self.views, self.counts) for _ in range(n)]
 
-    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Views:
+    def __call__(self, images: Tensor | FramedImages, generator: torch.Generator | None = None) -> Views:
         """The ``num_views`` views of ``images`` (uint8 or float in [0, 1], ``(B, C, H, W)``).
 
         Every view's parameters are drawn first (view by view, in spec order), then the views are
         rendered; on the CPU chunk by chunk of the batch (each chunk converted to float once for
         all views), elsewhere in one go. The result is a list of tensors that also knows each
-        view's crop and flips (:class:`~selfsup.augment.geometry.Views`).
+        view's crop and flips (:class:`~selfsup.augment.geometry.Views`). Images of several shapes
+        fitted into one canvas (:class:`~selfsup.augment.FramedImages`) are cropped inside each
+        image's own extent (see :meth:`View.sample`).
         """
         for view in self.views:
             view.check_normalization()
+        extents = None
+        if isinstance(images, FramedImages):
+            images, extents = images.pixels, images.extents
         if images.dim() != 4:
             raise DataError(f"MultiView expects an image batch (B, C, H, W), got shape {tuple(images.shape)}.")
         g = generator if generator is not None else self._own_generator(images.device)
         b, c, height, width = images.shape
         views = [view for view, n in zip(self.views, self.counts) for _ in range(n)]
-        params = [view.sample(b, height, width, g, images.device) for view in views]
+        params = [view.sample(b, height, width, g, images.device, extents=extents) for view in views]
         sizes = self.output_sizes(height, width)
         outs = [torch.empty(b, c, h, w, device=images.device) for h, w in sizes]
         if images.device.type == "cpu":

@@ -47,10 +47,16 @@ class Op:
         name: the registered name (set by :func:`register_op`), used to key the op's random stream.
         fresh_output: True if ``apply`` always returns a new tensor and never writes into its input
             (then a view needs no private copy of the input batch before it).
+        takes_extents: True if, as a view's first op, ``sample`` accepts ``extents=`` (int64
+            ``(B, 2)``: each sample's image height and width in the top-left corner of a larger
+            canvas, :class:`~selfsup.augment.FramedImages`) and ``apply`` outputs only what lies
+            inside them (a crop). A view whose first op does not is given each image's centred
+            square, resized to the canvas, instead.
     """
 
     name: ClassVar[str] = ""
     fresh_output: ClassVar[bool] = False
+    takes_extents: ClassVar[bool] = False
 
     def sample(self, batch: int, height: int, width: int, generator: torch.Generator) -> Params:
         """Per-sample parameters for ``batch`` images of ``height x width``, drawn from ``generator``

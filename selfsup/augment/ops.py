@@ -56,14 +56,22 @@ class RandomResizedCrop(Op):
     scale: tuple[float, float] = (0.08, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     fresh_output = True
+    takes_extents = True
 
     def __post_init__(self) -> None:
         self.size = positive_int(self.key, "size", self.size)
         self.scale = interval(self.key, "scale", self.scale, high=1.0)
         self.ratio = interval(self.key, "ratio", self.ratio)
 
-    def sample(self, batch: int, height: int, width: int, generator: torch.Generator) -> Params:
-        """``boxes``: int64 ``(B, 4)`` crop boxes ``(x0, y0, w, h)`` in input pixels."""
+    def sample(
+        self, batch: int, height: int, width: int, generator: torch.Generator, extents: Tensor | None = None
+    ) -> Params:
+        """``boxes``: int64 ``(B, 4)`` crop boxes ``(x0, y0, w, h)`` in input pixels; with ``extents``
+        (``(B, 2)`` heights and widths) each box lies inside its own sample's image and its area is a
+        fraction of that image's area."""
+        if extents is not None:
+            extents = extents.to(generator.device)
+            height, width = extents[:, 0], extents[:, 1]
         return {"boxes": AF.sample_crop_boxes(height, width, batch, self.scale, self.ratio, generator=generator)}
 
     def apply(self, images: Tensor, params: Params) -> Tensor:

@@ -51,6 +51,11 @@ class ViewParams(Mapping[str, Params]):
         return f"ViewParams({ {k: sorted(p) for k, p in self._params.items()} })"
 
 
+CENTRE_SQUARE = "<centre_square>"
+"""The parameter key of the centred square a view without a leading crop takes of a framed image
+(:class:`~selfsup.augment.FramedImages`): ``boxes``, resized to the canvas before the view's ops."""
+
+
 def op_keys(ops: Sequence[Op]) -> tuple[str, ...]:
     """Each op's stream key: its name, with ``#n`` for the n-th repeat of a name in the list.
 
@@ -132,17 +137,28 @@ class View:
         width: int,
         generator: torch.Generator,
         device: torch.device | str | None = None,
+        extents: Tensor | None = None,
     ) -> ViewParams:
         """Draw every op's per-sample parameters for ``batch`` images of ``height x width``.
 
         One number comes from ``generator``; each op draws from its own stream derived from it,
-        on ``device`` (default: the generator's), where the parameters stay.
+        on ``device`` (default: the generator's), where the parameters stay. ``extents`` (int64
+        ``(B, 2)``, heights and widths) says where each image lies in its ``height x width`` canvas
+        (:class:`~selfsup.augment.FramedImages`): a first op that ``takes_extents`` (a crop) draws
+        inside them; otherwise the view starts from each image's centred square (:data:`CENTRE_SQUARE`).
         """
         device = torch.device(device) if device is not None else generator.device
         seed = draw_seed(generator)
         params = {}
-        for key, op in zip(self.keys, self.ops):
-            drawn = op.sample(batch, height, width, op_generator(seed, key, device))
+        first_takes_extents = bool(self.ops) and self.ops[0].takes_extents
+        if extents is not None and not first_takes_extents:
+            params[CENTRE_SQUARE] = {"boxes": AF.centre_square_boxes(extents).to(device)}
+        for i, (key, op) in enumerate(zip(self.keys, self.ops)):
+            generator_i = op_generator(seed, key, device)
+            if i == 0 and extents is not None and first_takes_extents:
+                drawn = op.sample(batch, height, width, generator_i, extents=extents)
+            else:
+                drawn = op.sample(batch, height, width, generator_i)
             params[key] = {k: v.to(device) for k, v in drawn.items()}
             height, width = op.output_size(height, width)
         return ViewParams(params)
@@ -152,7 +168,9 @@ class View:
         (written into ``out`` when given)."""
         self.check_normalization()
         x = images
-        if self.ops and not self.ops[0].fresh_output:
+        if CENTRE_SQUARE in params:  # a framed image, and no leading crop: its centred square, on the canvas
+            x = AF.resized_crop(images, params[CENTRE_SQUARE]["boxes"], images.shape[-1])
+        elif self.ops and not self.ops[0].fresh_output:
             x = images.clone()  # ops may write into the batch they are given
         i = 0
         while i < len(self.ops):

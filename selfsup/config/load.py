@@ -243,6 +243,7 @@ def validate(config: TrainConfig) -> None:
     :data:`~selfsup.data.folder.DECODERS`, :data:`~selfsup.engine.precision.PRECISIONS`.
     """
     from selfsup import augment, backbones, data, methods
+    from selfsup.data.decoding import FITS
     from selfsup.data.folder import DECODERS
 
     registries = {"method": methods.METHODS, "backbone": backbones.BACKBONES, "augment": augment.RECIPES}
@@ -287,6 +288,7 @@ def validate(config: TrainConfig) -> None:
         ("data.channels", config.data.channels in (None, 1, 3), "1 or 3"),
         ("data.decoder", config.data.decoder in DECODERS, one_of(DECODERS)),
         ("data.decode_on_device", config.data.decode_on_device in (True, False, "auto"), "auto, true or false"),
+        ("data.folder_crop", config.data.folder_crop in FITS, one_of(FITS)),
         ("data.prefetch_factor", config.data.prefetch_factor is None or config.data.prefetch_factor >= 1,
          "null (PyTorch's default) or an integer >= 1"),
         ("data.shuffle_buffer", config.data.shuffle_buffer >= 1, "an integer >= 1 (samples)"),
@@ -327,6 +329,12 @@ def _check_data_path(config: TrainConfig) -> None:
                 f"Config key {key!r} only applies to 'folder' data (image files decoded by the workers); "
                 f"data set {data.name!r} is read already decoded. Leave {key} at its default."
             )
+    if data.name == "folder" and data.folder_crop == "full" and data.decode_on_device is True:
+        raise ConfigError(
+            "Config key 'data.decode_on_device=true' needs data.folder_crop=center: decoding on the device gives "
+            "each image's centred square, and data.folder_crop=full (the default) crops from the whole image. "
+            "Set data.folder_crop=center to decode on the device."
+        )
     if data.cache and data.decode_on_device is True:
         raise ConfigError(
             "Config keys 'data.cache=true' and 'data.decode_on_device=true' contradict each other: the cache holds "

@@ -41,8 +41,13 @@ class DataConfig:
         decoder: for folders, who decodes plain JPEGs: ``auto`` (torchvision, or PIL for JPEGs at
             least twice ``image_size``, which PIL decodes at a reduced scale), ``torchvision`` or
             ``pil``. Other formats always go through PIL.
+        folder_crop: for folders, what training crops are drawn from: ``full`` (the default) the
+            whole image, its longer side fitted to ``image_size`` (as ImageNet pipelines crop the
+            decoded photo), or ``center`` its centred square (the shorter side fitted). Evaluation
+            always reads the centred square.
         decode_on_device: for folders, ``auto`` / ``true`` / ``false``: workers ship plain JPEGs as
-            bytes and the training device decodes them (nvjpeg; ``auto``: on CUDA without ``cache``).
+            bytes and the training device decodes them (nvjpeg; ``auto``: on CUDA without ``cache``,
+            with ``folder_crop: center``).
         cache: for folders, decode every image once into a memory-mapped uint8 cache (rebuilt when
             the folder or the decode settings change) and read it at every epoch.
         cache_dir: where the cache lives (null: ``<root>/.selfsup-cache`` if the folder is
@@ -66,6 +71,7 @@ class DataConfig:
     skip_bad_images: bool = False
     channels: int | None = None
     decoder: str = "auto"
+    folder_crop: str = "full"
     decode_on_device: bool | str = "auto"
     cache: bool = False
     cache_dir: str | None = None

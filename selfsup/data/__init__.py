@@ -17,6 +17,7 @@ from selfsup.data.registry import DATASETS, describe, get, names
 from selfsup.data.sampler import EpochShuffleSampler
 from selfsup.data.shards import ShardStream, read_shards, shards_hold_files, write_shards
 from selfsup.data.splits import DataSubset, split_train_val
+from selfsup.data.whole_images import WholeImageView
 
 __all__ = [
     "DATASETS",
@@ -28,6 +29,7 @@ __all__ = [
     "ImageFolder",
     "Sample",
     "ShardStream",
+    "WholeImageView",
     "cache_folder",
     "describe",
     "get",

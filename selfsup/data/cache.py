@@ -31,9 +31,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from selfsup.data.folder import ImageFolder, load_image
+from selfsup.data.decoding import FITS
+from selfsup.data.folder import ImageFolder, load_image, load_whole_image
 from selfsup.data.protocol import Sample
-from selfsup.errors import DataError
+from selfsup.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +61,11 @@ class CachedFolder(Dataset[Sample]):
         (torch.Size([3, 64, 64]), ['cats', 'dogs'])
     """
 
-    def __init__(self, folder: ImageFolder, entry: Path) -> None:
+    def __init__(self, folder: ImageFolder, entry: Path, extents: list[list[int]] | None = None) -> None:
         self.root, self.entry, self.decoder = folder.root, entry, folder.decoder
+        # with fit="full" (cache_folder): each image's (height, width) in the top-left of its canvas
+        self.extents = torch.tensor(extents, dtype=torch.long).view(-1, 2) if extents is not None else None
+        self.whole: CachedFolder | None = None  # the folder's whole-image cache, when training needs it
         self.name, self.channels, self.image_size = folder.name, folder.channels, folder.image_size
         self.classes, self.num_classes = folder.classes, folder.num_classes
         self.mean, self.std = folder.mean, folder.std
@@ -78,7 +82,8 @@ class CachedFolder(Dataset[Sample]):
             self._array = np.memmap(self.entry / DATA_NAME, dtype=np.uint8, mode="r", shape=self.shape)
         return self._array
 
-    def _position(self, index: int) -> int:
+    def position(self, index: int) -> int:
+        """``index`` as a position in the cache (negative counts from the end); IndexError when out of range."""
         n = len(self.samples)
         index = int(index) + n if int(index) < 0 else int(index)
         if not 0 <= index < n:
@@ -86,14 +91,26 @@ class CachedFolder(Dataset[Sample]):
         return index
 
     def __getitem__(self, index: int) -> Sample:
-        index = self._position(index)
+        index = self.position(index)
         return torch.from_numpy(np.array(self._images()[index])), self.samples[index][1], index
 
     def __getitems__(self, indices: list[int]) -> list[Sample]:
         """A batch of samples read with one fancy-indexed copy from the memory map."""
-        positions = [self._position(i) for i in indices]
-        block = torch.from_numpy(self._images()[np.asarray(positions, dtype=np.int64)])
+        positions = [self.position(i) for i in indices]
+        block = self.read_block(positions)
         return [(block[k], self.samples[i][1], i) for k, i in enumerate(positions)]
+
+    def read_block(self, positions: list[int]) -> Tensor:
+        """The images at ``positions`` (checked, non-negative) as one uint8 tensor, one copy from the map."""
+        return torch.from_numpy(self._images()[np.asarray(positions, dtype=np.int64)])
+
+    def framed(self, index: int) -> tuple[Tensor, tuple[int, int]]:
+        """A whole-image cache's (``fit="full"``) canvas and the image's ``(height, width)`` in it."""
+        if self.extents is None:
+            raise ValueError(f"The decoded cache in {self.entry} holds centred squares, not whole images.")
+        index = self.position(index)
+        height, width = self.extents[index].tolist()
+        return torch.from_numpy(np.array(self._images()[index])), (height, width)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -133,6 +150,7 @@ def cache_folder(
     skip_bad_images: bool = False,
     num_workers: int = 0,
     progress: bool | None = None,
+    fit: str = "center",
 ) -> CachedFolder:
     """The folder's images from a decoded cache under ``cache_dir``, building it first when needed.
 
@@ -150,6 +168,10 @@ def cache_folder(
         skip_bad_images: leave out unreadable images instead of stopping.
         num_workers: decoding processes for a build (0: in this process).
         progress: show a tqdm progress bar while building (None: only on a terminal).
+        fit: ``"center"``: the folder's items (centred squares); ``"full"``: whole images in
+            canvases with their extents (:func:`~selfsup.data.folder.load_whole_image`, what
+            ``data.folder_crop: full`` trains on), read with :meth:`CachedFolder.framed`; a
+            separate entry.
 
     Raises:
         DataError: a bad image (without ``skip_bad_images``), no readable image at all, or too
@@ -164,7 +186,9 @@ def cache_folder(
         >>> len(ds), sorted(os.listdir(photos))  # decoded once into photos/.selfsup-cache
         (3, ['.selfsup-cache', 'cats', 'dogs'])
     """
-    entry = Path(cache_dir).expanduser() / _entry_name(folder)
+    if fit not in FITS:
+        raise ConfigError(f"cache_folder fit must be one of {', '.join(FITS)}; got {fit!r}.")
+    entry = Path(cache_dir).expanduser() / (_entry_name(folder) + ("-whole" if fit == "full" else ""))
     try:
         entry.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -173,7 +197,7 @@ def cache_folder(
             "or data.cache=false."
         ) from err
     files = _snapshot(folder)
-    settings = _settings(folder)
+    settings = _settings(folder) | ({"fit": "full"} if fit == "full" else {})
     with _locked(entry):  # a second process (another DDP rank) waits here, then finds the cache built
         index = _read_index(entry)
         why = _why_stale(index, settings, files, entry, folder)
@@ -182,7 +206,7 @@ def cache_folder(
                 "%s the decoded cache of %s in %s: %s.",
                 "Building" if index is None else "Rebuilding", folder.root, entry, why,
             )  # fmt: skip
-            index = _build(folder, entry, settings, files, skip_bad_images, num_workers, progress)
+            index = _build(folder, entry, settings, files, skip_bad_images, num_workers, progress, fit)
     path_of = {rel: path for (rel, *_), (path, _) in zip(files, folder.samples)}
     bad = [(path_of[rel], reason) for rel, reason, _ in index["bad"]]
     if bad and not skip_bad_images:
@@ -192,7 +216,9 @@ def cache_folder(
     if len(folder.samples) != index["count"]:
         raise DataError(f"The decoded cache in {entry} holds {index['count']} images, expected "
                         f"{len(folder.samples)}; delete that folder to rebuild it.")
-    return CachedFolder(folder, entry)
+    if fit == "full" and len(index.get("extents", ())) != index["count"]:
+        raise DataError(f"The decoded cache in {entry} lacks the images' extents; delete that folder to rebuild it.")
+    return CachedFolder(folder, entry, index["extents"] if fit == "full" else None)
 
 
 def _entry_name(folder: ImageFolder) -> str:
@@ -308,7 +334,8 @@ def _check_space(entry: Path, folder: ImageFolder, n: int) -> None:
 class _DecodeJob(Dataset):
     """Item i: ``(i, image or None, reason, message)`` for the i-th scanned file."""
 
-    def __init__(self, folder: ImageFolder) -> None:
+    def __init__(self, folder: ImageFolder, fit: str = "center") -> None:
+        self.fit = fit
         self.paths = [path for path, _ in folder.samples]
         self.size, self.channels = folder.image_size[0], folder.channels  # type: ignore[index]
         self.max_pixels, self.decoder = folder.max_pixels, folder.decoder
@@ -316,13 +343,15 @@ class _DecodeJob(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> tuple[int, Tensor | None, str, str]:
+    def __getitem__(self, i: int) -> tuple[int, Tensor | None, str, str, tuple[int, int]]:
+        """``(i, image or None, reason, message, extent)``."""
+        load = load_whole_image if self.fit == "full" else load_image
         try:
-            image = load_image(self.paths[i], self.size, self.channels, max_pixels=self.max_pixels,
-                               decoder=self.decoder)
+            decoded = load(self.paths[i], self.size, self.channels, max_pixels=self.max_pixels, decoder=self.decoder)
         except DataError as err:
-            return i, None, str(getattr(err.__cause__, "reason", err)), str(err)
-        return i, image, "", ""
+            return i, None, str(getattr(err.__cause__, "reason", err)), str(err), (0, 0)
+        image, extent = decoded if isinstance(decoded, tuple) else (decoded, (self.size, self.size))
+        return i, image, "", "", extent
 
 
 def _as_list(batch: list) -> list:
@@ -331,7 +360,7 @@ def _as_list(batch: list) -> list:
 
 def _build(
     folder: ImageFolder, entry: Path, settings: dict[str, Any], files: list[list[Any]], skip_bad_images: bool,
-    num_workers: int, progress: bool | None,
+    num_workers: int, progress: bool | None, fit: str = "center",
 ) -> dict[str, Any]:
     """Decode every file into ``entry`` (data file, then index, each atomically); returns the index."""
     from tqdm.auto import tqdm
@@ -346,20 +375,21 @@ def _build(
     _check_space(entry, folder, n)
     size, channels = folder.image_size[0], folder.channels  # type: ignore[index]
     tmp_data, tmp_index = entry / f"{DATA_NAME}.tmp-{os.getpid()}", entry / f"{INDEX_NAME}.tmp-{os.getpid()}"
-    started, kept, bad = time.perf_counter(), 0, []
+    started, kept, bad, extents = time.perf_counter(), 0, [], []
     try:
         images = np.memmap(tmp_data, dtype=np.uint8, mode="w+", shape=(n, channels, size, size))
-        loader = DataLoader(_DecodeJob(folder), batch_size=32, num_workers=num_workers, collate_fn=_as_list)
+        loader = DataLoader(_DecodeJob(folder, fit), batch_size=32, num_workers=num_workers, collate_fn=_as_list)
         with tqdm(total=n, desc=f"Decoding {folder.root.name or folder.root} into the cache", unit="img",
                   disable=None if progress is None else not progress) as bar:
             for batch in loader:
-                for i, image, reason, message in batch:
+                for i, image, reason, message, extent in batch:
                     if image is None:
                         if not skip_bad_images:
                             raise DataError(message)
                         bad.append([files[i][0], reason, message])
                     else:
                         images[kept] = image.numpy()
+                        extents.append(list(extent))
                         kept += 1
                 bar.update(len(batch))
         images.flush()
@@ -370,7 +400,7 @@ def _build(
         _fsync(tmp_data)
         os.replace(tmp_data, entry / DATA_NAME)
         index = {**settings, "root": str(folder.root.resolve()), "classes": folder.classes, "count": kept,
-                 "files": files, "bad": bad}
+                 "files": files, "bad": bad, **({"extents": extents} if fit == "full" else {})}
         tmp_index.write_text(json.dumps(index), encoding="utf-8")
         _fsync(tmp_index)
         os.replace(tmp_index, entry / INDEX_NAME)  # the commit: only now does the cache look valid

@@ -115,3 +115,47 @@ def center_square_resize(image: Tensor, size: int) -> Tensor:
         out = F.interpolate(batch.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         out = out.round_().clamp_(0, 255).to(torch.uint8)
     return out[0].contiguous()
+
+
+FITS = ("full", "center")
+"""How a folder image becomes a square: ``full``: the whole image, longer side fitted to the square
+(:func:`fit_in_canvas`); ``center``: the shorter side fitted and the centred square kept."""
+
+
+def fitted_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """``(height, width)`` of an image with its longer side resized to ``size`` (aspect ratio kept,
+    each side at least 1 pixel).
+
+    Example:
+        >>> fitted_size(300, 400, 32)
+        (24, 32)
+    """
+    longer = max(height, width)
+    return max(1, min(size, round(height * size / longer))), max(1, min(size, round(width * size / longer)))
+
+
+def fit_in_canvas(image: Tensor, size: int) -> tuple[Tensor, tuple[int, int]]:
+    """The whole ``image`` (C, H, W, uint8), longer side resized to ``size``, in the top-left corner
+    of a zero (C, size, size) canvas, and its ``(height, width)`` there.
+
+    Resized as :func:`center_square_resize` resizes (bilinear, antialiased when shrinking).
+
+    Example:
+        >>> canvas, extent = fit_in_canvas(torch.full((3, 30, 60), 9, dtype=torch.uint8), 16)
+        >>> canvas.shape, extent, canvas[0, 8:].sum().item()
+        (torch.Size([3, 16, 16]), (8, 16), 0)
+    """
+    if image.dtype != torch.uint8 or image.dim() != 3:
+        raise ValueError(f"fit_in_canvas expects a uint8 (C, H, W) tensor, got {image.dtype} {tuple(image.shape)}")
+    c, h, w = image.shape
+    nh, nw = fitted_size(h, w, size)
+    if (nh, nw) != (h, w):
+        batch = image.unsqueeze(0).contiguous(memory_format=torch.channels_last)
+        if image.device.type == "cpu":
+            image = F.interpolate(batch, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)[0]
+        else:
+            resized = F.interpolate(batch.float(), size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+            image = resized.round_().clamp_(0, 255).to(torch.uint8)[0]
+    canvas = torch.zeros(c, size, size, dtype=torch.uint8, device=image.device)
+    canvas[:, :nh, :nw] = image
+    return canvas, (nh, nw)

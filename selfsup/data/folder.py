@@ -19,7 +19,8 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from selfsup.data.decoding import center_square_resize, decode_jpeg_bytes, torchvision_decoding_available
+from selfsup.data.decoding import (center_square_resize, decode_jpeg_bytes, fit_in_canvas, fitted_size,
+                                   torchvision_decoding_available)
 from selfsup.data.protocol import Sample
 from selfsup.errors import ConfigError, DataError
 
@@ -261,6 +262,34 @@ def load_image(
         raise DataError(_message(path, exc)) from exc
 
 
+Framed = tuple[Tensor, tuple[int, int]]
+"""A whole image in the top-left corner of a square canvas, and its ``(height, width)`` there."""
+
+
+def load_whole_image(
+    path: str | Path, size: int, channels: int, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, decoder: str = "auto"
+) -> Framed:
+    """Decode an image file whole: its longer side resized to ``size`` (aspect ratio kept), in the
+    top-left corner of a zero uint8 canvas (channels, size, size), and its ``(height, width)`` there.
+
+    What ``data.folder_crop: full`` trains on, so random resized crops are drawn from the whole
+    image (:class:`~selfsup.augment.FramedImages`). Modes, checks, errors and decoders as
+    :func:`load_image`; JPEGs at least twice ``size`` on their longer side are decoded by PIL at a
+    reduced DCT scale (``decoder="auto"``).
+
+    Example:
+        >>> import tempfile; from PIL import Image
+        >>> path = tempfile.mkdtemp() + "/cat.jpg"; Image.new("RGB", (80, 60), "orange").save(path)
+        >>> canvas, extent = load_whole_image(path, 32, 3)
+        >>> canvas.shape, extent
+        (torch.Size([3, 32, 32]), (24, 32))
+    """
+    try:
+        return _decode(path, size, channels, max_pixels, resolve_decoder(decoder), fit="full")
+    except _BadImage as exc:
+        raise DataError(_message(path, exc)) from exc
+
+
 class _BadImage(Exception):
     """Why one image cannot be used; turned into a DataError or a skip, never seen by users."""
 
@@ -279,8 +308,10 @@ def _message(path: str | Path, exc: _BadImage) -> str:
     return f"Cannot read image {path}: {exc.reason}. Fix or remove the file, or {SKIP_HINT}."
 
 
-def _decode(path: str | Path, size: int, channels: int, max_pixels: int | None, decoder: str = "pil") -> Tensor:
-    """:func:`load_image`, raising :class:`_BadImage` with a short reason."""
+def _decode(
+    path: str | Path, size: int, channels: int, max_pixels: int | None, decoder: str = "pil", fit: str = "center"
+) -> Tensor | Framed:
+    """:func:`load_image` (``fit="full"``: :func:`load_whole_image`), raising :class:`_BadImage` with a short reason."""
     path = os.fspath(path)
     try:
         nbytes = os.stat(path).st_size
@@ -298,14 +329,16 @@ def _decode(path: str | Path, size: int, channels: int, max_pixels: int | None, 
         raise _BadImage(f"cannot open the file ({_reason(exc)})") from exc
     with fp:
         try:
-            return _open_and_decode(fp, size, channels, max_pixels, decoder)
+            return _open_and_decode(fp, size, channels, max_pixels, decoder, fit)
         except _BadImage:
             raise
         except Exception as exc:  # an I/O error while reading, or memory PIL could not get
             raise _BadImage(f"reading it failed ({_reason(exc)})") from exc
 
 
-def _open_and_decode(fp: BinaryIO, size: int, channels: int, max_pixels: int | None, decoder: str = "pil") -> Tensor:
+def _open_and_decode(
+    fp: BinaryIO, size: int, channels: int, max_pixels: int | None, decoder: str = "pil", fit: str = "center"
+) -> Tensor | Framed:
     """Identify the image in the open file ``fp``, check its size, decode it; raises :class:`_BadImage`."""
     try:
         img = Image.open(fp)
@@ -321,11 +354,12 @@ def _open_and_decode(fp: BinaryIO, size: int, channels: int, max_pixels: int | N
     with img:
         # "auto": PIL for JPEGs at least twice the output size, which libjpeg then decodes at a
         # reduced DCT scale (img.draft), faster than torchvision's full-size decode
-        if decoder == "torchvision" or (decoder == "auto" and min(img.size) < 2 * size):
-            fast = _torchvision_pixels(img, fp, size, channels, max_pixels)
+        fitted_side = max(img.size) if fit == "full" else min(img.size)  # the side resized to ``size``
+        if decoder == "torchvision" or (decoder == "auto" and fitted_side < 2 * size):
+            fast = _torchvision_pixels(img, fp, size, channels, max_pixels, fit)
             if fast is not None:
                 return fast
-        return _pixels(img, fp, size, channels, max_pixels)
+        return _pixels(img, fp, size, channels, max_pixels, fit)
 
 
 def plain_jpeg(img: Image.Image, max_pixels: int | None) -> bool:
@@ -361,8 +395,8 @@ def ends_early(kind: str | None, data: bytes) -> bool:
 
 
 def _torchvision_pixels(
-    img: Image.Image, fp: BinaryIO, size: int, channels: int, max_pixels: int | None
-) -> Tensor | None:
+    img: Image.Image, fp: BinaryIO, size: int, channels: int, max_pixels: int | None, fit: str = "center"
+) -> Tensor | Framed | None:
     """The tensor of a plain JPEG decoded by torchvision, or None to leave the file to PIL (another
     format or mode, a truncated file, or any torchvision failure: PIL then decodes it or names what
     is wrong)."""
@@ -376,7 +410,7 @@ def _torchvision_pixels(
         image = decode_jpeg_bytes(torch.frombuffer(bytearray(data), dtype=torch.uint8), channels)
         if image.dtype != torch.uint8 or image.dim() != 3 or image.shape[0] != channels:
             return None
-        return center_square_resize(image, size)
+        return fit_in_canvas(image, size) if fit == "full" else center_square_resize(image, size)
     except Exception:  # noqa: BLE001 - PIL gives the reason
         return None
 
@@ -403,7 +437,9 @@ def _bomb_reason(exc: Image.DecompressionBombError, max_pixels: int | None) -> s
     return f"PIL refused it as a possible decompression bomb ({_reason(exc)}; the limit is PIL.Image.MAX_IMAGE_PIXELS)"
 
 
-def _pixels(img: Image.Image, fp: BinaryIO, size: int, channels: int, max_pixels: int | None) -> Tensor:
+def _pixels(
+    img: Image.Image, fp: BinaryIO, size: int, channels: int, max_pixels: int | None, fit: str = "center"
+) -> Tensor | Framed:
     """The tensor of the opened image ``img`` (read from ``fp``), refusing it first if it is too large."""
     w, h = img.size
     if w < 1 or h < 1:
@@ -412,8 +448,8 @@ def _pixels(img: Image.Image, fp: BinaryIO, size: int, channels: int, max_pixels
         raise _BadImage(f"it is {w} x {h} = {w * h} pixels, above the limit of {max_pixels} pixels", too_large=True)
     mode = "RGB" if channels == 3 else "L"
     try:
-        if img.format == "JPEG":
-            img.draft(mode, (size, size))  # let libjpeg decode at a reduced scale >= size
+        if img.format == "JPEG":  # let libjpeg decode at a reduced scale, each side >= its resized size
+            img.draft(mode, (size, size) if fit == "center" else fitted_size(h, w, size)[::-1])
         img.load()
     except Exception as exc:  # PIL raises many exception types for damaged data
         if "truncated" in str(exc).lower():
@@ -429,6 +465,8 @@ def _pixels(img: Image.Image, fp: BinaryIO, size: int, channels: int, max_pixels
     try:
         img = _to_mode(img, mode, sixteen_bit=deep_png)
         w, h = img.size
+        if fit == "full":
+            return _fit_pil(img, size)
         if (w, h) != (size, size):
             side = min(w, h)
             left, top = (w - side) / 2.0, (h - side) / 2.0
@@ -440,6 +478,20 @@ def _pixels(img: Image.Image, fp: BinaryIO, size: int, channels: int, max_pixels
         raise _BadImage(f"decoding gave an array of shape {array.shape}")
     tensor = torch.from_numpy(array)
     return tensor.unsqueeze(0) if array.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
+
+
+def _fit_pil(img: Image.Image, size: int) -> Framed:
+    """The whole PIL image, longer side resized to ``size`` (bilinear), in a zero canvas's top-left corner."""
+    w, h = img.size
+    nh, nw = fitted_size(h, w, size)
+    if (nw, nh) != (w, h):
+        img = img.resize((nw, nh), Image.Resampling.BILINEAR)
+    array = np.array(img, dtype=np.uint8)
+    image = torch.from_numpy(array)
+    image = image.unsqueeze(0) if array.ndim == 2 else image.permute(2, 0, 1)
+    canvas = torch.zeros(image.shape[0], size, size, dtype=torch.uint8)
+    canvas[:, :nh, :nw] = image
+    return canvas, (nh, nw)
 
 
 def _lacks_end(img: Image.Image, fp: BinaryIO) -> bool:
