@@ -3,8 +3,6 @@ has no broken internal link (``make docs`` runs the same build)."""
 from __future__ import annotations
 
 import inspect
-import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -40,13 +38,9 @@ class Links(HTMLParser):
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("docs")
-    build = subprocess.run([sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
-                            "-d", str(out / "doctrees"), str(ROOT / "docs"), str(out / "html")],
-                           capture_output=True, text=True, cwd=ROOT)
-    assert build.returncode == 0, f"sphinx-build failed or warned:\n{build.stdout[-3000:]}\n{build.stderr[-5000:]}"
-    return out / "html"
+def site(docs_site: Path) -> Path:
+    """The built site (tests/conftest.py builds it once per session, for tests/test_docs_browser.py too)."""
+    return docs_site
 
 
 def parse(page: Path) -> Links:
