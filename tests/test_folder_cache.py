@@ -287,6 +287,11 @@ def test_train_with_cache_builds_it_once_and_trains(tmp_path, caplog):
         result = train(config)
         train_set, _ = build_datasets(config)  # as a second run would
     assert result.backbone_path.is_file() and isinstance(train_set, CachedFolder)
-    assert caplog.text.count("Building the decoded cache") == 1 and "Rebuilding" not in caplog.text
-    index = json.loads((entry_of(root / ".selfsup-cache") / INDEX_NAME).read_text())
-    assert index["count"] == 5 and index["image_size"] == SIZE and index["bad"] == []
+    # once each: the centred squares evaluation reads and the whole images training crops (folder_crop: full)
+    assert caplog.text.count("Building the decoded cache") == 2 and "Rebuilding" not in caplog.text
+    entries = sorted(p for p in (root / ".selfsup-cache").iterdir() if p.is_dir())
+    assert [p.name.endswith("-whole") for p in entries] == [False, True]
+    for entry in entries:
+        index = json.loads((entry / INDEX_NAME).read_text())
+        assert index["count"] == 5 and index["image_size"] == SIZE and index["bad"] == []
+    assert len(json.loads((entries[1] / INDEX_NAME).read_text())["extents"]) == 5
