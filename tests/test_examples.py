@@ -69,8 +69,62 @@ def test_finetune_folder(tmp_path):
     assert results == ["finetune-folder-all.json", "linear-folder-all.json"]
 
 
+def test_detection_transfer(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # on a busy 2-core CPU two threads made this run 3-4x slower
+    out = run(ROOT / "examples" / "detection_transfer.py", tmp_path, "--out", str(tmp_path / "runs"))
+    loaded = re.search(r"backbone\.pth -> Faster R-CNN body: (\d+) tensors, missing keys \[(.*)\], unexpected keys", out)
+    assert loaded and int(loaded.group(1)) > 100 and loaded.group(2) == ""  # no body tensor left random
+    for name in ("pretrained backbone", "random init"):
+        score = float(re.search(rf"^{name}: mAP@0\.5 ([\d.]+)%", out, re.MULTILINE).group(1))
+        assert 0 <= score <= 100, name
+    runs = tmp_path / "runs"
+    assert (runs / "canvas-simclr" / "backbone.pth").is_file() and (runs / "detections.png").stat().st_size > 1000
+    assert len(list((runs / "canvases" / "train").glob("*.png"))) == 16
+
+
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.stem)
 def test_every_example_explains_itself(script):
     """Its docstring (its --help) says what it teaches, the full run's command and the tiny budget."""
     doc = ast.get_docstring(ast.parse(script.read_text()))
     assert doc and doc.startswith("Tutorial:") and f"python examples/{script.name}" in doc and "--tiny" in doc
+
+
+def test_encoder_in_15_minutes(tmp_path):
+    out = run(ROOT / "examples" / "encoder_in_15_minutes.py", tmp_path, "--out", str(tmp_path / "runs"))
+    pixels = float(re.search(r"raw pixels: k-NN top-1 ([\d.]+)% on the test split", out).group(1))
+    val, test = (float(v) for v in re.search(
+        r"k-NN top-1 ([\d.]+)% on the held-out 10% of the training split, ([\d.]+)% on the test split", out).groups())
+    linear = float(re.search(r"linear probe: top-1 ([\d.]+)% on the test split", out).group(1))
+    assert all(0 <= v <= 100 for v in (pixels, val, test, linear))  # a generated stand-in: values mean nothing
+    assert (tmp_path / "runs" / "encoder-15min" / "eval" / "linear-fashion_mnist-test.json").is_file()
+
+
+def test_moco_cifar10(tmp_path):
+    out = run(ROOT / "examples" / "moco_cifar10.py", tmp_path, "--out", str(tmp_path / "runs"))
+    assert "NOTE: not CIFAR-10" in out  # --tiny trains on the generated stand-in and says so
+    untrained, trained = (float(v) for v in re.search(
+        r"k-NN \(k=20\) top-1 on the test split of the generated stand-in: untrained ([\d.]+)%, after MoCo v2 ([\d.]+)%",
+        out).groups())
+    assert 0 <= untrained <= 100 and 0 <= trained <= 100
+    assert "$ selfsup train --config cifar10/mocov2" in out
+    stand_in = tmp_path / "runs" / "cifar10-stand-in" / "cifar-10-batches-py"
+    assert sorted(p.name for p in stand_in.iterdir()) == ["batches.meta", *(f"data_batch_{i}" for i in range(1, 6)),
+                                                          "test_batch"]
+    pictures = tmp_path / "runs" / "moco-cifar10" / "eval" / "pictures"
+    for name in ("embedding_map.png", "neighbours.png", "training_curves.png"):
+        assert (pictures / name).stat().st_size > 1000, name
+
+
+def test_satellite_simsiam(tmp_path):
+    out = run(ROOT / "examples" / "satellite_simsiam.py", tmp_path, "--out", str(tmp_path / "runs"))
+    assert "wrote 120 training and 60 held-out 32x32 tiles of 6 classes" in out
+    untrained, trained = (float(v) for v in re.search(
+        r"held-out tiles, k-NN \(k=20\) top-1: untrained ([\d.]+)%, after 1 epoch\(s\) of SimSiam ([\d.]+)%", out).groups())
+    assert 0 <= untrained <= 100 and 0 <= trained <= 100
+    saved = (tmp_path / "runs" / "satellite-simsiam" / "config.yaml").read_text()
+    assert "vertical_flip" in saved and "rotate90" in saved  # the views went through the recipe into the run
+    for split, count in (("train", 20), ("test", 10)):
+        assert len(list((tmp_path / "runs" / "satellite-tiles" / split / "forest").glob("*.png"))) == count
+    pictures = tmp_path / "runs" / "satellite-simsiam" / "eval" / "pictures"
+    for name in ("embedding_map.png", "neighbours.png", "training_curves.png"):
+        assert (pictures / name).stat().st_size > 1000, name
