@@ -178,3 +178,13 @@ def test_batched_reads_of_the_whole_image_cache_equal_single_reads(tmp_path):
     for (canvas, extent, label, index), single in zip(batched, [view[2], view[0], view[len(view) - 1]]):
         assert torch.equal(canvas, single[0]) and torch.equal(extent, single[1]) and label == single[2]
     assert [item[3] for item in batched] == [2, 0, -1]
+
+
+def test_framed_images_refuse_extents_outside_the_canvas_and_rows_keep_them():
+    pixels = torch.zeros(2, 1, 8, 8, dtype=torch.uint8)
+    with pytest.raises(DataError, match="extents must lie in 1..8"):
+        FramedImages(pixels, torch.tensor([[8, 9], [4, 4]]))
+    with pytest.raises(DataError, match="square canvases"):
+        FramedImages(torch.zeros(2, 1, 8, 6), torch.tensor([[8, 6], [4, 4]]))
+    batch = FramedImages(pixels, torch.tensor([[8, 3], [4, 4]]))
+    assert batch[1:].extents.tolist() == [[4, 4]] and batch.to("cpu").extents.tolist() == [[8, 3], [4, 4]]

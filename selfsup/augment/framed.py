@@ -33,9 +33,18 @@ class FramedImages:
     Args:
         pixels: uint8 (or float) canvases ``(B, C, S, S)``; outside each extent the values are unused.
         extents: int64 ``(B, 2)``: each image's height and width, between 1 and the canvas side.
+        check: check the shapes and the extents' range (reading the extents, a device sync on a GPU);
+            rows, moves and pinned copies of a checked batch skip it.
     """
 
-    def __init__(self, pixels: Tensor, extents: Tensor) -> None:
+    def __init__(self, pixels: Tensor, extents: Tensor, *, check: bool = True) -> None:
+        if check:
+            self._check(pixels, extents)
+        self.pixels = pixels
+        self.extents = extents.long()
+
+    @staticmethod
+    def _check(pixels: Tensor, extents: Tensor) -> None:
         if pixels.dim() != 4 or pixels.shape[2] != pixels.shape[3]:
             raise DataError(f"FramedImages expects square canvases (B, C, S, S), got shape {tuple(pixels.shape)}.")
         if extents.shape != (pixels.shape[0], 2):
@@ -50,8 +59,6 @@ class FramedImages:
                 f"FramedImages extents must lie in 1..{pixels.shape[2]} x 1..{pixels.shape[3]} (the canvas); "
                 f"got heights {extents[:, 0].tolist()} and widths {extents[:, 1].tolist()}."
             )
-        self.pixels = pixels
-        self.extents = extents
 
     @property
     def shape(self) -> torch.Size:
@@ -69,16 +76,16 @@ class FramedImages:
         return len(self.pixels)
 
     def __getitem__(self, rows: slice | Tensor) -> FramedImages:
-        return FramedImages(self.pixels[rows], self.extents[rows])
+        return FramedImages(self.pixels[rows], self.extents[rows], check=False)
 
     def to(self, device: str | torch.device, non_blocking: bool = False) -> FramedImages:
         """Both tensors on ``device`` (what Lightning's batch transfer calls)."""
         return FramedImages(self.pixels.to(device, non_blocking=non_blocking),
-                            self.extents.to(device, non_blocking=non_blocking))
+                            self.extents.to(device, non_blocking=non_blocking), check=False)
 
     def pin_memory(self) -> FramedImages:
         """Page-locked copies (called by the DataLoader with ``pin_memory=True``)."""
-        return FramedImages(self.pixels.pin_memory(), self.extents.pin_memory())
+        return FramedImages(self.pixels.pin_memory(), self.extents.pin_memory(), check=False)
 
     def __repr__(self) -> str:
         return f"FramedImages(pixels={tuple(self.pixels.shape)}, {self.pixels.dtype}, extents={tuple(self.extents.shape)})"
