@@ -9,7 +9,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from selfsup import __version__, cli_embed, cli_eval, cli_export, cli_pictures, cli_shard
 from selfsup.errors import SelfSupError, user_message
@@ -33,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="pretrain an encoder", description=(
         "Pretrain an encoder. Settings come from the defaults, then --config, then the flags, then "
         "key.sub=value overrides (e.g. optimizer.lr=0.5 method.temperature=0.2)."))
-    train.add_argument("--config", help="YAML file or packaged recipe (e.g. cifar10/simclr; see `selfsup list`)")
+    train.add_argument("--config", help=(
+        "YAML file or packaged recipe (e.g. cifar10/simclr; see `selfsup list`); without it the packaged "
+        f"<data>/<method> recipe when there is one; '{NO_RECIPE}' for the global defaults"))
     train.add_argument("--method")
     train.add_argument("--backbone")
     train.add_argument("--data", help="data set name (see `selfsup list`) or a folder of images (class sub-folders)")
@@ -86,9 +88,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         flags["data.download"] = True
     if args.skip_bad_images:
         flags["data.skip_bad_images"] = True
-    config = load(args.config, flags=flags, overrides=args.overrides)
-    if args.config is None:
-        suggest_recipe(config.data.name, config.method["name"])
+    config = load(choose_config(args.config, flags, args.overrides), flags=flags, overrides=args.overrides)
     result = train(config, resume=args.resume)
     if not result.is_main_process:
         return 0
@@ -99,16 +99,37 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def suggest_recipe(data_name: str, method_name: str) -> None:
-    """Without ``--config`` the global defaults apply (a CIFAR ResNet-18, warm-up epochs sized for long
-    runs); point at the packaged recipe written for this data set and method when there is one."""
-    from selfsup.config import packaged_recipes
+#: ``--config defaults``: no recipe, the global defaults (what the built-in settings give)
+NO_RECIPE = "defaults"
 
-    recipe = f"{data_name}/{method_name}"
-    if recipe in packaged_recipes():
-        logging.getLogger("selfsup").warning(
-            "No --config: the global defaults apply. The packaged recipe %s is written for this data set and "
-            "method; add --config %s (flags and overrides still apply on top).", recipe, recipe)
+
+def choose_config(config: str | None, flags: dict[str, Any], overrides: Sequence[str]) -> str | None:
+    """The config ``train`` starts from: ``--config`` when given (``defaults``: none), else the
+    packaged ``<data>/<method>`` recipe when one is written for the data set and method the flags
+    and overrides name (said in the log), else none (the global defaults)."""
+    from selfsup.config import TrainConfig
+    from selfsup.config.load import packaged_recipe_for, settings
+
+    if config == NO_RECIPE:
+        return None
+    if config is not None:
+        return config
+    given = settings(flags=flags, overrides=overrides)
+    defaults = TrainConfig()
+    data_name = section(given, "data").get("name", defaults.data.name)
+    method_name = section(given, "method").get("name", defaults.method["name"])
+    recipe = packaged_recipe_for(str(data_name), str(method_name))
+    if recipe is not None:
+        logging.getLogger("selfsup").info(
+            "No --config: starting from the packaged recipe %s, written for %s with %s (flags and overrides "
+            "apply on top; --config %s for the global defaults instead).", recipe, data_name, method_name, NO_RECIPE)
+    return recipe
+
+
+def section(settings: dict[str, Any], name: str) -> dict[str, Any]:
+    """One section of the settings as given (empty when absent or not a mapping)."""
+    value = settings.get(name)
+    return value if isinstance(value, dict) else {}
 
 
 def looks_like_a_folder(value: str) -> bool:

@@ -367,15 +367,29 @@ def test_data_may_name_a_folder_of_images(tmp_path, capsys):
     assert "fashion_mnist" in capsys.readouterr().err
 
 
-def test_a_run_says_what_it_will_do_and_names_the_recipe_for_its_data(tmp_path, caplog):
+def test_without_config_a_run_starts_from_the_recipe_for_its_data_and_says_what_it_will_do(tmp_path, caplog):
+    """No --config: the packaged digits/simclr recipe applies (flags on top) and the log says so;
+    --config defaults keeps the global defaults."""
+    import yaml
+
     args = ["train", "--output-dir", str(tmp_path), "--data", "digits", "--backbone", "resnet_tiny", "backbone.width=4",
             "--batch-size", "256", "--epochs", "1", "--precision", "32-true", "progress_bar=false", "monitor.knn_every=0",
-            "data.eval_split=none", "optimizer.warmup_epochs=0", "--name", "first"]
+            "data.eval_split=none", "optimizer.warmup_epochs=0"]
     with caplog.at_level("INFO", logger="selfsup"):
-        assert main(args) == 0
-    assert "add --config digits/simclr" in caplog.text
+        assert main([*args, "--name", "first"]) == 0
+    assert "starting from the packaged recipe digits/simclr" in caplog.text
     assert "Training simclr on digits (1,347 images of 8 px, 1 channel)" in caplog.text
     assert "1 epoch x 5 steps of 256 images on 1 x cpu in 32-true" in caplog.text
+    recipe = yaml.safe_load((tmp_path / "first" / "config.yaml").read_text())
+    assert recipe["optimizer"]["name"] == "sgd" and recipe["method"]["temperature"] == 0.5  # the recipe's
+    assert recipe["backbone"] == {"name": "resnet_tiny", "width": 4} and recipe["batch_size"] == 256  # the flags'
+
+    caplog.clear()
+    with caplog.at_level("INFO", logger="selfsup"):
+        assert main([*args, "--config", "defaults", "--name", "plain"]) == 0
+    assert "packaged recipe" not in caplog.text
+    plain = yaml.safe_load((tmp_path / "plain" / "config.yaml").read_text())
+    assert plain["method"] == {"name": "simclr"} and plain["augment"] != recipe["augment"]
 
 
 def test_eval_of_a_labelled_folder_scores_its_held_out_folder(tmp_path, capsys):

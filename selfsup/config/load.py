@@ -200,6 +200,19 @@ def load(
         >>> cfg.optimizer.lr
         0.5
     """
+    config = from_dict(settings(config_file, flags=flags, overrides=overrides))
+    validate(config)
+    return config
+
+
+def settings(
+    config_file: str | Path | None = None,
+    *,
+    flags: dict[str, Any] | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """The nested settings that the config file, flags and overrides give, before the defaults fill
+    in the rest and anything is checked (what :func:`load` builds its config from)."""
     data: dict[str, Any] = read_yaml(config_file) if config_file else {}
     for key, value in (flags or {}).items():
         if value is not None:
@@ -207,9 +220,18 @@ def load(
     for text in overrides:
         path, value = parse_override(text)
         data = set_path(data, path, value)
-    config = from_dict(data)
-    validate(config)
-    return config
+    return data
+
+
+def packaged_recipe_for(data_name: str, method_name: str) -> str | None:
+    """The packaged recipe written for this data set and method (``digits/simclr``), or None.
+
+    Example:
+        >>> packaged_recipe_for("digits", "simclr"), packaged_recipe_for("folder", "simclr")
+        ('digits/simclr', None)
+    """
+    recipe = f"{data_name}/{method_name}"
+    return recipe if recipe in packaged_recipes() else None
 
 
 def one_of(values: tuple[str, ...]) -> str:
