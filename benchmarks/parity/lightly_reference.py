@@ -7,7 +7,11 @@ SGD with momentum 0.9, weight decay 5e-4, learning rate ``6e-2 x batch / 128`` a
 over the epochs (stepped once per epoch), no warm-up, views without blur at the data's size.
 Where that file has no entry for a method, the settings come from lightly's Imagenette benchmark
 (``benchmarks/imagenette/resnet18/...`` / ``imagenette_benchmark.py``), named per entry. The heads
-are sized to the backbone's feature width the way lightly sizes them to a ResNet-18's 512.
+are sized to the backbone's feature width the way lightly sizes them to a ResNet-18's 512. Where the
+benchmark gives a method its own optimiser, :class:`Reference` carries it: SwAV (Adam, lr ``1e-3 x
+batch / 128``, weight decay 1e-6, as the CIFAR-10 file's ``SwaVModel``) and VICReg (lightly's LARS,
+lr ``0.3 x batch / 256``, momentum 0.9, weight decay 1e-4, as the Imagenette file's ``VICRegModel``,
+without its 20 warm-up epochs); the per-epoch cosine without warm-up is the same for all.
 
 Only the parts lightly provides are taken from lightly; the backbone, data, batch, epochs and the
 evaluation are the parity benchmark's (``run.py``), identical for both libraries.
@@ -27,8 +31,18 @@ from torch import Tensor, nn
 
 from lightly import loss as lloss
 from lightly.models import utils as lutils
-from lightly.models.modules import heads
-from lightly.transforms import BYOLTransform, BYOLView1Transform, BYOLView2Transform, SimCLRTransform, SimSiamTransform
+from lightly.models.modules import NNMemoryBankModule, heads
+from lightly.transforms import (
+    BYOLTransform,
+    BYOLView1Transform,
+    BYOLView2Transform,
+    DINOTransform,
+    SimCLRTransform,
+    SimSiamTransform,
+    SwaVTransform,
+    VICRegTransform,
+)
+from lightly.utils.lars import LARS
 from lightly.utils.scheduler import cosine_schedule
 
 
@@ -81,7 +95,8 @@ class SimSiam(ReferenceModel):
 
 class _MomentumModel(ReferenceModel):
     """Backbone + projection head with a frozen EMA copy; momentum ``cosine_schedule(epoch, epochs,
-    0.996, 1)`` applied before each step, as lightly's benchmarks do."""
+    0.996, 1)`` (unless :meth:`momentum` says otherwise) applied before each step, as lightly's
+    benchmarks do."""
 
     def __init__(self, backbone: nn.Module, projection_head: nn.Module) -> None:
         super().__init__(backbone)
@@ -91,8 +106,11 @@ class _MomentumModel(ReferenceModel):
         lutils.deactivate_requires_grad(self.backbone_momentum)
         lutils.deactivate_requires_grad(self.projection_head_momentum)
 
+    def momentum(self, epoch: int, epochs: int) -> float:
+        return cosine_schedule(epoch, epochs, 0.996, 1)
+
     def update_momentum(self, epoch: int, epochs: int) -> None:
-        momentum = cosine_schedule(epoch, epochs, 0.996, 1)
+        momentum = self.momentum(epoch, epochs)
         lutils.update_momentum(self.backbone, self.backbone_momentum, m=momentum)
         lutils.update_momentum(self.projection_head, self.projection_head_momentum, m=momentum)
 
@@ -103,12 +121,17 @@ class _MomentumModel(ReferenceModel):
 
 class BYOL(_MomentumModel):
     """lightly's cifar10 benchmark ``BYOLModel``: BYOLProjectionHead(d, 1024, 256),
-    BYOLPredictionHead(256, 1024, 256), symmetric negative cosine against the EMA branch."""
+    BYOLPredictionHead(256, 1024, 256), symmetric negative cosine against the EMA branch, EMA
+    momentum fixed at 0.99 (the file's ``update_momentum(..., m=0.99)``; its ImageNet benchmark uses
+    a cosine from 0.99 to 1)."""
 
     def __init__(self, backbone: nn.Module, feature_dim: int) -> None:
         super().__init__(backbone, heads.BYOLProjectionHead(feature_dim, 1024, 256))
         self.prediction_head = heads.BYOLPredictionHead(256, 1024, 256)
         self.criterion = lloss.NegativeCosineSimilarity()
+
+    def momentum(self, epoch: int, epochs: int) -> float:
+        return 0.99
 
     def loss(self, views, epoch, epochs):
         self.update_momentum(epoch, epochs)
@@ -151,6 +174,155 @@ class BarlowTwins(ReferenceModel):
         return self.criterion(z0, z1)
 
 
+class MoCoV2(_MomentumModel):
+    """lightly's cifar10 benchmark ``MocoModel`` (MoCo v2): MoCoProjectionHead(d, d, 128) (no
+    BatchNorm), EMA momentum fixed at 0.99 (updated before each step), NTXentLoss(temperature=0.1)
+    with a memory bank of 4096 keys (the file's batch-128 setting; its batch-512 rows used 8192), keys
+    from the EMA branch computed on a batch_shuffle'd batch and unshuffled, and the symmetric loss
+    ``0.5 (loss(q(x0), k(x1)) + loss(q(x1), k(x0)))``, each half enqueueing its keys in turn; SimCLR's
+    views. Not mirrored: the benchmark's ResNet-18 uses SplitBatchNorm (8 splits), which is what makes
+    the shuffle matter; the parity backbone has plain BatchNorm."""
+
+    def __init__(self, backbone: nn.Module, feature_dim: int) -> None:
+        super().__init__(backbone, heads.MoCoProjectionHead(feature_dim, feature_dim, 128))
+        self.criterion = lloss.NTXentLoss(temperature=0.1, memory_bank_size=(4096, 128))
+
+    def momentum(self, epoch: int, epochs: int) -> float:
+        return 0.99
+
+    def query_key(self, q_view: Tensor, k_view: Tensor) -> tuple[Tensor, Tensor]:
+        k_view, shuffle = lutils.batch_shuffle(k_view)
+        q = self.projection_head(self.features(q_view))
+        k = lutils.batch_unshuffle(self.momentum_projection(k_view), shuffle)
+        return q, k
+
+    def loss(self, views, epoch, epochs):
+        self.update_momentum(epoch, epochs)
+        x0, x1 = views[:2]
+        loss_1 = self.criterion(*self.query_key(x0, x1))
+        loss_2 = self.criterion(*self.query_key(x1, x0))
+        return 0.5 * (loss_1 + loss_2)
+
+
+class NNCLR(ReferenceModel):
+    """lightly's cifar10 benchmark ``NNCLRModel``: a 2-layer projection head d-2048-256 (BatchNorm
+    after both layers, ReLU after the first), NNCLRPredictionHead(256, 4096, 256), NTXentLoss()
+    (temperature 0.5), NNMemoryBankModule of 4096 projections (randomly initialised, as lightly's;
+    view 0 queried without update, view 1 queried then enqueued), symmetric
+    ``0.5 (loss(nn(z0), p1) + loss(nn(z1), p0))``; SimCLR's views."""
+
+    def __init__(self, backbone: nn.Module, feature_dim: int) -> None:
+        super().__init__(backbone)
+        self.projection_head = heads.ProjectionHead([
+            (feature_dim, 2048, nn.BatchNorm1d(2048), nn.ReLU(inplace=True)),
+            (2048, 256, nn.BatchNorm1d(256), None),
+        ])
+        self.prediction_head = heads.NNCLRPredictionHead(256, 4096, 256)
+        self.criterion = lloss.NTXentLoss()
+        self.memory_bank = NNMemoryBankModule(size=(4096, 256))
+
+    def loss(self, views, epoch, epochs):
+        z0, z1 = (self.projection_head(self.features(v)) for v in views[:2])
+        p0, p1 = self.prediction_head(z0), self.prediction_head(z1)
+        z0 = self.memory_bank(z0.detach(), update=False)
+        z1 = self.memory_bank(z1.detach(), update=True)
+        return 0.5 * (self.criterion(z0, p1) + self.criterion(z1, p0))
+
+
+class DCL(SimCLR):
+    """lightly's cifar10 benchmark ``DCL``: SimCLRProjectionHead(d, d, 128), DCLLoss() (temperature
+    0.1, no weighting); SimCLR's views."""
+
+    def __init__(self, backbone: nn.Module, feature_dim: int) -> None:
+        super().__init__(backbone, feature_dim)
+        self.criterion = lloss.DCLLoss()
+
+
+class DCLW(SimCLR):
+    """lightly's cifar10 benchmark ``DCLW``: SimCLRProjectionHead(d, d, 128), DCLWLoss() (temperature
+    0.1, sigma 0.5); SimCLR's views."""
+
+    def __init__(self, backbone: nn.Module, feature_dim: int) -> None:
+        super().__init__(backbone, feature_dim)
+        self.criterion = lloss.DCLWLoss()
+
+
+class VICReg(ReferenceModel):
+    """lightly's Imagenette benchmark ``VICRegModel`` (the cifar10 file has no VICReg):
+    BarlowTwinsProjectionHead(d, 2048, 2048), VICRegLoss() (lambda 25, mu 25, nu 1); VICRegTransform
+    with cj_strength 0.5 at the data's size, blur off as for the other references; LARS (see
+    ``REFERENCES``). Not mirrored: the file's CosineWarmupScheduler (20 warm-up epochs of 200)."""
+
+    def __init__(self, backbone: nn.Module, feature_dim: int) -> None:
+        super().__init__(backbone)
+        self.projection_head = heads.BarlowTwinsProjectionHead(feature_dim, 2048, 2048)
+        self.criterion = lloss.VICRegLoss()
+
+    def loss(self, views, epoch, epochs):
+        z0, z1 = (self.projection_head(self.features(v)) for v in views[:2])
+        return self.criterion(z0, z1)
+
+
+class SwAV(ReferenceModel):
+    """lightly's cifar10 benchmark ``SwaVModel``: SwaVProjectionHead(d, d, 128), L2-normalised
+    outputs into SwaVPrototypes(128, 512), the prototypes renormalised onto the unit sphere before
+    each step, SwaVLoss() (temperature 0.1, 3 Sinkhorn iterations, epsilon 0.05) with the first two
+    views as high-resolution crops and any further ones as low-resolution; two 28 px crops (scale 0.14
+    to 1), cj_strength 0.5, no blur; Adam (see ``REFERENCES``). As in that file there is no queue
+    and no freezing of the prototypes (those are only in the Imagenette ``SwaVQueueModel``)."""
+
+    def __init__(self, backbone: nn.Module, feature_dim: int) -> None:
+        super().__init__(backbone)
+        self.projection_head = heads.SwaVProjectionHead(feature_dim, feature_dim, 128)
+        self.prototypes = heads.SwaVPrototypes(128, 512)
+        self.criterion = lloss.SwaVLoss()
+
+    def loss(self, views, epoch, epochs):
+        self.prototypes.normalize()
+        outputs = [self.prototypes(nn.functional.normalize(self.projection_head(self.features(v)), dim=1, p=2))
+                   for v in views]
+        return self.criterion(outputs[:2], outputs[2:])
+
+
+class DINO(ReferenceModel):
+    """lightly's cifar10 benchmark ``DINOModel``: DINOProjectionHead(d, 2048, 256, 2048,
+    batch_norm=True) with its MLP replaced by 2 layers d-2048-256 (BatchNorm + GELU after the first,
+    PyTorch's default init), weight-normalised last layer with its norm fixed; the teacher is a copy of
+    the backbone and a separately initialised head (as lightly's benchmark builds it, not a copy),
+    updated by EMA with momentum fixed at 0.99 before each step; DINOLoss(output_dim=2048) (teacher
+    temperature 0.04 throughout, its warm-up being 0.04 to 0.04, student 0.1, center momentum 0.9)
+    given the epoch; teacher on the two global views, student on all views. DINOTransform with two
+    global crops at the data's size (scale 0.4 to 1), no local crops, cj_strength 0.5, no blur,
+    solarisation 0.2 on the second global view. The last layer is never
+    frozen (the file does not call ``cancel_last_layer_gradients``)."""
+
+    def __init__(self, backbone: nn.Module, feature_dim: int) -> None:
+        super().__init__(backbone)
+        self.head = self.build_head(feature_dim)
+        self.teacher_backbone = copy.deepcopy(backbone)
+        self.teacher_head = self.build_head(feature_dim)
+        lutils.deactivate_requires_grad(self.teacher_backbone)
+        lutils.deactivate_requires_grad(self.teacher_head)
+        self.criterion = lloss.DINOLoss(output_dim=2048)
+
+    @staticmethod
+    def build_head(feature_dim: int) -> nn.Module:
+        head = heads.DINOProjectionHead(feature_dim, 2048, 256, 2048, batch_norm=True)
+        head.layers = heads.ProjectionHead([
+            (feature_dim, 2048, nn.BatchNorm1d(2048), nn.GELU()),
+            (2048, 256, None, None),
+        ]).layers
+        return head
+
+    def loss(self, views, epoch, epochs):
+        lutils.update_momentum(self.backbone, self.teacher_backbone, m=0.99)
+        lutils.update_momentum(self.head, self.teacher_head, m=0.99)
+        with torch.no_grad():
+            teacher_out = [self.teacher_head(self.teacher_backbone(v).flatten(start_dim=1)) for v in views[:2]]
+        student_out = [self.head(self.features(v)) for v in views]
+        return self.criterion(teacher_out, student_out, epoch=epoch)
+
+
 def _simclr_views(size: int, normalize: dict) -> Callable:
     return SimCLRTransform(input_size=size, cj_strength=0.5, gaussian_blur=0.0, normalize=normalize)
 
@@ -166,22 +338,51 @@ def _byol_views(size: int, normalize: dict) -> Callable:
     )
 
 
+def _vicreg_views(size: int, normalize: dict) -> Callable:
+    return VICRegTransform(input_size=size, cj_strength=0.5, gaussian_blur=0.0, normalize=normalize)
+
+
+def _swav_views(size: int, normalize: dict) -> Callable:
+    # lightly's file leaves crop_max_scales at its 2-entry default, which 1.6.0's MultiCropTransform
+    # rejects for one crop size; 1.0 is that default's entry for the high-resolution crops
+    return SwaVTransform(crop_sizes=[size], crop_counts=[2], crop_min_scales=[0.14], crop_max_scales=[1.0],
+                         cj_strength=0.5, gaussian_blur=0, normalize=normalize)
+
+
+def _dino_views(size: int, normalize: dict) -> Callable:
+    return DINOTransform(global_crop_size=size, n_local_views=0, cj_strength=0.5, gaussian_blur=(0, 0, 0),
+                         normalize=normalize)
+
+
+def _sgd(params: list, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+
+
+def _adam(params: list, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
+
+def _lars(params: list, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    return LARS(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+
+
 @dataclass(frozen=True)
 class Reference:
-    """How lightly's benchmark trains one method: its model, its views and its base learning rate."""
+    """How lightly's benchmark trains one method: its model, its views, its base learning rate and
+    its optimiser (SGD with momentum 0.9 unless the benchmark gives the method another)."""
 
     model: type[ReferenceModel]
     views: Callable[[int, dict], Callable]
     lr_per_128: float = 6e-2
     weight_decay: float = 5e-4
+    optim: Callable[[list, float, float], torch.optim.Optimizer] = _sgd
 
     def build(self, backbone: nn.Module, feature_dim: int) -> ReferenceModel:
         return self.model(backbone, feature_dim)
 
     def optimizer(self, model: nn.Module, batch_size: int) -> torch.optim.Optimizer:
         params = [p for p in model.parameters() if p.requires_grad]
-        return torch.optim.SGD(params, lr=self.lr_per_128 * batch_size / 128, momentum=0.9,
-                               weight_decay=self.weight_decay)
+        return self.optim(params, self.lr_per_128 * batch_size / 128, self.weight_decay)
 
 
 REFERENCES: dict[str, Reference] = {
@@ -190,5 +391,14 @@ REFERENCES: dict[str, Reference] = {
     "byol": Reference(BYOL, _byol_views),
     "tico": Reference(TiCo, _byol_views),
     "barlowtwins": Reference(BarlowTwins, _byol_views),
+    "mocov2": Reference(MoCoV2, _simclr_views),
+    "nnclr": Reference(NNCLR, _simclr_views),
+    "dcl": Reference(DCL, _simclr_views),
+    "dclw": Reference(DCLW, _simclr_views),
+    # Imagenette's VICRegModel: LARS, lr 0.3 x batch / 256 ("training diverges without LARS"), wd 1e-4
+    "vicreg": Reference(VICReg, _vicreg_views, lr_per_128=0.3 * 128 / 256, weight_decay=1e-4, optim=_lars),
+    # cifar10's SwaVModel: Adam, lr 1e-3 x batch / 128, wd 1e-6
+    "swav": Reference(SwAV, _swav_views, lr_per_128=1e-3, weight_decay=1e-6, optim=_adam),
+    "dino": Reference(DINO, _dino_views),
 }
 """selfsup method name -> lightly's implementation as its benchmarks train it."""
