@@ -36,10 +36,12 @@ from selfsup.engine.data_position import DataPosition
 from selfsup.engine.loggers import build_loggers
 from selfsup.engine.memory_format import use_channels_last
 from selfsup.engine.module import SelfSupervisedModule
+from selfsup.engine.sharding import unsharded_copy
 from selfsup.engine.monitor import EvaluationMonitor
 from selfsup.engine.precision import resolve_precision
 from selfsup.engine.preemption import PreemptionHandler, requeued_by_slurm
 from selfsup.engine.progress import RunProgressBar
+from selfsup.engine import sharding
 from selfsup.engine.resources import ResourceMonitor
 from selfsup.engine.throughput import Throughput, peak_memory_mb
 from selfsup.eval.features import extract_features
@@ -196,6 +198,26 @@ def run_name(config: TrainConfig) -> str:
         raise ConfigError(f"num_nodes={config.num_nodes}: give the run a --name, so the processes on every machine "
                           "write into the same run folder (each would otherwise name it by its own clock).")
     return f"{config.method['name']}-{config.data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def training_strategy(config: TrainConfig, method: Any, processes: int) -> Any:
+    """Lightning's strategy for ``config.strategy``: one process as it is; ``auto`` / ``ddp``: DDP;
+    ``fsdp``: ``ModelParallelStrategy`` (FSDP2 over all processes, whole checkpoints), the method's
+    Vision Transformers sharded by :meth:`SelfSupervisedModule.configure_model`."""
+    if config.strategy == "fsdp":
+        if processes < 2:
+            raise ConfigError("strategy=fsdp shards the backbone over the processes; with devices x num_nodes = 1 "
+                              "there is nothing to shard over. Use devices >= 2, or strategy=auto.")
+        if not sharding.shardable_backbones(method):
+            raise ConfigError(f"strategy=fsdp shards Vision Transformer backbones; backbone "
+                              f"{config.backbone['name']!r} is not one. Use strategy=ddp (or auto).")
+        return sharding.ShardedStrategy(processes)
+    if processes == 1:
+        return "auto"
+    # buffers (queues, memory banks, centres) are kept equal by the methods' own collectives;
+    # DDP's default broadcast of every buffer at every step would only copy them again. Some
+    # parameters are legitimately unused by a method (a ViT's mask token or registers).
+    return DDPStrategy(broadcast_buffers=False, find_unused_parameters=True)
 
 
 def run_summary(config: TrainConfig, train_set: Any, method: Any, steps_per_epoch: int, precision: str,
@@ -441,10 +463,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
         raise ConfigError("sync_batchnorm=true needs several GPUs (PyTorch's SyncBatchNorm runs on CUDA only).")
     trainer = L.Trainer(
         max_epochs=config.epochs, accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes,
-        # buffers (queues, memory banks, centres) are kept equal by the methods' own collectives;
-        # DDP's default broadcast of every buffer at every step would only copy them again. Some
-        # parameters are legitimately unused by a method (a ViT's mask token or registers).
-        strategy=DDPStrategy(broadcast_buffers=False, find_unused_parameters=True) if processes > 1 else "auto",
+        strategy=training_strategy(config, method, processes),
         precision=precision,
         sync_batchnorm=config.sync_batchnorm and processes > 1, logger=build_loggers(config.loggers, run_dir, to_dict(config)),
         callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=False,
@@ -480,6 +499,8 @@ def train(config: TrainConfig, *, resume: bool = False) -> RunResult:
             ) from None
 
     backbone_path = run_dir / "backbone.safetensors"
+    if module.sharded:  # every process gathers the shards; rank 0 tests and exports the whole backbone
+        method.backbone = unsharded_copy(method.backbone)
     metrics = dict(monitor.last) if monitor else {}
     if trainer.is_global_zero and config.monitor.test_at_end and config.data.val_fraction > 0:
         # the split the run held its validation part out of (already read, and cached if asked)

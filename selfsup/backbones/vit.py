@@ -110,7 +110,7 @@ class VisionTransformer(Backbone):
         """The pooled feature ``(B, D)`` of output tokens ``(B, prefix + N, D)`` (:meth:`forward_tokens`)."""
         if self.pool == "avg":
             return tokens[:, self.num_prefix:].mean(dim=1)
-        return tokens[:, 0]
+        return tokens[:, 0].clone()  # not a view: FSDP cannot see in-place changes to a module's view output
 
     def _init_weights(self) -> None:
         for tensor in (self.cls_token, self.registers, self.mask_token):

@@ -22,6 +22,7 @@ from selfsup.engine.loggers import check_loggers
 from selfsup.engine.optim import OPTIMIZERS
 from selfsup.engine.precision import PRECISION_ALIASES, PRECISIONS
 from selfsup.engine.schedule import SCALING_RULES
+from selfsup.engine.sharding import STRATEGIES
 from selfsup.errors import ConfigError, close_matches
 
 class _Loader(yaml.SafeLoader):
@@ -314,6 +315,7 @@ def validate(config: TrainConfig) -> None:
         ("data.prefetch_factor", config.data.prefetch_factor is None or config.data.prefetch_factor >= 1,
          "null (PyTorch's default) or an integer >= 1"),
         ("data.shuffle_buffer", config.data.shuffle_buffer >= 1, "an integer >= 1 (samples)"),
+        ("strategy", config.strategy in STRATEGIES, one_of(STRATEGIES)),
         ("precision", config.precision in PRECISIONS or config.precision in PRECISION_ALIASES, one_of(PRECISIONS)),
     ]
     for key, ok, expected in checks:

@@ -129,6 +129,9 @@ class TrainConfig:
     micro_batches: int = 1
     devices: int = 1
     num_nodes: int = 1  # machines, each running `devices` processes; the global batch is split over all
+    # auto / ddp: each process holds the whole model (DDP when there are several); fsdp: the ViT
+    # backbones are sharded over the processes (selfsup.engine.sharding)
+    strategy: str = "auto"
     accelerator: str = "auto"
     precision: str = "auto"
     channels_last: bool = True

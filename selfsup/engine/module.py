@@ -25,8 +25,12 @@ from torch import Tensor, nn
 from selfsup.augment import MultiView
 from selfsup.data.device_decode import EncodedImages
 from selfsup.engine.optim import OptimizerConfig, build_optimizer, clip_gradients
+from selfsup.engine.sharding import (
+    average_replicated_gradients, clip_sharded_gradients, local_tensor, replicated_parameters, reshard,
+    shard_method, true_on_every_process,
+)
 from selfsup.engine.schedule import warmup_cosine
-from selfsup.errors import NonFiniteLossError
+from selfsup.errors import ConfigError, NonFiniteLossError
 
 log = logging.getLogger("selfsup")
 from selfsup.methods.base import Method, ViewBatch
@@ -107,6 +111,22 @@ class SelfSupervisedModule(L.LightningModule):
         precision = str(getattr(self.trainer, "precision", "32")) if self._trainer else "32"
         return {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
 
+    @property
+    def sharded(self) -> bool:
+        """Whether the method's backbones are sharded over the processes (``strategy: fsdp``)."""
+        return getattr(self, "_sharded", False)
+
+    def configure_model(self) -> None:
+        """Under ``strategy: fsdp`` (Lightning's ``ModelParallelStrategy``), shard the method's Vision
+        Transformers over the processes (:mod:`selfsup.engine.sharding`); other strategies: nothing."""
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        if self.sharded or not isinstance(self.trainer.strategy, ModelParallelStrategy):
+            return
+        if not shard_method(self.method, self.device_mesh["data_parallel"]):
+            raise ConfigError("strategy=fsdp shards Vision Transformer backbones; this method has none.")
+        self._sharded = True
+
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         """The method's optimizer (its parameter groups, the configured optimizer and learning rate),
         then the online probe's when it trains; the engine steps them itself (manual optimisation)."""
@@ -172,6 +192,8 @@ class SelfSupervisedModule(L.LightningModule):
             losses.append(loss.detach())
             logs.append({**probe_logs, **{f"train/{k}": v for k, v in out.logs.items()}})
         loss = losses[0] if parts == 1 else torch.stack(losses).mean()
+        if self.sharded:  # FSDP averaged the shards' gradients; the whole parameters' here
+            average_replicated_gradients(replicated_parameters([self]))
         bad = self.non_finite_gradients()
         if bad:
             return self.skip_step(step, f"the gradient of {bad} is not finite (loss {loss.item():.6g})",
@@ -179,10 +201,13 @@ class SelfSupervisedModule(L.LightningModule):
         self.method.on_after_backward(progress)
         logs = mean_logs(logs)
         if self.optimizer_config.clip_grad_norm > 0:
-            logs["train/grad_norm"] = clip_gradients(self.method.parameters(), self.optimizer_config.clip_grad_norm)
+            clip = clip_sharded_gradients if self.sharded else clip_gradients
+            logs["train/grad_norm"] = clip(self.method.parameters(), self.optimizer_config.clip_grad_norm)
         optimizers[0].step()
         if probe_trained:
             optimizers[1].step()
+        if self.sharded:
+            reshard(self.method)
         self.method.end_step()
 
         logs.update({"train/loss": loss, "train/lr_factor": factor})
@@ -195,11 +220,13 @@ class SelfSupervisedModule(L.LightningModule):
 
     def non_finite_gradients(self) -> str:
         """Names of the first parameters whose gradient holds NaN or infinity ('' when all are finite)."""
-        named = [(n, p.grad) for n, p in self.method.named_parameters() if p.grad is not None]
+        named = [(n, local_tensor(p.grad)) for n, p in self.method.named_parameters() if p.grad is not None]
         if not named:
             return ""
         norms = torch._foreach_norm([g for _, g in named])
         finite = torch.isfinite(torch.stack(norms))
+        if self.sharded:  # each process sees its shards: every process must take the same decision
+            finite = true_on_every_process(finite)
         if bool(finite.all()):
             return ""
         bad = [name for (name, _), ok in zip(named, finite.tolist()) if not ok]

@@ -17,6 +17,7 @@ import lightning as L
 import torch
 from torch.utils.data import Dataset
 
+from selfsup.engine.sharding import unsharded_copy
 from selfsup.eval.collapse import collapse_metrics
 from selfsup.eval.features import extract_features
 from selfsup.eval.knn import knn_accuracy
@@ -84,14 +85,15 @@ class EvaluationMonitor(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.due(trainer) or self.num_classes == 0:
             return
-        metrics = self.measure(pl_module) if trainer.is_global_zero else {}
+        backbone = unsharded_copy(pl_module.method.backbone)  # strategy fsdp: every process gathers
+        metrics = self.measure(pl_module, backbone) if trainer.is_global_zero else {}
         for key, value in metrics.items():
             pl_module.log(key, value, rank_zero_only=True, prog_bar=key == "knn/top1")
         self.last = metrics
 
     @torch.no_grad()
-    def measure(self, pl_module: L.LightningModule) -> dict[str, float]:
-        backbone = pl_module.method.backbone
+    def measure(self, pl_module: L.LightningModule, backbone: torch.nn.Module | None = None) -> dict[str, float]:
+        backbone = pl_module.method.backbone if backbone is None else backbone
         options = dict(batch_size=self.batch_size, device=pl_module.device,
                        autocast_dtype=pl_module.eval_autocast_dtype, channels_last=pl_module.channels_last)
         train_x, train_y = extract_features(backbone, self.train_set, self.transform, indices=self.train_indices, **options)

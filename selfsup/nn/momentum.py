@@ -80,10 +80,16 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
             )
     if not t_params:
         return
-    t_data = [t.detach() for t in t_params]
-    o_data = [o.detach() for o in o_params]
+    # a sharded teacher is sharded as its student (strategy: fsdp): the update pairs local shards
+    t_data = [_local(t.detach()) for t in t_params]
+    o_data = [_local(o.detach()) for o in o_params]
     torch._foreach_mul_(t_data, momentum)
     torch._foreach_add_(t_data, o_data, alpha=1.0 - momentum)
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """This process's shard of a sharded tensor (``DTensor``); any other tensor as it is."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
 
 
 def cosine_momentum(progress: float, base: float, final: float = 1.0) -> float:
