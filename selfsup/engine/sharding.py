@@ -65,7 +65,8 @@ class ShardedStrategy(ModelParallelStrategy):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
         path = Path(self.broadcast(checkpoint_path))
-        checkpoint = torch.load(path, mmap=True, map_location="cpu", weights_only=weights_only)
+        # a checkpoint is data: never unpickle code from it, whatever the caller passed
+        checkpoint = torch.load(path, mmap=True, map_location="cpu", weights_only=True)
         _load_raw_module_state(checkpoint.pop("state_dict"), self.model, world_size=self.world_size, strict=True)
         options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False)
         names = {p: n for n, p in self.model.named_parameters()}
