@@ -4,14 +4,19 @@ Each :class:`Reference` uses lightly's heads, loss and view transforms (imported
 ``lightly`` package, see ``requirements.txt``) and the optimisation of lightly's CIFAR-10 benchmark
 (``docs/source/getting_started/benchmarks/cifar10_benchmark.py`` in github.com/lightly-ai/lightly):
 SGD with momentum 0.9, weight decay 5e-4, learning rate ``6e-2 x batch / 128`` annealed by a cosine
-over the epochs (stepped once per epoch), no warm-up, views without blur at the data's size.
+over the epochs (stepped once per epoch), no warm-up, views without blur at the data's size
+(SimSiam and FastSiam: 6e-2 whatever the batch, as that file's ``SimSiamModel``).
 Where that file has no entry for a method, the settings come from lightly's Imagenette benchmark
-(``benchmarks/imagenette/resnet18/...`` / ``imagenette_benchmark.py``), named per entry. The heads
-are sized to the backbone's feature width the way lightly sizes them to a ResNet-18's 512. Where the
-benchmark gives a method its own optimiser, :class:`Reference` carries it: SwAV (Adam, lr ``1e-3 x
-batch / 128``, weight decay 1e-6, as the CIFAR-10 file's ``SwaVModel``) and VICReg (lightly's LARS,
-lr ``0.3 x batch / 256``, momentum 0.9, weight decay 1e-4, as the Imagenette file's ``VICRegModel``,
-without its 20 warm-up epochs); the per-epoch cosine without warm-up is the same for all.
+(``benchmarks/imagenette/resnet18/...`` / ``imagenette_benchmark.py``), named per entry; where
+neither has it, from lightly's example (MMCR: ``examples/pytorch/mmcr.py``) or its ImageNet
+ResNet-50 benchmark (W-MSE: ``benchmarks/imagenet/resnet50/wmse.py``). The heads are sized to the
+backbone's feature width the way lightly sizes them to a ResNet-18's 512 (or a ResNet-50's 2048).
+Where the benchmark gives a method its own optimiser, :class:`Reference` carries it: SwAV (Adam, lr
+``1e-3 x batch / 128``, weight decay 1e-6, as the CIFAR-10 file's ``SwaVModel``), VICReg (lightly's
+LARS, lr ``0.3 x batch / 256``, momentum 0.9, weight decay 1e-4, as the Imagenette file's
+``VICRegModel``, without its 20 warm-up epochs) and W-MSE (LARS, lr ``0.1 x sqrt(batch)``, weight
+decay 1e-6 off biases and norms, as the ResNet-50 file, without its 10 warm-up epochs); the per-epoch
+cosine without warm-up is the same for all.
 
 Only the parts lightly provides are taken from lightly; the backbone, data, batch, epochs and the
 evaluation are the parity benchmark's (``run.py``), identical for both libraries.
@@ -37,10 +42,13 @@ from lightly.transforms import (
     BYOLView1Transform,
     BYOLView2Transform,
     DINOTransform,
+    FastSiamTransform,
+    MMCRTransform,
     SimCLRTransform,
     SimSiamTransform,
     SwaVTransform,
     VICRegTransform,
+    WMSETransform,
 )
 from lightly.utils.lars import LARS
 from lightly.utils.scheduler import cosine_schedule
@@ -323,6 +331,93 @@ class DINO(ReferenceModel):
         return self.criterion(teacher_out, student_out, epoch=epoch)
 
 
+class FastSiam(SimSiam):
+    """lightly's cifar10 benchmark ``FastSiamModel`` (a ``SimSiamModel`` with its own training step;
+    ``examples/pytorch/fastsiam.py`` has the same loss): SimSiam's heads (a 2-layer projection head
+    d-2048-2048 with BatchNorm after both layers, SimSiamPredictionHead(2048, 512, 2048)); each
+    view's prediction against the mean of the other views' stop-gradient projections,
+    NegativeCosineSimilarity, averaged over the views. FastSiamTransform with its 4 views at the
+    data's size, no blur, as that file. Optimiser: the file's ``SimSiamModel``'s, which
+    ``FastSiamModel`` inherits: SGD, momentum 0.9, weight decay 5e-4, lr 6e-2 with no scaling by the
+    batch ("results in better training stability"), see ``REFERENCES``. The example's heads
+    (SimSiamProjectionHead(512, 512, 128), SimSiamPredictionHead(128, 64, 128)) and plain SGD (lr
+    0.06, no momentum, no weight decay) are not used: the example calls itself a small-GPU demo,
+    not the reference settings."""
+
+    def loss(self, views, epoch, epochs):
+        zs, ps = [], []
+        for v in views:
+            z = self.projection_head(self.features(v))
+            ps.append(self.prediction_head(z))
+            zs.append(z.detach())
+        zs, ps = torch.stack(zs), torch.stack(ps)
+        n = len(views)
+        loss = 0.0
+        for i in range(n):
+            others = torch.arange(n, device=zs.device) != i
+            loss = loss + self.criterion(ps[i], zs[others].mean(dim=0)) / n
+        return loss
+
+
+class MMCR(_MomentumModel):
+    """lightly's ``examples/pytorch/mmcr.py`` (no lightly benchmark has MMCR):
+    MMCRProjectionHead(d, d, 128) (the example's (512, 512, 128) on a ResNet-18; with its default 2
+    hidden layers that is d-d-d-128, BatchNorm + ReLU after the hidden layers, no biases), a
+    momentum copy of backbone and head with momentum ``cosine_schedule(epoch, epochs, 0.996, 1)``
+    updated before each step, MMCRLoss() (lambda 5e-3) on the online and momentum projections of
+    all views stacked as (batch, views, dim). MMCRTransform with 4 views at the data's size, no blur:
+    the example's 8 views reduced to the 4 of selfsup's recipe (``fashion_mnist_cpu/mmcr``), so that
+    both libraries see the same views per image at the same budget. Optimiser: the module's default
+    (the cifar10 benchmark's SGD), the example's plain SGD (lr 0.06, no momentum, no weight decay)
+    being its small-GPU demo setting, not a benchmark's."""
+
+    num_views = 4
+
+    def __init__(self, backbone: nn.Module, feature_dim: int) -> None:
+        super().__init__(backbone, heads.MMCRProjectionHead(feature_dim, feature_dim, 128))
+        self.criterion = lloss.MMCRLoss()
+
+    def loss(self, views, epoch, epochs):
+        self.update_momentum(epoch, epochs)
+        online = torch.stack([self.projection_head(self.features(v)) for v in views], dim=1)
+        momentum = torch.stack([self.momentum_projection(v) for v in views], dim=1)
+        return self.criterion(online, momentum)
+
+
+class WMSE(ReferenceModel):
+    """lightly's ImageNet ResNet-50 benchmark ``WMSE`` (``benchmarks/imagenet/resnet50/wmse.py``,
+    which is on lightly's W-MSE branch, pull request #1474, not on its master; lightly 1.6.0 has its
+    loss and transform but not its ``WMSEProjectionHead``, a SimCLRProjectionHead):
+    SimCLRProjectionHead(d, d, 128, num_layers=3) (the file's WMSEProjectionHead(num_layers=3),
+    2048-2048-2048-128 on ResNet-50's 2048 features: BatchNorm after every layer, ReLU after the
+    hidden ones), WMSELoss(num_samples=4) (embedding 128, whitening sub-batches of w_size 256, one
+    whitening iteration, eps 0, the normalised MSE over the 6 view pairs) on the projections of all
+    views, passed through the backbone as one concatenated batch as the file does; so the batch must
+    be a multiple of 256 (the parity rows' 256 is). WMSETransform with 4 views at the data's size,
+    no blur. LARS with lr ``0.1 x sqrt(batch)``, momentum 0.9, weight decay 1e-6, biases and norm
+    parameters in a group without weight decay (and so, in lightly's LARS, without the trust ratio),
+    see ``REFERENCES``. Not mirrored: the file's CosineWarmupScheduler (10 warm-up epochs of 100,
+    stepped per step, down to 0.001 of the lr) and its ``gather_distributed=True`` (a multi-GPU
+    option, absent from lightly 1.6.0's WMSELoss; the parity run is one process). Deviation: the loss
+    (whitening and MSE) runs in float32 outside autocast, the backbone and head staying in the run's
+    precision: under the parity run's bf16 autocast lightly 1.6.0's Whitening2d computes the
+    covariance in bf16, which at init was already not positive-definite (Cholesky fails at the first
+    step); the file trains with 16-mixed on GPU, and its branch's Whitening2d casts the covariance to
+    float32 for the Cholesky ("only supports fp32")."""
+
+    num_views = 4
+
+    def __init__(self, backbone: nn.Module, feature_dim: int) -> None:
+        super().__init__(backbone)
+        self.projection_head = heads.SimCLRProjectionHead(feature_dim, feature_dim, 128, num_layers=3)
+        self.criterion = lloss.WMSELoss(num_samples=self.num_views)
+
+    def loss(self, views, epoch, epochs):
+        z = self.projection_head(self.features(torch.cat(list(views))))
+        with torch.autocast(z.device.type, enabled=False):
+            return self.criterion(z.float())
+
+
 def _simclr_views(size: int, normalize: dict) -> Callable:
     return SimCLRTransform(input_size=size, cj_strength=0.5, gaussian_blur=0.0, normalize=normalize)
 
@@ -354,6 +449,18 @@ def _dino_views(size: int, normalize: dict) -> Callable:
                          normalize=normalize)
 
 
+def _fastsiam_views(size: int, normalize: dict) -> Callable:
+    return FastSiamTransform(num_views=4, input_size=size, gaussian_blur=0.0, normalize=normalize)
+
+
+def _mmcr_views(size: int, normalize: dict) -> Callable:
+    return MMCRTransform(k=MMCR.num_views, input_size=size, gaussian_blur=0.0, normalize=normalize)
+
+
+def _wmse_views(size: int, normalize: dict) -> Callable:
+    return WMSETransform(num_samples=WMSE.num_views, input_size=size, gaussian_blur=0.0, normalize=normalize)
+
+
 def _sgd(params: list, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
 
@@ -366,14 +473,39 @@ def _lars(params: list, lr: float, weight_decay: float) -> torch.optim.Optimizer
     return LARS(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
 
 
+def _lars_bias_norm_undecayed(params: list, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    # lightly's get_weight_decay_parameters([backbone, head]) puts norm layers' parameters and biases
+    # in a group with weight decay 0; on conv / linear / norm networks those are the 1-d parameters
+    decayed = [p for p in params if p.ndim > 1]
+    undecayed = [p for p in params if p.ndim <= 1]
+    return LARS([{"params": decayed}, {"params": undecayed, "weight_decay": 0.0}], lr=lr, momentum=0.9,
+                weight_decay=weight_decay)
+
+
+def per_128(lr: float) -> Callable[[int], float]:
+    """The rule ``lr x batch / 128`` (lightly's CIFAR-10 benchmark's ``6e-2 * lr_factor``)."""
+    return lambda batch: lr * batch / 128
+
+
+def unscaled(lr: float) -> Callable[[int], float]:
+    """``lr`` whatever the batch."""
+    return lambda batch: lr
+
+
+def per_sqrt_batch(lr: float) -> Callable[[int], float]:
+    """The rule ``lr x sqrt(batch)``."""
+    return lambda batch: lr * batch ** 0.5
+
+
 @dataclass(frozen=True)
 class Reference:
-    """How lightly's benchmark trains one method: its model, its views, its base learning rate and
-    its optimiser (SGD with momentum 0.9 unless the benchmark gives the method another)."""
+    """How lightly's benchmark trains one method: its model, its views, its learning rate as a function
+    of the batch size and its optimiser (SGD with momentum 0.9 unless the benchmark gives the method
+    another)."""
 
     model: type[ReferenceModel]
     views: Callable[[int, dict], Callable]
-    lr_per_128: float = 6e-2
+    lr: Callable[[int], float] = per_128(6e-2)
     weight_decay: float = 5e-4
     optim: Callable[[list, float, float], torch.optim.Optimizer] = _sgd
 
@@ -382,12 +514,13 @@ class Reference:
 
     def optimizer(self, model: nn.Module, batch_size: int) -> torch.optim.Optimizer:
         params = [p for p in model.parameters() if p.requires_grad]
-        return self.optim(params, self.lr_per_128 * batch_size / 128, self.weight_decay)
+        return self.optim(params, self.lr(batch_size), self.weight_decay)
 
 
 REFERENCES: dict[str, Reference] = {
     "simclr": Reference(SimCLR, _simclr_views),
-    "simsiam": Reference(SimSiam, _simsiam_views),
+    # cifar10's SimSiamModel: lr 6e-2 with "no lr-scaling, results in better training stability"
+    "simsiam": Reference(SimSiam, _simsiam_views, lr=unscaled(6e-2)),
     "byol": Reference(BYOL, _byol_views),
     "tico": Reference(TiCo, _byol_views),
     "barlowtwins": Reference(BarlowTwins, _byol_views),
@@ -396,9 +529,15 @@ REFERENCES: dict[str, Reference] = {
     "dcl": Reference(DCL, _simclr_views),
     "dclw": Reference(DCLW, _simclr_views),
     # Imagenette's VICRegModel: LARS, lr 0.3 x batch / 256 ("training diverges without LARS"), wd 1e-4
-    "vicreg": Reference(VICReg, _vicreg_views, lr_per_128=0.3 * 128 / 256, weight_decay=1e-4, optim=_lars),
+    "vicreg": Reference(VICReg, _vicreg_views, lr=per_128(0.3 * 128 / 256), weight_decay=1e-4, optim=_lars),
     # cifar10's SwaVModel: Adam, lr 1e-3 x batch / 128, wd 1e-6
-    "swav": Reference(SwAV, _swav_views, lr_per_128=1e-3, weight_decay=1e-6, optim=_adam),
+    "swav": Reference(SwAV, _swav_views, lr=per_128(1e-3), weight_decay=1e-6, optim=_adam),
     "dino": Reference(DINO, _dino_views),
+    # cifar10's FastSiamModel inherits SimSiamModel's SGD: lr 6e-2 with "no lr-scaling", momentum 0.9, wd 5e-4
+    "fastsiam": Reference(FastSiam, _fastsiam_views, lr=unscaled(6e-2)),
+    "mmcr": Reference(MMCR, _mmcr_views),
+    # resnet50/wmse.py: LARS, lr 0.1 x sqrt(batch), wd 1e-6 off biases and norms
+    "wmse": Reference(WMSE, _wmse_views, lr=per_sqrt_batch(0.1), weight_decay=1e-6,
+                      optim=_lars_bias_norm_undecayed),
 }
 """selfsup method name -> lightly's implementation as its benchmarks train it."""
