@@ -19,7 +19,7 @@ from selfsup.losses.fastsiam import FastSiamLoss
 from selfsup.losses.gram import GramAnchoringLoss
 from selfsup.losses.ibot import SinkhornDistillationLoss, iBOTPatchLoss
 from selfsup.losses.ijepa import JEPALoss
-from selfsup.losses.inpainting import InpaintingLoss, centre_weights
+from selfsup.losses.inpainting import InpaintingLoss, centre_weights, hidden_pixels_loss
 from selfsup.losses.koleo import KoLeoLoss
 from selfsup.losses.lejepa import LeJEPALoss, SIGReg
 from selfsup.losses.mae import MAELoss
@@ -42,7 +42,7 @@ from selfsup.losses.vicregl import VICRegLLoss, nearest_matches
 from selfsup.losses.wmse import WMSELoss
 
 __all__ = [
-    "A2MIMLoss", "AIMLoss", "CAELoss", "InpaintingLoss", "centre_weights", "JEPALoss", "KoLeoLoss", "LeJEPALoss", "MAELoss", "MSNLoss", "MaskedFeatureLoss",
+    "A2MIMLoss", "AIMLoss", "CAELoss", "InpaintingLoss", "centre_weights", "hidden_pixels_loss", "JEPALoss", "KoLeoLoss", "LeJEPALoss", "MAELoss", "MSNLoss", "MaskedFeatureLoss",
     "SIGReg", "SimDINOLoss", "SimMIMLoss", "coding_rate", "SinkhornDistillationLoss", "focal_frequency_loss", "iBOTPatchLoss", "power_law_prior",
     "BarlowTwinsLoss", "ClusterCrossEntropyLoss", "DCLLoss", "DCLWLoss", "DINOLoss", "DenseContrastiveLoss", "FastSiamLoss", "FeatureMapMSELoss", "GramAnchoringLoss", "MMCRLoss",
     "MoCoV3Loss", "NNCLRLoss", "NPIDLoss", "NTXentLoss", "NegativeCosineSimilarity", "ReSSLLoss", "SupConLoss",

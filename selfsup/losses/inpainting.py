@@ -6,7 +6,7 @@ from torch import nn
 
 from selfsup.nn.precision import at_least_fp32
 
-__all__ = ["InpaintingLoss", "centre_weights"]
+__all__ = ["InpaintingLoss", "centre_weights", "hidden_pixels_loss"]
 
 
 def centre_weights(side: int, overlap: int, overlap_weight: float) -> torch.Tensor:
@@ -61,3 +61,27 @@ class InpaintingLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"overlap={self.overlap}, overlap_weight={self.overlap_weight}"
+
+
+def hidden_pixels_loss(prediction: torch.Tensor, target: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """The mean squared error over the hidden pixels only, the paper's Eq. 1
+    ``|| M * (x - F((1 - M) * x)) ||^2`` normalised by the number of hidden values.
+
+    Pathak et al. 2016, https://arxiv.org/abs/1604.07379, Sec. 3.2; used with its random-region masks
+    (:func:`~selfsup.nn.region_mask.random_region_mask`). ``prediction`` and ``target`` are
+    ``(B, C, H, W)``; ``hidden`` is ``(B, 1, H, W)`` and True where the input was hidden.
+
+    Example:
+        >>> hidden = torch.zeros(1, 1, 2, 2, dtype=torch.bool); hidden[..., 0, 0] = True
+        >>> float(hidden_pixels_loss(torch.ones(1, 3, 2, 2), torch.zeros(1, 3, 2, 2), hidden))
+        1.0
+    """
+    if prediction.shape != target.shape or prediction.dim() != 4 or hidden.shape != (
+            prediction.shape[0], 1, *prediction.shape[2:]):
+        raise ValueError(f"hidden_pixels_loss needs (B, C, H, W) predictions and targets of one shape and a "
+                         f"(B, 1, H, W) mask, got {tuple(prediction.shape)}, {tuple(target.shape)} and "
+                         f"{tuple(hidden.shape)}")
+    with torch.autocast(prediction.device.type, enabled=False):
+        error = (at_least_fp32(prediction) - at_least_fp32(target.detach())).square()
+        weights = hidden.to(error.dtype)
+        return (error * weights).sum() / (weights.sum() * prediction.shape[1]).clamp_min(1.0)

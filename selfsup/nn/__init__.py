@@ -38,13 +38,14 @@ from selfsup.nn.jepa_blocks import jepa_masks  # noqa: E402
 from selfsup.nn.jepa_predictor import JEPAPredictor  # noqa: E402
 from selfsup.nn.mae_decoder import MAEDecoder  # noqa: E402
 from selfsup.nn.masking import random_masking  # noqa: E402
+from selfsup.nn.region_mask import random_region_mask  # noqa: E402
 from selfsup.nn.prefix_causal_mask import prefix_causal_mask, sample_prefix_lengths  # noqa: E402
 from selfsup.nn.prototypes import CosinePrototypes  # noqa: E402
 
 __all__ = [
     "AIMHead", "CAEDecoder", "CosinePrototypes", "HOG", "JEPAPredictor", "LatentRegressor", "MAEDecoder",
     "block_masks", "fill_with_mean_colour", "iBOTHead", "ibot_masks", "jepa_masks", "prefix_causal_mask",
-    "random_block_mask", "random_masking", "sample_prefix_lengths",
+    "random_block_mask", "random_masking", "random_region_mask", "sample_prefix_lengths",
     "DINOHead", "KMeansResult", "MLP", "MemoryBank", "MomentumTeacher", "NEIGHBOURS", "NearestNeighbourSupportSet", "ODCMemory",
     "Sobel", "WeightNormLinear", "at_least_fp32", "broadcast_from_rank0", "cholesky_whiten", "copy_frozen",
     "cosine_momentum", "crop_patches", "ema_update", "forward_by_resolution", "gather", "gather_no_grad", "grid_size", "patchify", "sincos_position_embedding", "unpatchify",
