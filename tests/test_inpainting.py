@@ -27,6 +27,20 @@ def ref_loss(p: torch.Tensor, t: torch.Tensor, overlap: int, weight: float) -> f
     return num / den
 
 
+def record_backbone_input(method) -> tuple[dict, object]:
+    """Make ``method``'s backbone keep a copy of the images it is given under ``seen["x"]``; returns
+    ``seen`` and the original ``feature_map``."""
+    seen = {}
+    original = method.backbone.feature_map
+
+    def recording(images: torch.Tensor) -> torch.Tensor:
+        seen["x"] = images.clone()
+        return original(images)
+
+    method.backbone.feature_map = recording
+    return seen, original
+
+
 @pytest.mark.parametrize("overlap", [0, 1, 2])
 def test_inpainting_loss_matches_reference(overlap: int) -> None:
     g = torch.Generator().manual_seed(overlap)
@@ -40,14 +54,7 @@ def test_the_centre_is_hidden_except_its_border_and_the_paper_sizes_hold() -> No
     assert centre_box(128, 0.5) == (32, 64)
     method = methods.get("inpainting", backbone=backbones.get("resnet_tiny", width=4), mask="centre")
     assert method.overlap_for(64) == 4 and method.overlap_for(14) == 1
-    seen = {}
-    original = method.backbone.feature_map
-
-    def recording(images: torch.Tensor) -> torch.Tensor:
-        seen["x"] = images.clone()
-        return original(images)
-
-    method.backbone.feature_map = recording
+    seen, original = record_backbone_input(method)
     x = torch.ones(2, 3, 28, 28)
     method.training_step(ViewBatch(views=[x], labels=None, indices=torch.arange(2)))
     hidden = seen["x"]
@@ -110,14 +117,7 @@ def test_random_region_inpainting_hides_the_mask_and_scores_only_the_hidden_pixe
     torch.manual_seed(0)
     method = methods.get("inpainting", backbone=backbones.get("resnet_tiny", width=4), decoder_width=8).eval()
     assert method.mask == "random_region"
-    seen = {}
-    original = method.backbone.feature_map
-
-    def recording(images: torch.Tensor) -> torch.Tensor:
-        seen["x"] = images.clone()
-        return original(images)
-
-    method.backbone.feature_map = recording
+    seen, original = record_backbone_input(method)
     x = torch.rand(3, 3, 16, 16) + 1.0  # no pixel is 0 before masking
     original_x = x.clone()
     out = method.training_step(ViewBatch(views=[x], labels=None, indices=torch.arange(3)))
