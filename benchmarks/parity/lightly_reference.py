@@ -390,11 +390,13 @@ class WMSE(ReferenceModel):
     loss and transform but not its ``WMSEProjectionHead``, a SimCLRProjectionHead):
     SimCLRProjectionHead(d, d, 128, num_layers=3) (the file's WMSEProjectionHead(num_layers=3),
     2048-2048-2048-128 on ResNet-50's 2048 features: BatchNorm after every layer, ReLU after the
-    hidden ones), WMSELoss(num_samples=4) (embedding 128, whitening sub-batches of w_size 256, one
-    whitening iteration, eps 0, the normalised MSE over the 6 view pairs) on the projections of all
-    views, passed through the backbone as one concatenated batch as the file does; so the batch must
-    be a multiple of 256 (the parity rows' 256 is). WMSETransform with 4 views at the data's size,
-    no blur. LARS with lr ``0.1 x sqrt(batch)``, momentum 0.9, weight decay 1e-6, biases and norm
+    hidden ones), WMSELoss (embedding 128, whitening sub-batches of w_size 256, one whitening
+    iteration, eps 0, the normalised MSE over the view pairs) on the projections of all views, passed
+    through the backbone as one concatenated batch as the file does; so the batch must be a multiple
+    of 256 (the parity rows' 256 is). WMSETransform at the data's size, no blur, with 2 views: the
+    file's 4 reduced to the 2 of selfsup's row (``fashion_mnist/wmse`` under the CPU protocol, the
+    two-view ``simclr`` recipe), so that both libraries see the same views per image at the same
+    budget. LARS with lr ``0.1 x sqrt(batch)``, momentum 0.9, weight decay 1e-6, biases and norm
     parameters in a group without weight decay (and so, in lightly's LARS, without the trust ratio),
     see ``REFERENCES``. Not mirrored: the file's CosineWarmupScheduler (10 warm-up epochs of 100,
     stepped per step, down to 0.001 of the lr) and its ``gather_distributed=True`` (a multi-GPU
@@ -405,7 +407,7 @@ class WMSE(ReferenceModel):
     step); the file trains with 16-mixed on GPU, and its branch's Whitening2d casts the covariance to
     float32 for the Cholesky ("only supports fp32")."""
 
-    num_views = 4
+    num_views = 2
 
     def __init__(self, backbone: nn.Module, feature_dim: int) -> None:
         super().__init__(backbone)
