@@ -6,7 +6,7 @@ from torch import nn
 
 from selfsup.nn.precision import at_least_fp32
 
-__all__ = ["InpaintingLoss", "centre_weights", "hidden_pixels_loss"]
+__all__ = ["InpaintingLoss", "centre_weights", "hidden_pixels_loss", "weighted_squared_error"]
 
 
 def centre_weights(side: int, overlap: int, overlap_weight: float) -> torch.Tensor:
@@ -50,14 +50,10 @@ class InpaintingLoss(nn.Module):
         if prediction.shape != target.shape or prediction.dim() != 4 or prediction.shape[-1] != prediction.shape[-2]:
             raise ValueError(f"InpaintingLoss needs square (B, C, S, S) predictions and targets of one shape, got "
                              f"{tuple(prediction.shape)} and {tuple(target.shape)}")
-        with torch.autocast(prediction.device.type, enabled=False):
-            key = (prediction.shape[-1], prediction.device)
-            if key not in self._weights:
-                self._weights[key] = centre_weights(key[0], self.overlap, self.overlap_weight).to(key[1])
-            weights = self._weights[key]
-            error = (at_least_fp32(prediction) - at_least_fp32(target.detach())).square()
-            b, c = prediction.shape[:2]
-            return (error * weights).sum() / (b * c * weights.sum())
+        key = (prediction.shape[-1], prediction.device)
+        if key not in self._weights:
+            self._weights[key] = centre_weights(key[0], self.overlap, self.overlap_weight).to(key[1])
+        return weighted_squared_error(prediction, target, self._weights[key])
 
     def extra_repr(self) -> str:
         return f"overlap={self.overlap}, overlap_weight={self.overlap_weight}"
@@ -81,7 +77,19 @@ def hidden_pixels_loss(prediction: torch.Tensor, target: torch.Tensor, hidden: t
         raise ValueError(f"hidden_pixels_loss needs (B, C, H, W) predictions and targets of one shape and a "
                          f"(B, 1, H, W) mask, got {tuple(prediction.shape)}, {tuple(target.shape)} and "
                          f"{tuple(hidden.shape)}")
+    return weighted_squared_error(prediction, target, hidden)
+
+
+def weighted_squared_error(prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``sum(W (p - t)^2) / sum(W)`` over every value of ``(B, C, H, W)`` predictions, in at least
+    float32 and outside autocast, the target detached; ``weights`` broadcast over the batch and
+    channels (``(H, W)`` or ``(B, 1, H, W)``). All-zero weights give 0.
+
+    Example:
+        >>> float(weighted_squared_error(torch.ones(2, 3, 2, 2), torch.zeros(2, 3, 2, 2), torch.eye(2)))
+        1.0
+    """
     with torch.autocast(prediction.device.type, enabled=False):
         error = (at_least_fp32(prediction) - at_least_fp32(target.detach())).square()
-        weights = hidden.to(error.dtype)
-        return (error * weights).sum() / (weights.sum() * prediction.shape[1]).clamp_min(1.0)
+        weights = weights.to(error.dtype).expand_as(error)
+        return (error * weights).sum() / weights.sum().clamp_min(torch.finfo(error.dtype).tiny)

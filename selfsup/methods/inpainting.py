@@ -32,9 +32,10 @@ def centre_box(size: int, hole_fraction: float) -> tuple[int, int]:
 
 class InpaintingDecoder(nn.Module):
     """Backbone feature map -> the pixels of a ``side x side`` square (the centre, or the whole image
-    for random regions): a 1x1 convolution to ``width`` channels, a bilinear resize to ``side``, two 3x3 convolutions with BatchNorm and ReLU, a 3x3
-    convolution to the image's channels. (The paper's decoder, for AlexNet's 6x6 map, is a
-    channel-wise fully connected layer and five up-convolutions; this one takes any backbone's map.)"""
+    for random regions): a 1x1 convolution to ``width`` channels, a bilinear resize to ``side``, two
+    3x3 convolutions with BatchNorm and ReLU, a 3x3 convolution to the image's channels. (The paper's
+    decoder, for AlexNet's 6x6 map, is a channel-wise fully connected layer and five up-convolutions;
+    this one takes any backbone's map.)"""
 
     def __init__(self, in_dim: int, out_channels: int, width: int = 64) -> None:
         super().__init__()
