@@ -348,6 +348,12 @@ def test_byol_recipe_carries_paper_probabilities():
     assert byol().specs[0].blur_kernel_size == 23  # 10% of 224, odd
 
 
+def test_byol_recipe_scales_its_jitter_and_rejects_a_negative_strength():
+    assert byol(size=32, jitter_strength=0.5).specs[1].jitter == (0.2, 0.2, 0.1, 0.05)
+    with pytest.raises(ValueError, match="jitter_strength"):
+        byol(jitter_strength=-1.0)
+
+
 def test_simclr_recipe_and_registry():
     mv = simclr(size=32, strength=0.5, blur_p=0.0)
     (s,) = mv.specs
