@@ -349,9 +349,9 @@ def test_byol_recipe_carries_paper_probabilities():
 
 
 def test_byol_recipe_scales_its_jitter_and_rejects_a_negative_strength():
-    assert byol(size=32, jitter_strength=0.5).specs[1].jitter == (0.2, 0.2, 0.1, 0.05)
-    with pytest.raises(ValueError, match="jitter_strength"):
-        byol(jitter_strength=-1.0)
+    assert byol(size=32, strength=0.5).specs[1].jitter == (0.2, 0.2, 0.1, 0.05)
+    with pytest.raises(ConfigError, match="jitter"):  # ViewSpec's check, as for simclr's strength
+        byol(strength=-1.0)
 
 
 def test_simclr_recipe_and_registry():

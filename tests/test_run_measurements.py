@@ -12,7 +12,7 @@ from selfsup import data
 from selfsup.augment import EvalTransform
 from selfsup.checkpoints import load_backbone
 from selfsup.cli import main
-from selfsup.config import load, packaged_recipes
+from selfsup.config import packaged_recipes
 from selfsup.config.load import read_yaml
 from selfsup.eval import knn_eval
 

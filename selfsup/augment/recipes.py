@@ -59,7 +59,7 @@ def byol(
     hflip_p: float = 0.5,
     blur_probs: tuple[float, float] = (1.0, 0.1),
     solarize_probs: tuple[float, float] = (0.0, 0.2),
-    jitter_strength: float = 1.0,
+    strength: float = 1.0,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     seed: int = 0,
@@ -72,16 +72,14 @@ def byol(
     probability 0.2; Gaussian blur (sigma in [0.1, 2.0], kernel 10% of the image size) has
     probability 1.0 on view 1 and 0.1 on view 2 (``blur_probs``); solarization 0.0 on view 1 and
     0.2 on view 2 (``solarize_probs``). CIFAR recipes commonly drop the blur
-    (``blur_probs=(0.0, 0.0)``, as solo-learn's). ``jitter_strength`` scales the four jitter
-    amounts (lightly's ``cj_strength``: its CIFAR-10 DINO benchmark uses 0.5).
+    (``blur_probs=(0.0, 0.0)``, as solo-learn's). ``strength`` scales the four jitter amounts
+    (lightly's ``cj_strength``: its CIFAR-10 DINO benchmark uses 0.5).
 
     Example:
         >>> [spec.solarize_p for spec in byol(size=32).specs]
         [0.0, 0.2]
     """
-    if jitter_strength < 0:
-        raise ValueError(f"byol: jitter_strength must be >= 0; got {jitter_strength}")
-    jitter = tuple(jitter_strength * amount for amount in (0.4, 0.4, 0.2, 0.1))
+    jitter = tuple(strength * amount for amount in (0.4, 0.4, 0.2, 0.1))
     common: dict[str, Any] = dict(size=size, scale=scale, hflip_p=hflip_p, jitter=jitter, mean=mean, std=std)
     view1 = ViewSpec(blur_p=blur_probs[0], solarize_p=solarize_probs[0], **common)
     view2 = ViewSpec(blur_p=blur_probs[1], solarize_p=solarize_probs[1], **common)
