@@ -61,3 +61,17 @@ def test_collapsed_features_lose_the_expansion_reward() -> None:
     assert float(e_spread) > 3 * float(e_collapsed)  # the coding rate is what keeps the features apart
     with pytest.raises(ValueError, match="T <= S"):
         SimDINOLoss()(spread[:1], spread)
+
+
+def test_batchnorm_in_the_head_is_an_option_and_the_teacher_copies_it() -> None:
+    import selfsup
+    from selfsup.methods.simdino import SimDINO
+
+    def norms(module: torch.nn.Module) -> int:
+        return sum(isinstance(m, torch.nn.BatchNorm1d) for m in module.modules())
+
+    backbone = selfsup.backbones.get("resnet_tiny", width=4)
+    plain = SimDINO(backbone, hidden_dim=16, bottleneck_dim=8)
+    normed = SimDINO(selfsup.backbones.get("resnet_tiny", width=4), hidden_dim=16, bottleneck_dim=8, use_bn_in_head=True)
+    assert norms(plain.head) == 0 and norms(normed.head) == 2  # after each of the two hidden layers
+    assert norms(normed.teacher) == norms(normed.backbone) + 2

@@ -21,9 +21,9 @@ from selfsup.nn.multicrop import forward_by_resolution
 class NormalizedMLP(torch.nn.Module):
     """DINO's head MLP to the bottleneck, its output L2-normalised (SimDINO's head: no prototype layer)."""
 
-    def __init__(self, in_dim: int, hidden_dim: int, bottleneck_dim: int, num_layers: int) -> None:
+    def __init__(self, in_dim: int, hidden_dim: int, bottleneck_dim: int, num_layers: int, use_bn: bool = False) -> None:
         super().__init__()
-        self.mlp = dino_mlp(in_dim, hidden_dim, bottleneck_dim, num_layers)
+        self.mlp = dino_mlp(in_dim, hidden_dim, bottleneck_dim, num_layers, use_bn=use_bn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.mlp(x), dim=-1)
@@ -38,7 +38,8 @@ class SimDINO(Method):
     through DINO's head MLP to a 256-d bottleneck and are L2-normalised; :class:`~selfsup.losses.SimDINOLoss`
     rewards their cosine agreement across views and the coding rate of the global views' features.
     Defaults are the official ones (``simdino/main_dino.py``): head 2048-2048-256, ``eps = 0.5``,
-    ``coeff = 1``, teacher momentum 0.996 -> 1 (cosine), 2 global views.
+    ``coeff = 1``, teacher momentum 0.996 -> 1 (cosine), 2 global views. ``use_bn_in_head`` puts
+    BatchNorm after the head's hidden layers (DINO's option of the same name, off by default).
 
     Example:
         >>> backbone = selfsup.backbones.get("resnet_tiny", width=4)
@@ -64,6 +65,7 @@ class SimDINO(Method):
         hidden_dim: int = 2048,
         bottleneck_dim: int = 256,
         num_layers: int = 3,
+        use_bn_in_head: bool = False,
         eps: float = 0.5,
         coeff: float = 1.0,
         base_momentum: float = 0.996,
@@ -74,7 +76,7 @@ class SimDINO(Method):
         super().__init__(backbone)
         if num_global_views < 1:
             raise ValueError(f"SimDINO needs num_global_views >= 1, got {num_global_views}")
-        self.head = NormalizedMLP(self.feature_dim, hidden_dim, bottleneck_dim, num_layers)
+        self.head = NormalizedMLP(self.feature_dim, hidden_dim, bottleneck_dim, num_layers, use_bn=use_bn_in_head)
         self.teacher = MomentumTeacher({"backbone": self.backbone, "head": self.head},
                                        base_momentum=base_momentum, final_momentum=final_momentum, owner="SimDINO")
         self.criterion = SimDINOLoss(eps=eps, coeff=coeff, gather_distributed=gather_distributed)
