@@ -80,8 +80,11 @@ def train_reference(method: str, row: dict, root: str, workers: int, seed: int) 
     model.train()
     for epoch in range(epochs):
         for views in loader:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss = model.loss(views, epoch, epochs)
+            try:
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    loss = model.loss(views, epoch, epochs)
+            except torch.linalg.LinAlgError as err:  # an SVD inside the loss, of non-finite embeddings
+                raise SystemExit(f"lightly's {method}: its loss failed at epoch {epoch}, step {steps}: {err}") from err
             if not torch.isfinite(loss):
                 raise SystemExit(f"lightly's {method}: non-finite loss at epoch {epoch}, step {steps}")
             optimizer.zero_grad(set_to_none=True)
