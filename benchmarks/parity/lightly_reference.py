@@ -28,6 +28,7 @@ evaluation are the parity benchmark's (``run.py``), identical for both libraries
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -469,12 +470,8 @@ def _wmse_views(size: int, normalize: dict) -> Callable:
     return WMSETransform(num_samples=WMSE.num_views, input_size=size, gaussian_blur=0.0, normalize=normalize)
 
 
-def _sgd(params: list, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
-
-
-def _sgd_without_momentum(params: list, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
+def _sgd(params: list, lr: float, weight_decay: float, momentum: float = 0.9) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
 def _adam(params: list, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -548,7 +545,7 @@ REFERENCES: dict[str, Reference] = {
     # cifar10's FastSiamModel inherits SimSiamModel's SGD: lr 6e-2 with "no lr-scaling", momentum 0.9, wd 5e-4
     "fastsiam": Reference(FastSiam, _fastsiam_views, lr=unscaled(6e-2)),
     # examples/pytorch/mmcr.py: SGD lr 0.06, no momentum, no weight decay
-    "mmcr": Reference(MMCR, _mmcr_views, lr=unscaled(6e-2), weight_decay=0.0, optim=_sgd_without_momentum),
+    "mmcr": Reference(MMCR, _mmcr_views, lr=unscaled(6e-2), weight_decay=0.0, optim=functools.partial(_sgd, momentum=0.0)),
     # resnet50/wmse.py: LARS, lr 0.1 x sqrt(batch), wd 1e-6 off biases and norms
     "wmse": Reference(WMSE, _wmse_views, lr=per_sqrt_batch(0.1), weight_decay=1e-6,
                       optim=_lars_bias_norm_undecayed),
