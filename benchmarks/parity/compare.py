@@ -3,11 +3,12 @@
 For each method, lightly's implementation (its heads, loss, view transforms and the optimisation of
 its own benchmark, see ``lightly_reference.py``) is trained on the backbone, data, epochs and batch
 size of selfsup's row in the CPU benchmark table (``benchmarks/results/fashion_mnist-cpu.json``:
-``resnet_small`` width 16, Fashion-MNIST at 28 px, the 90% of the training split that selfsup's run
-trained on), in the same precision (bf16 autocast where the CPU has it, as selfsup's ``precision:
-auto``). Both encoders are then scored by the same code (``benchmarks/run.py``'s ``encoder_scores``:
-cosine k-NN k=200 T=0.1 with the whole training split as memory, and the L-BFGS linear probe; test
-split, once, final encoder) and printed side by side with the difference. Rows are kept in
+``resnet_small`` width 16, or for the ViT rows timm's ViT with the dimensions of the row's
+``vit_nano``; Fashion-MNIST at 28 px, the 90% of the training split that selfsup's run trained on),
+in the same precision (bf16 autocast where the CPU has it, as selfsup's ``precision: auto``). Both
+encoders are then scored by the same code (``benchmarks/run.py``'s ``encoder_scores``: cosine k-NN
+k=200 T=0.1 with the whole training split as memory, and the L-BFGS linear probe; test split, once,
+final encoder) and printed side by side with the difference. Rows are kept in
 ``benchmarks/results/parity-fashion_mnist-cpu.{json,md}``.
 
     bash benchmarks/parity/setup.sh
@@ -33,13 +34,13 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 import run as table  # noqa: E402  (benchmarks/run.py: the CPU table's scoring)
 
-from selfsup import backbones, data  # noqa: E402
+from selfsup import data  # noqa: E402
 from selfsup.augment import EvalTransform  # noqa: E402
 from selfsup.training import resolve_precision  # noqa: E402
 
 TABLE = table.RESULTS / "fashion_mnist-cpu.json"
 OUT = table.RESULTS / "parity-fashion_mnist-cpu.json"
-BACKBONE = "resnet_small (width=16)"
+RESNET_ROW = "resnet_small (width=16)"  # the backbone of the rows stored before rows named theirs
 
 
 class PILViews(torch.utils.data.Dataset):
@@ -70,8 +71,8 @@ def train_reference(method: str, row: dict, root: str, workers: int, seed: int) 
         shuffle=True, drop_last=True, num_workers=workers, persistent_workers=workers > 0,
         generator=torch.Generator().manual_seed(seed))
     torch.manual_seed(seed)
-    backbone = backbones.get("resnet_small", in_channels=full.channels, width=16)
-    model = reference.build(backbone, backbone.feature_dim)
+    backbone, feature_dim = reference.backbone(full.channels)
+    model = reference.build(backbone, feature_dim)
     optimizer = reference.optimizer(model, row["batch_size"])
     epochs = int(row["epochs"])
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
@@ -101,7 +102,8 @@ def train_reference(method: str, row: dict, root: str, workers: int, seed: int) 
 
 def markdown(rows: list[dict]) -> str:
     lines = ["### Parity with lightly, Fashion-MNIST, CPU protocol", "",
-             "Same backbone (resnet_small width 16), data (the 90% training part), epochs, batch and precision; "
+             "Same backbone (resnet_small width 16; for ViT rows the ViT's dimensions, timm's ViT for lightly), "
+             "data (the 90% training part), epochs, batch and precision; "
              "both scored by benchmarks/run.py's k-NN (k=200, T=0.1) and linear probe on the test split, once. "
              "selfsup: its row of the CPU table; lightly 1.6.0: its heads, loss, views and its benchmark's "
              "optimisation (benchmarks/parity/lightly_reference.py).", "",
@@ -121,11 +123,12 @@ def rescore_selfsup(methods: list[str], selfsup_rows: dict, stored: dict) -> Non
         row, old = selfsup_rows.get(method), stored.get(method)
         if old is None or row is None or "knn_top1" not in row:
             raise SystemExit(f"--selfsup-only {method}: needs a stored parity row and a scored table row")
-        same = (row["epochs"], row["batch_size"], row.get("backbone")) == (old["epochs"], old["batch_size"], BACKBONE)
+        backbone = old.get("backbone", RESNET_ROW)
+        same = (row["epochs"], row["batch_size"], row.get("backbone")) == (old["epochs"], old["batch_size"], backbone)
         if not same:
             raise SystemExit(f"--selfsup-only {method}: the table row's budget ({row['epochs']} epochs, batch "
                              f"{row['batch_size']}, {row.get('backbone')}) is not the one lightly's run had "
-                             f"({old['epochs']}, {old['batch_size']}, {BACKBONE}); run the comparison again")
+                             f"({old['epochs']}, {old['batch_size']}, {backbone}); run the comparison again")
         old.update(selfsup_recipe=row["recipe"], selfsup_date=row.get("date", "?"), selfsup_knn=row["knn_top1"],
                    selfsup_linear=row["linear_top1"], knn_diff=round(row["knn_top1"] - old["lightly_knn"], 2),
                    linear_diff=round(row["linear_top1"] - old["lightly_linear"], 2))
@@ -162,12 +165,13 @@ def main() -> None:
         row = selfsup_rows.get(method)
         if row is None or "knn_top1" not in row:
             raise SystemExit(f"{TABLE} has no scored row for {method!r}: run benchmarks/run.py --methods {method} first")
-        if row.get("backbone") != BACKBONE:
-            raise SystemExit(f"{method}'s table row trained {row.get('backbone')!r}; the parity run trains {BACKBONE!r}")
+        if row.get("backbone") != REFERENCES[method].backbone_row:
+            raise SystemExit(f"{method}'s table row trained {row.get('backbone')!r}; the parity run trains "
+                             f"{REFERENCES[method].backbone_row!r}")
         backbone, info = train_reference(method, row, args.root, args.workers, args.seed)
         scores = table.encoder_scores(backbone, *sets, transform, "cpu", args.seed)
         stored[method] = {
-            "method": method, **info, "selfsup_recipe": row["recipe"], "selfsup_date": row.get("date", "?"),
+            "method": method, **info, "backbone": row["backbone"], "selfsup_recipe": row["recipe"], "selfsup_date": row.get("date", "?"),
             "selfsup_knn": row["knn_top1"], "selfsup_linear": row["linear_top1"],
             "lightly_knn": scores["knn_top1"], "lightly_linear": scores["linear_top1"],
             "knn_diff": round(row["knn_top1"] - scores["knn_top1"], 2),

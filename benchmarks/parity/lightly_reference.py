@@ -9,8 +9,11 @@ over the epochs (stepped once per epoch), no warm-up, views without blur at the 
 Where that file has no entry for a method, the settings come from lightly's Imagenette benchmark
 (``benchmarks/imagenette/resnet18/...`` / ``imagenette_benchmark.py``), named per entry; where
 neither has it, from lightly's example (MMCR: ``examples/pytorch/mmcr.py``) or its ImageNet
-ResNet-50 benchmark (W-MSE: ``benchmarks/imagenet/resnet50/wmse.py``). The heads are sized to the
-backbone's feature width the way lightly sizes them to a ResNet-18's 512 (or a ResNet-50's 2048).
+ResNet-50 benchmark (W-MSE: ``benchmarks/imagenet/resnet50/wmse.py``); for the ViT methods, from its
+ImageNet ViT-B/16 benchmark (MAE: ``benchmarks/imagenet/vitb16/mae.py``), on timm's ViT with the CPU
+rows' ViT dimensions, which lightly's masked-ViT modules wrap (:func:`vit_nano_timm`). The heads are
+sized to the backbone's feature width the way lightly sizes them to a ResNet-18's 512 (or a
+ResNet-50's 2048); MAE's decoder is the size of selfsup's CPU row's.
 Where the benchmark gives a method its own optimiser, :class:`Reference` carries it: SwAV (Adam, lr
 ``1e-3 x batch / 128``, weight decay 1e-6, as the CIFAR-10 file's ``SwaVModel``), VICReg (lightly's
 LARS, lr ``0.3 x batch / 256``, momentum 0.9, weight decay 1e-4, as the Imagenette file's
@@ -18,8 +21,9 @@ LARS, lr ``0.3 x batch / 256``, momentum 0.9, weight decay 1e-4, as the Imagenet
 decay 1e-6 off biases and norms, as the ResNet-50 file, without its 10 warm-up epochs); the per-epoch
 cosine without warm-up is the same for all.
 
-Only the parts lightly provides are taken from lightly; the backbone, data, batch, epochs and the
-evaluation are the parity benchmark's (``run.py``), identical for both libraries.
+Only the parts lightly provides are taken from lightly; the backbone (for the ViT rows, timm's ViT of
+selfsup's ViT's dimensions), data, batch, epochs and the evaluation are the parity benchmark's
+(``run.py``), identical for both libraries.
 
     from lightly_reference import REFERENCES
     model = REFERENCES["simsiam"].build(backbone, feature_dim=128)
@@ -37,13 +41,14 @@ from torch import Tensor, nn
 
 from lightly import loss as lloss
 from lightly.models import utils as lutils
-from lightly.models.modules import NNMemoryBankModule, heads
+from lightly.models.modules import MAEDecoderTIMM, MaskedVisionTransformerTIMM, NNMemoryBankModule, heads
 from lightly.transforms import (
     BYOLTransform,
     BYOLView1Transform,
     BYOLView2Transform,
     DINOTransform,
     FastSiamTransform,
+    MAETransform,
     MMCRTransform,
     SimCLRTransform,
     SimSiamTransform,
@@ -53,6 +58,9 @@ from lightly.transforms import (
 )
 from lightly.utils.lars import LARS
 from lightly.utils.scheduler import cosine_schedule
+from timm.models.vision_transformer import VisionTransformer
+
+from selfsup import backbones
 
 
 class ReferenceModel(nn.Module):
@@ -427,6 +435,48 @@ class WMSE(ReferenceModel):
             return self.criterion(z.float())
 
 
+class MAE(ReferenceModel):
+    """lightly's ImageNet ViT-B/16 benchmark ``MAE`` (``benchmarks/imagenet/vitb16/mae.py``):
+    MaskedVisionTransformerTIMM around a timm ViT (sine-cosine position embedding, lightly's weight
+    initialisation), MAEDecoderTIMM with its mask token drawn from N(0, 0.02), 75% of the patch tokens
+    masked per image (the class token always kept), and the mean squared error between the decoder's
+    predictions and the raw pixels of the masked patches (no per-patch normalisation, as that file);
+    MAETransform (crop scale 0.2 to 1, bicubic, flip) at the data's size; AdamW, lr ``1.5e-4 x batch /
+    256``, betas 0.9 / 0.95, weight decay 0.05 off biases and norm parameters (see ``REFERENCES``).
+    The encoder is timm's ViT with the dimensions of selfsup's CPU row (:func:`vit_nano_timm`), the
+    decoder the CPU row's size (width 96, depth 2, 3 heads: ``MAE.card.cpu``) where the file has 512 /
+    8 / 16 for ViT-B; evaluated on the class token, as the file's online classifier and selfsup's row.
+    Not mirrored: the file's 40 warm-up epochs of 800 (the parity runs' per-epoch cosine has none)."""
+
+    mask_ratio = 0.75
+    decoder_sizes = dict(decoder_embed_dim=96, decoder_depth=2, decoder_num_heads=3)
+
+    def __init__(self, backbone: nn.Module, feature_dim: int) -> None:
+        super().__init__(backbone)
+        self.encoder = MaskedVisionTransformerTIMM(vit=backbone)  # re-initialises the ViT as lightly does
+        self.patch_size = backbone.patch_embed.patch_size[0]
+        mask_token = nn.Parameter(torch.zeros(1, 1, self.decoder_sizes["decoder_embed_dim"]))
+        nn.init.normal_(mask_token, std=0.02)
+        self.decoder = MAEDecoderTIMM(
+            num_patches=backbone.patch_embed.num_patches, patch_size=self.patch_size,
+            in_chans=backbone.patch_embed.proj.in_channels, embed_dim=feature_dim, mlp_ratio=4.0,
+            proj_drop_rate=0.0, attn_drop_rate=0.0, mask_token=mask_token, **self.decoder_sizes)
+
+    def loss(self, views, epoch, epochs):
+        images = views[0]
+        batch, length = images.shape[0], self.encoder.sequence_length
+        idx_keep, idx_mask = lutils.random_token_mask((batch, length), mask_ratio=self.mask_ratio,
+                                                      device=images.device)
+        kept = self.decoder.embed(self.encoder.encode(images=images, idx_keep=idx_keep))
+        tokens = lutils.repeat_token(self.decoder.mask_token, (batch, length))
+        tokens = lutils.set_at_index(tokens, idx_keep, kept.type_as(tokens))
+        decoded = self.decoder.decode(tokens)
+        predicted = self.decoder.predict(lutils.get_at_index(decoded, idx_mask))
+        # the pixel patches have no class token: token i of the sequence is patch i - 1
+        target = lutils.get_at_index(lutils.patchify(images, self.patch_size), idx_mask - 1)
+        return nn.functional.mse_loss(predicted, target)
+
+
 def _simclr_views(size: int, normalize: dict) -> Callable:
     return SimCLRTransform(input_size=size, cj_strength=0.5, gaussian_blur=0.0, normalize=normalize)
 
@@ -470,6 +520,10 @@ def _wmse_views(size: int, normalize: dict) -> Callable:
     return WMSETransform(num_samples=WMSE.num_views, input_size=size, gaussian_blur=0.0, normalize=normalize)
 
 
+def _mae_views(size: int, normalize: dict) -> Callable:
+    return MAETransform(input_size=size, normalize=normalize)
+
+
 def _sgd(params: list, lr: float, weight_decay: float, momentum: float = 0.9) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
@@ -482,13 +536,36 @@ def _lars(params: list, lr: float, weight_decay: float) -> torch.optim.Optimizer
     return LARS(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
 
 
-def _lars_bias_norm_undecayed(params: list, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def _bias_norm_undecayed(params: list) -> list[dict]:
     # lightly's get_weight_decay_parameters([backbone, head]) puts norm layers' parameters and biases
-    # in a group with weight decay 0; on conv / linear / norm networks those are the 1-d parameters
-    decayed = [p for p in params if p.ndim > 1]
-    undecayed = [p for p in params if p.ndim <= 1]
-    return LARS([{"params": decayed}, {"params": undecayed, "weight_decay": 0.0}], lr=lr, momentum=0.9,
-                weight_decay=weight_decay)
+    # in a group with weight decay 0; on conv / linear / norm networks (and ViTs) those are the 1-d
+    # parameters (a ViT's class token and mask tokens, 3-d, stay decayed, as lightly's)
+    return [{"params": [p for p in params if p.ndim > 1]},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+
+
+def _lars_bias_norm_undecayed(params: list, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    return LARS(_bias_norm_undecayed(params), lr=lr, momentum=0.9, weight_decay=weight_decay)
+
+
+def _adamw_mae(params: list, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(_bias_norm_undecayed(params), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
+
+
+def resnet_small(in_channels: int) -> tuple[nn.Module, int]:
+    """selfsup's ``resnet_small`` width 16, the ResNet rows' backbone, and its feature width."""
+    backbone = backbones.get("resnet_small", in_channels=in_channels, width=16)
+    return backbone, backbone.feature_dim
+
+
+def vit_nano_timm(in_channels: int) -> tuple[nn.Module, int]:
+    """timm's ViT with the dimensions of the CPU protocol's ViT rows (selfsup's ``vit_nano`` with 4 blocks:
+    96-d, 3 heads, MLP ratio 4, 4 px patches at 28 px, class token, no drop path), for the references
+    whose lightly modules wrap a timm ViT; its forward gives the final-norm class token."""
+    vit = VisionTransformer(img_size=28, patch_size=4, in_chans=in_channels, num_classes=0, embed_dim=96, depth=4,
+                            num_heads=3, mlp_ratio=4.0, qkv_bias=True, class_token=True, global_pool="token",
+                            drop_path_rate=0.0)
+    return vit, vit.embed_dim
 
 
 def per_128(lr: float) -> Callable[[int], float]:
@@ -501,6 +578,11 @@ def unscaled(lr: float) -> Callable[[int], float]:
     return lambda batch: lr
 
 
+def per_256(lr: float) -> Callable[[int], float]:
+    """The rule ``lr x batch / 256`` (lightly's ImageNet benchmarks')."""
+    return lambda batch: lr * batch / 256
+
+
 def per_sqrt_batch(lr: float) -> Callable[[int], float]:
     """The rule ``lr x sqrt(batch)``."""
     return lambda batch: lr * batch ** 0.5
@@ -509,14 +591,17 @@ def per_sqrt_batch(lr: float) -> Callable[[int], float]:
 @dataclass(frozen=True)
 class Reference:
     """How lightly's benchmark trains one method: its model, its views, its learning rate as a function
-    of the batch size and its optimiser (SGD with momentum 0.9 unless the benchmark gives the method
-    another)."""
+    of the batch size, its optimiser (SGD with momentum 0.9 unless the benchmark gives the method
+    another) and the backbone both libraries' rows train (``backbone_row``: the CPU table's name for it;
+    ``backbone``: a builder of it from the number of input channels, with its feature width)."""
 
     model: type[ReferenceModel]
     views: Callable[[int, dict], Callable]
     lr: Callable[[int], float] = per_128(6e-2)
     weight_decay: float = 5e-4
     optim: Callable[[list, float, float], torch.optim.Optimizer] = _sgd
+    backbone: Callable[[int], tuple[nn.Module, int]] = resnet_small
+    backbone_row: str = "resnet_small (width=16)"
 
     def build(self, backbone: nn.Module, feature_dim: int) -> ReferenceModel:
         return self.model(backbone, feature_dim)
@@ -549,5 +634,9 @@ REFERENCES: dict[str, Reference] = {
     # resnet50/wmse.py: LARS, lr 0.1 x sqrt(batch), wd 1e-6 off biases and norms
     "wmse": Reference(WMSE, _wmse_views, lr=per_sqrt_batch(0.1), weight_decay=1e-6,
                       optim=_lars_bias_norm_undecayed),
+    # vitb16/mae.py: AdamW lr 1.5e-4 x batch / 256, betas 0.9 / 0.95, wd 0.05 off biases and norms
+    "mae": Reference(MAE, _mae_views, lr=per_256(1.5e-4), weight_decay=0.05, optim=_adamw_mae,
+                     backbone=vit_nano_timm,
+                     backbone_row="vit_nano (depth=4, patch_size=4, drop_path_rate=0.0, image_size=28)"),
 }
 """selfsup method name -> lightly's implementation as its benchmarks train it."""
