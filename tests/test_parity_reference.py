@@ -48,3 +48,26 @@ def test_mae_reference_optimiser_leaves_biases_and_norms_undecayed():
     assert (decayed["weight_decay"], undecayed["weight_decay"]) == (0.05, 0.0)
     assert optimizer.defaults["lr"] == pytest.approx(1.5e-4) and optimizer.defaults["betas"] == (0.9, 0.95)
     assert all(p.ndim <= 1 for p in undecayed["params"]) and all(p.ndim > 1 for p in decayed["params"])
+
+
+def test_simmim_reference_is_scored_on_the_mean_patch_token_its_loss_trains():
+    reference = REFERENCES["simmim"]
+    vit, feature_dim = reference.backbone(1)
+    model = reference.build(vit, feature_dim)
+    final = []
+
+    def keep_final_tokens(module, inputs, output):
+        output.retain_grad()
+        final.append(output)
+
+    vit.norm.register_forward_hook(keep_final_tokens)
+    torch.manual_seed(0)
+    images = torch.randn(4, 1, 28, 28)
+    model.loss([images], epoch=0, epochs=4).backward()
+    # the loss reaches the final patch tokens, never the final class token (what the file's probe reads)
+    assert final[0].grad[:, 0].abs().sum() == 0 and final[0].grad[:, 1:].abs().sum() > 0
+    encoder = reference.encoder(vit)
+    tokens = vit.forward_features(images)
+    assert torch.allclose(encoder(images), tokens[:, 1:].mean(dim=1))  # normed patch tokens, averaged
+    ours = selfsup.backbones.get("vit_nano", image_size=28, patch_size=4, depth=4, in_channels=1, pool="avg")
+    assert encoder(images).shape == ours(images).shape == (4, 96)

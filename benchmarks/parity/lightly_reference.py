@@ -10,7 +10,7 @@ Where that file has no entry for a method, the settings come from lightly's Imag
 (``benchmarks/imagenette/resnet18/...`` / ``imagenette_benchmark.py``), named per entry; where
 neither has it, from lightly's example (MMCR: ``examples/pytorch/mmcr.py``) or its ImageNet
 ResNet-50 benchmark (W-MSE: ``benchmarks/imagenet/resnet50/wmse.py``); for the ViT methods, from its
-ImageNet ViT-B/16 benchmark (MAE: ``benchmarks/imagenet/vitb16/mae.py``), on timm's ViT with the CPU
+ImageNet ViT-B/16 benchmark (MAE, SimMIM: ``benchmarks/imagenet/vitb16/<method>.py``), on timm's ViT with the CPU
 rows' ViT dimensions, which lightly's masked-ViT modules wrap (:func:`vit_nano_timm`). The heads are
 sized to the backbone's feature width the way lightly sizes them to a ResNet-18's 512 (or a
 ResNet-50's 2048); MAE's decoder is the size of selfsup's CPU row's.
@@ -477,6 +477,50 @@ class MAE(ReferenceModel):
         return nn.functional.mse_loss(predicted, target)
 
 
+class SimMIM(ReferenceModel):
+    """lightly's ImageNet ViT-B/16 benchmark ``SimMIM`` (``benchmarks/imagenet/vitb16/simmim.py``):
+    MaskedVisionTransformerTIMM around a timm ViT (its zero-initialised mask token replaces the masked
+    patch tokens, the whole sequence is encoded), one linear layer from each masked token to its
+    patch's pixels, and the L1 loss against the raw pixels of the masked patches; 60% of the patch
+    tokens masked. The file masks 2 x 2 blocks of its 16 px patches, SimMIM's 32 px mask patches at 224
+    px; at 28 px that size is one 4 px patch (the CPU row's ``mask_patch_size: 4``), so here single
+    tokens are masked (``random_token_mask``). MAETransform with crop scale 0.67 to 1 at the data's size;
+    AdamW, lr ``1e-4 x batch / 256``, betas 0.9 / 0.999, weight decay 0.05 off biases and norm
+    parameters (see ``REFERENCES``). The file's online classifier reads the class token, which
+    SimMIM's loss gives no gradient; both libraries' rows are scored on the mean patch token, the
+    output the loss trains (selfsup's row's representation, ``SimMIM.representation``). Not mirrored:
+    the file's 10 warm-up epochs."""
+
+    mask_ratio = 0.6
+
+    def __init__(self, backbone: nn.Module, feature_dim: int) -> None:
+        super().__init__(backbone)
+        self.encoder = MaskedVisionTransformerTIMM(vit=backbone)
+        self.patch_size = backbone.patch_embed.patch_size[0]
+        self.decoder = nn.Linear(feature_dim, self.patch_size ** 2 * backbone.patch_embed.proj.in_channels)
+
+    def loss(self, views, epoch, epochs):
+        images = views[0]
+        _, idx_mask = lutils.random_token_mask((images.shape[0], self.encoder.sequence_length),
+                                               mask_ratio=self.mask_ratio, device=images.device)
+        encoded = self.encoder.encode(images=images, idx_mask=idx_mask)
+        predicted = self.decoder(lutils.get_at_index(encoded, idx_mask))
+        target = lutils.get_at_index(lutils.patchify(images, self.patch_size), idx_mask - 1)
+        return nn.functional.l1_loss(predicted, target)
+
+
+class MeanPatchToken(nn.Module):
+    """A timm ViT's mean final patch token (after its final norm, class token left out): the
+    representation of the rows whose loss trains only the patch tokens, as selfsup's ``pool: avg``."""
+
+    def __init__(self, vit: nn.Module) -> None:
+        super().__init__()
+        self.vit = vit
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.vit.forward_features(images)[:, self.vit.num_prefix_tokens:].mean(dim=1)
+
+
 def _simclr_views(size: int, normalize: dict) -> Callable:
     return SimCLRTransform(input_size=size, cj_strength=0.5, gaussian_blur=0.0, normalize=normalize)
 
@@ -524,6 +568,10 @@ def _mae_views(size: int, normalize: dict) -> Callable:
     return MAETransform(input_size=size, normalize=normalize)
 
 
+def _simmim_views(size: int, normalize: dict) -> Callable:
+    return MAETransform(input_size=size, min_scale=0.67, normalize=normalize)
+
+
 def _sgd(params: list, lr: float, weight_decay: float, momentum: float = 0.9) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
@@ -550,6 +598,10 @@ def _lars_bias_norm_undecayed(params: list, lr: float, weight_decay: float) -> t
 
 def _adamw_mae(params: list, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     return torch.optim.AdamW(_bias_norm_undecayed(params), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
+
+
+def _adamw_bias_norm_undecayed(params: list, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(_bias_norm_undecayed(params), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.999))
 
 
 def resnet_small(in_channels: int) -> tuple[nn.Module, int]:
@@ -593,7 +645,8 @@ class Reference:
     """How lightly's benchmark trains one method: its model, its views, its learning rate as a function
     of the batch size, its optimiser (SGD with momentum 0.9 unless the benchmark gives the method
     another) and the backbone both libraries' rows train (``backbone_row``: the CPU table's name for it;
-    ``backbone``: a builder of it from the number of input channels, with its feature width)."""
+    ``backbone``: a builder of it from the number of input channels, with its feature width) and the
+    representation both rows are scored on (``scored``)."""
 
     model: type[ReferenceModel]
     views: Callable[[int, dict], Callable]
@@ -602,6 +655,12 @@ class Reference:
     optim: Callable[[list, float, float], torch.optim.Optimizer] = _sgd
     backbone: Callable[[int], tuple[nn.Module, int]] = resnet_small
     backbone_row: str = "resnet_small (width=16)"
+    scored: Callable[[nn.Module], nn.Module] = lambda backbone: backbone
+
+    def encoder(self, backbone: nn.Module) -> nn.Module:
+        """The trained backbone as the parity run scores it (its pooled output, or what ``scored`` makes
+        of it: the mean patch token for the rows that train only the patch tokens)."""
+        return self.scored(backbone)
 
     def build(self, backbone: nn.Module, feature_dim: int) -> ReferenceModel:
         return self.model(backbone, feature_dim)
@@ -638,5 +697,9 @@ REFERENCES: dict[str, Reference] = {
     "mae": Reference(MAE, _mae_views, lr=per_256(1.5e-4), weight_decay=0.05, optim=_adamw_mae,
                      backbone=vit_nano_timm,
                      backbone_row="vit_nano (depth=4, patch_size=4, drop_path_rate=0.0, image_size=28)"),
+    # vitb16/simmim.py: AdamW lr 1e-4 x batch / 256, betas 0.9 / 0.999, wd 0.05 off biases and norms
+    "simmim": Reference(SimMIM, _simmim_views, lr=per_256(1e-4), weight_decay=0.05, optim=_adamw_bias_norm_undecayed,
+                        backbone=vit_nano_timm, scored=MeanPatchToken,
+                        backbone_row="vit_nano (image_size=28, patch_size=4, depth=4, drop_path_rate=0.0)"),
 }
 """selfsup method name -> lightly's implementation as its benchmarks train it."""
