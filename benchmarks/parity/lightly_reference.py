@@ -488,8 +488,8 @@ class SimMIM(ReferenceModel):
     AdamW, lr ``1e-4 x batch / 256``, betas 0.9 / 0.999, weight decay 0.05 off biases and norm
     parameters (see ``REFERENCES``). The file's online classifier reads the class token, which
     SimMIM's loss gives no gradient; both libraries' rows are scored on the mean patch token, the
-    output the loss trains (selfsup's row's representation, ``SimMIM.representation``). Not mirrored:
-    the file's 10 warm-up epochs."""
+    output the loss trains (the representation selfsup's SimMIM declares, ``representation = "avg"``).
+    Not mirrored: the file's 10 warm-up epochs."""
 
     mask_ratio = 0.6
 
@@ -596,12 +596,9 @@ def _lars_bias_norm_undecayed(params: list, lr: float, weight_decay: float) -> t
     return LARS(_bias_norm_undecayed(params), lr=lr, momentum=0.9, weight_decay=weight_decay)
 
 
-def _adamw_mae(params: list, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(_bias_norm_undecayed(params), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
-
-
-def _adamw_bias_norm_undecayed(params: list, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(_bias_norm_undecayed(params), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.999))
+def _adamw_bias_norm_undecayed(params: list, lr: float, weight_decay: float,
+                               betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(_bias_norm_undecayed(params), lr=lr, weight_decay=weight_decay, betas=betas)
 
 
 def resnet_small(in_channels: int) -> tuple[nn.Module, int]:
@@ -694,7 +691,8 @@ REFERENCES: dict[str, Reference] = {
     "wmse": Reference(WMSE, _wmse_views, lr=per_sqrt_batch(0.1), weight_decay=1e-6,
                       optim=_lars_bias_norm_undecayed),
     # vitb16/mae.py: AdamW lr 1.5e-4 x batch / 256, betas 0.9 / 0.95, wd 0.05 off biases and norms
-    "mae": Reference(MAE, _mae_views, lr=per_256(1.5e-4), weight_decay=0.05, optim=_adamw_mae,
+    "mae": Reference(MAE, _mae_views, lr=per_256(1.5e-4), weight_decay=0.05,
+                     optim=functools.partial(_adamw_bias_norm_undecayed, betas=(0.9, 0.95)),
                      backbone=vit_nano_timm,
                      backbone_row="vit_nano (depth=4, patch_size=4, drop_path_rate=0.0, image_size=28)"),
     # vitb16/simmim.py: AdamW lr 1e-4 x batch / 256, betas 0.9 / 0.999, wd 0.05 off biases and norms
