@@ -66,7 +66,7 @@ def test_simmim_reference_is_scored_on_the_mean_patch_token_its_loss_trains():
     model.loss([images], epoch=0, epochs=4).backward()
     # the loss reaches the final patch tokens, never the final class token (what the file's probe reads)
     assert final[0].grad[:, 0].abs().sum() == 0 and final[0].grad[:, 1:].abs().sum() > 0
-    encoder = reference.encoder(vit)
+    encoder = reference.scored(vit)
     tokens = vit.forward_features(images)
     assert torch.allclose(encoder(images), tokens[:, 1:].mean(dim=1))  # normed patch tokens, averaged
     ours = selfsup.backbones.get("vit_nano", image_size=28, patch_size=4, depth=4, in_channels=1, pool="avg")

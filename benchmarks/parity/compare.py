@@ -169,7 +169,7 @@ def main() -> None:
             raise SystemExit(f"{method}'s table row trained {row.get('backbone')!r}; the parity run trains "
                              f"{REFERENCES[method].backbone_row!r}")
         backbone, info = train_reference(method, row, args.root, args.workers, args.seed)
-        scores = table.encoder_scores(REFERENCES[method].encoder(backbone), *sets, transform, "cpu", args.seed)
+        scores = table.encoder_scores(REFERENCES[method].scored(backbone), *sets, transform, "cpu", args.seed)
         stored[method] = {
             "method": method, **info, "backbone": row["backbone"], "selfsup_recipe": row["recipe"], "selfsup_date": row.get("date", "?"),
             "selfsup_knn": row["knn_top1"], "selfsup_linear": row["linear_top1"],

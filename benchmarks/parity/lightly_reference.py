@@ -435,7 +435,22 @@ class WMSE(ReferenceModel):
             return self.criterion(z.float())
 
 
-class MAE(ReferenceModel):
+class _MaskedViTModel(ReferenceModel):
+    """A timm ViT inside lightly's MaskedVisionTransformerTIMM (which re-initialises it as lightly does:
+    its weight init and a fixed sine-cosine position embedding), for the masked-image references."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__(backbone)
+        self.encoder = MaskedVisionTransformerTIMM(vit=backbone)
+        self.patch_size = backbone.patch_embed.patch_size[0]
+        self.in_channels = backbone.patch_embed.proj.in_channels
+
+    def masked_pixels(self, images: Tensor, idx_mask: Tensor) -> Tensor:
+        """The raw pixels of the masked patches; ``idx_mask`` counts the class token, the patches do not."""
+        return lutils.get_at_index(lutils.patchify(images, self.patch_size), idx_mask - 1)
+
+
+class MAE(_MaskedViTModel):
     """lightly's ImageNet ViT-B/16 benchmark ``MAE`` (``benchmarks/imagenet/vitb16/mae.py``):
     MaskedVisionTransformerTIMM around a timm ViT (sine-cosine position embedding, lightly's weight
     initialisation), MAEDecoderTIMM with its mask token drawn from N(0, 0.02), 75% of the patch tokens
@@ -453,13 +468,11 @@ class MAE(ReferenceModel):
 
     def __init__(self, backbone: nn.Module, feature_dim: int) -> None:
         super().__init__(backbone)
-        self.encoder = MaskedVisionTransformerTIMM(vit=backbone)  # re-initialises the ViT as lightly does
-        self.patch_size = backbone.patch_embed.patch_size[0]
         mask_token = nn.Parameter(torch.zeros(1, 1, self.decoder_sizes["decoder_embed_dim"]))
         nn.init.normal_(mask_token, std=0.02)
         self.decoder = MAEDecoderTIMM(
             num_patches=backbone.patch_embed.num_patches, patch_size=self.patch_size,
-            in_chans=backbone.patch_embed.proj.in_channels, embed_dim=feature_dim, mlp_ratio=4.0,
+            in_chans=self.in_channels, embed_dim=feature_dim, mlp_ratio=4.0,
             proj_drop_rate=0.0, attn_drop_rate=0.0, mask_token=mask_token, **self.decoder_sizes)
 
     def loss(self, views, epoch, epochs):
@@ -472,12 +485,10 @@ class MAE(ReferenceModel):
         tokens = lutils.set_at_index(tokens, idx_keep, kept.type_as(tokens))
         decoded = self.decoder.decode(tokens)
         predicted = self.decoder.predict(lutils.get_at_index(decoded, idx_mask))
-        # the pixel patches have no class token: token i of the sequence is patch i - 1
-        target = lutils.get_at_index(lutils.patchify(images, self.patch_size), idx_mask - 1)
-        return nn.functional.mse_loss(predicted, target)
+        return nn.functional.mse_loss(predicted, self.masked_pixels(images, idx_mask))
 
 
-class SimMIM(ReferenceModel):
+class SimMIM(_MaskedViTModel):
     """lightly's ImageNet ViT-B/16 benchmark ``SimMIM`` (``benchmarks/imagenet/vitb16/simmim.py``):
     MaskedVisionTransformerTIMM around a timm ViT (its zero-initialised mask token replaces the masked
     patch tokens, the whole sequence is encoded), one linear layer from each masked token to its
@@ -495,9 +506,7 @@ class SimMIM(ReferenceModel):
 
     def __init__(self, backbone: nn.Module, feature_dim: int) -> None:
         super().__init__(backbone)
-        self.encoder = MaskedVisionTransformerTIMM(vit=backbone)
-        self.patch_size = backbone.patch_embed.patch_size[0]
-        self.decoder = nn.Linear(feature_dim, self.patch_size ** 2 * backbone.patch_embed.proj.in_channels)
+        self.decoder = nn.Linear(feature_dim, self.patch_size ** 2 * self.in_channels)
 
     def loss(self, views, epoch, epochs):
         images = views[0]
@@ -505,8 +514,7 @@ class SimMIM(ReferenceModel):
                                                mask_ratio=self.mask_ratio, device=images.device)
         encoded = self.encoder.encode(images=images, idx_mask=idx_mask)
         predicted = self.decoder(lutils.get_at_index(encoded, idx_mask))
-        target = lutils.get_at_index(lutils.patchify(images, self.patch_size), idx_mask - 1)
-        return nn.functional.l1_loss(predicted, target)
+        return nn.functional.l1_loss(predicted, self.masked_pixels(images, idx_mask))
 
 
 class MeanPatchToken(nn.Module):
@@ -643,7 +651,8 @@ class Reference:
     of the batch size, its optimiser (SGD with momentum 0.9 unless the benchmark gives the method
     another) and the backbone both libraries' rows train (``backbone_row``: the CPU table's name for it;
     ``backbone``: a builder of it from the number of input channels, with its feature width) and the
-    representation both rows are scored on (``scored``)."""
+    representation both rows are scored on (``scored``: the backbone's pooled output unless a reference
+    names another, e.g. the mean patch token for the rows that train only the patch tokens)."""
 
     model: type[ReferenceModel]
     views: Callable[[int, dict], Callable]
@@ -652,12 +661,7 @@ class Reference:
     optim: Callable[[list, float, float], torch.optim.Optimizer] = _sgd
     backbone: Callable[[int], tuple[nn.Module, int]] = resnet_small
     backbone_row: str = "resnet_small (width=16)"
-    scored: Callable[[nn.Module], nn.Module] = lambda backbone: backbone
-
-    def encoder(self, backbone: nn.Module) -> nn.Module:
-        """The trained backbone as the parity run scores it (its pooled output, or what ``scored`` makes
-        of it: the mean patch token for the rows that train only the patch tokens)."""
-        return self.scored(backbone)
+    scored: Callable[[nn.Module], nn.Module] = lambda backbone: backbone  # the trained backbone as scored
 
     def build(self, backbone: nn.Module, feature_dim: int) -> ReferenceModel:
         return self.model(backbone, feature_dim)
